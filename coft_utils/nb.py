@@ -1,0 +1,84 @@
+"""Small helpers for the chapter notebooks: set-up, the parameters table, glued values.
+
+A chapter notebook starts with::
+
+    # %% tags=["parameters"]
+    profile = "cpu"
+    seed = 0
+    overrides = {}
+
+    # %%
+    from coft_utils import nb
+    cfg = nb.setup("05_linear_theory", profile, seed, overrides)   # validated, offline env set
+    nb.show_params(cfg)                                             # the resolved-parameters table
+
+and states its verdicts with ``nb.glue("name", value)``, referenced in the markdown as
+``{glue:text}`name` `` (MyST-NB), so no number in the prose is typed in by hand.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+from . import profiles
+
+
+def quiet() -> None:
+    """Silence progress bars and chatty loggers of transformers/datasets inside notebooks."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    for name in ("transformers", "datasets", "accelerate", "huggingface_hub", "lm-eval", "lm_eval"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as tlog
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except Exception:  # transformers not imported yet / not installed: nothing to silence
+        pass
+    try:
+        import datasets
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except Exception:
+        pass
+
+
+def setup(chapter: str, profile: str = profiles.DEFAULT_PROFILE, seed: int = 0,
+          overrides: dict | None = None):
+    """Resolve and validate the chapter's config (fails before any work), quiet the libraries."""
+    profiles.apply_offline_env(profile)
+    quiet()
+    try:
+        import matplotlib
+        matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "axes.grid": True,
+                                    "grid.alpha": 0.3, "figure.figsize": (6.4, 4.0)})
+    except ImportError:
+        pass
+    return profiles.resolve(chapter, profile, overrides or {}, seed=seed)
+
+
+def params_frame(cfg):
+    import pandas as pd
+    rows = profiles.describe(cfg)
+    df = pd.DataFrame(rows).set_index("parameter")
+    df["value"] = df["value"].map(lambda v: ", ".join(map(str, v)) if isinstance(v, list) else str(v))
+    return df
+
+
+def show_params(cfg):
+    """Display the resolved parameters of this run as a table."""
+    from IPython.display import display
+    display(params_frame(cfg))
+
+
+def glue(name: str, value, display: bool = False):
+    """Glue a value into the book (MyST-NB); a no-op outside a notebook kernel."""
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:  # pragma: no cover - myst-nb is a dependency
+        return value
+    _glue(name, value, display=display)
+    return value

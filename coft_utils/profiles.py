@@ -1,0 +1,239 @@
+"""Named size presets ("profiles") and parameter validation, like minGPT's ``gpt-nano``.
+
+Every chapter owns one frozen ``Config`` dataclass and a ``PRESETS`` dict that maps each
+profile name to an instance of it (in the chapter's module, e.g. ``coft_utils.theory``). This
+module knows the profiles, finds a chapter's presets, applies user overrides and validates
+every field *before* any work starts::
+
+    from coft_utils import profiles
+    cfg = profiles.resolve("05_linear_theory", "cpu", {"gammas": [0.1, 0.2]}, seed=0)
+    cfg.gammas            # -> (0.1, 0.2)
+    profiles.describe(cfg)   # -> table rows (name, value, allowed) for the book
+
+Declare a field with :func:`param` so the validator knows what is allowed::
+
+    @dataclass(frozen=True)
+    class Config(profiles.ChapterConfig):
+        gammas: tuple[float, ...] = param((0.01,), "noise scales", min=0.0)
+        n_steps: int = param(100, "training steps", min=1)
+        scale: str = param("init", "noise scale", choices=("init", "empirical"))
+
+An unknown profile, an unknown key, a value of the wrong type or out of range raises
+:class:`ProfileError`, whose message names the bad value and lists what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = [
+    "PROFILES", "CHAPTERS", "ProfileError", "Profile", "ChapterConfig", "param", "get_profile",
+    "resolve", "describe", "validate", "apply_offline_env",
+]
+
+
+class ProfileError(ValueError):
+    """A profile, parameter name or parameter value that is not allowed."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Where and how big a run is. Chapter-specific sizes live in each chapter's ``PRESETS``."""
+
+    name: str
+    description: str
+    budget: str
+    offline: bool  # True: nothing may be downloaded (HF_HUB_OFFLINE=1, HF_DATASETS_OFFLINE=1)
+    device: str  # "cpu" or "auto" (cuda when available)
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("smoke", "CI and tests: tiny suite, a few steps", "seconds per notebook", True, "cpu"),
+        Profile("cpu", "any laptop, 2 cores (the default)", "whole book in <= 45 min", True, "cpu"),
+        Profile("gpu", "one H100/A100: a larger suite, more tokens", "<= 30 min per notebook", True, "auto"),
+        Profile("paper", "A100 machines: the paper's settings and hub checkpoints",
+                "the paper's compute", False, "auto"),
+    )
+}
+DEFAULT_PROFILE = "cpu"
+
+# chapter (notebook stem) -> module that defines ``Config`` and ``PRESETS``
+CHAPTERS: dict[str, str] = {
+    "00_pretraining_suite": "coft_utils.pretrain",
+    "01_instruction_tuning": "coft_utils.instruct",
+    "02_gaussian_sensitivity": "coft_utils.perturb",
+    "03_fixed_lr_finetuning": "coft_utils.finetune",
+    "04_lr_sweep": "coft_utils.finetune",
+    "05_linear_theory": "coft_utils.theory",
+}
+
+
+def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+          choices: tuple | None = None, min_exclusive: bool = False, nullable: bool = False):
+    """A dataclass field with its allowed range, used by :func:`validate` and :func:`describe`."""
+    meta = dict(help=help, min=min, max=max, choices=choices, min_exclusive=min_exclusive,
+                nullable=nullable)
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple (immutable) as the default of a sequence parameter")
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ChapterConfig:
+    """Base of every chapter's config: the profile it came from and the seed."""
+
+    profile: str = param("cpu", "named preset", choices=tuple(PROFILES))
+    seed: int = param(0, "random seed of the whole run", min=0)
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(v):
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ProfileError(f"unknown profile {name!r}; allowed: {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def apply_offline_env(profile: str) -> None:
+    """At offline profiles make sure nothing is looked up on the hub (a lookup hangs ~25 s here)."""
+    if get_profile(profile).offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _chapter_presets(chapter: str) -> dict[str, ChapterConfig]:
+    if chapter not in CHAPTERS:
+        raise ProfileError(f"unknown chapter {chapter!r}; allowed: {', '.join(CHAPTERS)}")
+    mod = importlib.import_module(CHAPTERS[chapter])
+    presets = getattr(mod, "PRESETS")
+    if isinstance(presets, Mapping) and chapter in presets and isinstance(presets[chapter], Mapping):
+        presets = presets[chapter]  # a module serving several chapters keys presets by chapter
+    return presets
+
+
+def _check_type(name: str, value: Any, default: Any, meta: dict) -> Any:
+    """Coerce ``value`` to the type of ``default`` (lists become tuples) or raise."""
+    if value is None:
+        if meta.get("nullable") or default is None:
+            return None
+        raise ProfileError(f"parameter {name!r} may not be None")
+    if isinstance(default, tuple):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            value = (value,)
+        proto = default[0] if default else None
+        return tuple(_check_type(f"{name}[{i}]", v, proto, meta) for i, v in enumerate(value))
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ProfileError(f"parameter {name!r} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+            raise ProfileError(f"parameter {name!r} must be an integer, got {value!r}")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                value = float(value)  # "1e-3" from the command line
+            except (TypeError, ValueError):
+                raise ProfileError(f"parameter {name!r} must be a number, got {value!r}") from None
+        value = float(value)
+        if math.isnan(value):
+            raise ProfileError(f"parameter {name!r} must be a number, got NaN")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ProfileError(f"parameter {name!r} must be a string, got {value!r}")
+        return value
+    return value  # untyped (None default or proto of an empty tuple)
+
+
+def _check_range(name: str, value: Any, meta: dict) -> None:
+    vals = value if isinstance(value, tuple) else (value,)
+    for v in vals:
+        if v is None:
+            continue
+        if meta.get("choices") is not None and v not in meta["choices"]:
+            raise ProfileError(f"parameter {name!r} = {v!r} is not allowed; allowed: "
+                               f"{', '.join(map(repr, meta['choices']))}")
+        lo, hi = meta.get("min"), meta.get("max")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if lo is not None and (v < lo or (meta.get("min_exclusive") and v == lo)):
+                op = ">" if meta.get("min_exclusive") else ">="
+                raise ProfileError(f"parameter {name!r} = {v!r} is out of range; allowed: {op} {lo}"
+                                   + (f" and <= {hi}" if hi is not None else ""))
+            if hi is not None and v > hi:
+                raise ProfileError(f"parameter {name!r} = {v!r} is out of range; allowed: <= {hi}")
+
+
+def _allowed(meta: dict) -> str:
+    if meta.get("choices") is not None:
+        return "one of " + ", ".join(map(str, meta["choices"]))
+    parts = []
+    if meta.get("min") is not None:
+        parts.append(("> " if meta.get("min_exclusive") else ">= ") + str(meta["min"]))
+    if meta.get("max") is not None:
+        parts.append("<= " + str(meta["max"]))
+    return " and ".join(parts) or "any"
+
+
+def validate(cfg: ChapterConfig) -> ChapterConfig:
+    """Check every field of ``cfg`` (types, ranges, choices, and the config's own ``check``)."""
+    values = {}
+    for f in dataclasses.fields(cfg):
+        meta = dict(f.metadata)
+        v = _check_type(f.name, getattr(cfg, f.name), f.default, meta)
+        _check_range(f.name, v, meta)
+        values[f.name] = v
+    cfg = dataclasses.replace(cfg, **values)
+    check = getattr(cfg, "check", None)
+    if callable(check):
+        check()  # cross-field rules; raises ProfileError
+    return cfg
+
+
+def resolve(chapter: str, profile: str = DEFAULT_PROFILE, overrides: Mapping[str, Any] | None = None,
+            seed: int | None = None) -> ChapterConfig:
+    """The chapter's preset for ``profile`` with ``overrides`` applied, validated."""
+    get_profile(profile)
+    presets = _chapter_presets(chapter)
+    if profile not in presets:
+        raise ProfileError(f"chapter {chapter!r} has no preset for profile {profile!r}; "
+                           f"allowed: {', '.join(presets)}")
+    base = presets[profile]
+    overrides = dict(overrides or {})
+    if seed is not None:
+        overrides["seed"] = seed
+    names = {f.name: f for f in dataclasses.fields(base)}
+    bad = [k for k in overrides if k not in names or k == "profile"]
+    if bad:
+        allowed = [f"{n} ({_allowed(f.metadata)})" for n, f in names.items() if n != "profile"]
+        raise ProfileError(f"unknown parameter(s) {', '.join(map(repr, bad))} for chapter {chapter!r}; "
+                           f"allowed: {'; '.join(allowed)}")
+    cfg = dataclasses.replace(base, profile=profile, **overrides) if overrides else \
+        dataclasses.replace(base, profile=profile)
+    cfg = validate(cfg)
+    apply_offline_env(profile)
+    return cfg
+
+
+def describe(cfg: ChapterConfig) -> list[dict]:
+    """Rows (parameter, value, allowed, meaning) of a resolved config, for the book's tables."""
+    rows = []
+    for f in dataclasses.fields(cfg):
+        rows.append(dict(parameter=f.name, value=_plain(getattr(cfg, f.name)),
+                         allowed=_allowed(f.metadata), meaning=f.metadata.get("help", "")))
+    return rows
