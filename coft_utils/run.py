@@ -1,0 +1,211 @@
+"""Notebook runner: jupytext source -> papermill execution -> Jupyter Book (render only).
+
+Command line (``python -m coft_utils ...``)::
+
+    python -m coft_utils list                                   # chapters and their sources
+    python -m coft_utils run 02_gaussian_sensitivity --profile cpu -y '{gammas: [0.01, 0.05]}'
+    python -m coft_utils run 05_linear_theory --profile smoke -p seed 3 --out /tmp/nb
+    python -m coft_utils build                                  # jupyter-book build -W -n --keep-going
+    python -m coft_utils book --profile cpu                     # run every chapter, then build
+
+``run`` reads ``notebooks/<name>.py`` with jupytext, injects the parameters with papermill
+(``profile``, ``seed``; every other key goes into the ``overrides`` dict, validated by the
+chapter's config before any work starts) and writes ``book/_generated/<name>.ipynb``. A raising
+cell makes the command exit non-zero with that cell's error; the partial notebook is kept as
+``<name>.failed.ipynb`` and the last good one is left in place. A notebook whose source,
+parameters and ``coft_utils`` code are unchanged since its last successful run is not re-run
+(``--force`` re-runs it). At the smoke and cpu profiles nothing is downloaded
+(``HF_HUB_OFFLINE=1``, ``HF_DATASETS_OFFLINE=1``).
+
+Python::
+
+    from coft_utils import run
+    run.run_notebook("05_linear_theory", profile="smoke", params={"n_modes": 3}, out_dir=tmp)
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from . import profiles
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NB_DIR = REPO_ROOT / "notebooks"
+GEN_DIR = REPO_ROOT / "book" / "_generated"
+RESERVED = ("profile", "seed")
+
+
+class RunError(RuntimeError):
+    """A notebook that failed to execute (the message holds the failing cell's error)."""
+
+
+def chapters() -> list[str]:
+    """Chapter names (notebook stems) in book order."""
+    return sorted(p.stem for p in NB_DIR.glob("[0-9][0-9]_*.py"))
+
+
+def notebook_source(name: str) -> Path:
+    p = Path(name)
+    if p.suffix == ".py" and p.is_file():
+        return p.resolve()
+    cand = NB_DIR / f"{p.stem}.py"
+    if not cand.is_file():
+        raise RunError(f"no notebook {name!r}: looked for {cand}; allowed: {', '.join(chapters())}")
+    return cand
+
+
+def split_params(params: dict) -> dict:
+    """Papermill parameters: profile and seed as they are, everything else into ``overrides``."""
+    params = dict(params)
+    out = {k: params.pop(k) for k in RESERVED if k in params}
+    overrides = dict(params.pop("overrides", None) or {})
+    overrides.update(params)
+    out["overrides"] = overrides
+    return out
+
+
+def _code_hash() -> str:
+    h = hashlib.sha256()
+    for p in sorted((REPO_ROOT / "coft_utils").glob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _stamp(src: Path, nb_params: dict) -> str:
+    h = hashlib.sha256()
+    h.update(src.read_bytes())
+    h.update(json.dumps(nb_params, sort_keys=True, default=str).encode())
+    h.update(_code_hash().encode())
+    return h.hexdigest()[:24]
+
+
+def _read_stamp(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text())["metadata"].get("coft", {}).get("stamp")
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dict | None = None,
+                 out_dir: str | os.PathLike | None = None, force: bool = False,
+                 timeout: int | None = None, progress: bool = True) -> Path:
+    """Execute one chapter with papermill; return the executed notebook's path."""
+    import jupytext
+    import nbformat
+    import papermill as pm
+
+    profiles.get_profile(profile)  # an unknown profile fails here, before anything runs
+    src = notebook_source(name)
+    nb_params = split_params({**(params or {}), "profile": profile})
+    out_dir = Path(out_dir) if out_dir else GEN_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{src.stem}.ipynb"
+    stamp = _stamp(src, nb_params)
+    if not force and out.is_file() and _read_stamp(out) == stamp:
+        print(f"[coft] {src.stem}: up to date ({out})", flush=True)
+        return out
+    profiles.apply_offline_env(profile)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+    nb = jupytext.read(src)
+    tmp = out_dir / f".{src.stem}.running.ipynb"
+    t0 = time.time()
+    print(f"[coft] {src.stem}: running at profile {profile!r} with {nb_params}", flush=True)
+    try:
+        pm.execute_notebook(nb, str(tmp), parameters=nb_params, kernel_name="python3",
+                            cwd=str(REPO_ROOT), progress_bar=progress, execution_timeout=timeout,
+                            report_mode=False)
+    except pm.PapermillExecutionError as e:
+        failed = out_dir / f"{src.stem}.failed.ipynb"
+        if tmp.exists():
+            os.replace(tmp, failed)
+        raise RunError(f"notebook {src.stem} failed in cell {e.exec_count} after "
+                       f"{time.time() - t0:.0f} s: {e.ename}: {e.evalue}\n(partial notebook: {failed})") from None
+    done = nbformat.read(tmp, as_version=4)
+    done.metadata["coft"] = {"stamp": stamp, "profile": profile, "params": nb_params,
+                             "wall_s": round(time.time() - t0, 1), "source": str(src.relative_to(REPO_ROOT))
+                             if src.is_relative_to(REPO_ROOT) else str(src)}
+    nbformat.write(done, tmp)
+    os.replace(tmp, out)
+    (out_dir / f"{src.stem}.failed.ipynb").unlink(missing_ok=True)
+    print(f"[coft] {src.stem}: done in {time.time() - t0:.0f} s -> {out}", flush=True)
+    return out
+
+
+def build(root: str | os.PathLike = REPO_ROOT, strict: bool = True) -> Path:
+    """Render the site with ``jupyter-book build -W -n --keep-going`` (never executes notebooks)."""
+    root = Path(root)
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
+    if jb is None:
+        raise RunError("jupyter-book is not installed in this environment (make venv installs it)")
+    cmd = [jb, "build", str(root), "--keep-going"] + (["-W", "-n"] if strict else [])
+    print("[coft] " + " ".join(cmd), flush=True)
+    r = subprocess.run(cmd, cwd=root)
+    if r.returncode != 0:
+        raise RunError(f"jupyter-book build failed (exit {r.returncode}); see the warnings above")
+    html = root / "_build" / "html" / "index.html"
+    print(f"[coft] site: {html}", flush=True)
+    return html
+
+
+def _parse_params(pairs: list[list[str]] | None, yaml_text: str | None) -> dict:
+    params: dict = {}
+    if yaml_text:
+        loaded = yaml.safe_load(yaml_text)
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"-y expects a YAML mapping, got {yaml_text!r}")
+        params.update(loaded)
+    for key, value in pairs or []:
+        params[key] = yaml.safe_load(value)
+    return params
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m coft_utils", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list the chapters")
+    r = sub.add_parser("run", help="execute one chapter with papermill")
+    r.add_argument("notebook")
+    b = sub.add_parser("book", help="execute every chapter, then build the site")
+    for p in (r, b):
+        p.add_argument("--profile", default=profiles.DEFAULT_PROFILE, choices=list(profiles.PROFILES))
+        p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"))
+        p.add_argument("-y", "--yaml", help="parameters as a YAML mapping")
+        p.add_argument("--out", help="folder for the executed notebooks (default book/_generated)")
+        p.add_argument("--force", action="store_true", help="re-run even if up to date")
+        p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    sub.add_parser("build", help="render the site (jupyter-book build -W -n --keep-going)")
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "list":
+            for c in chapters():
+                print(f"{c:28s} {NB_DIR / (c + '.py')}")
+            return 0
+        if a.cmd == "build":
+            build()
+            return 0
+        params = _parse_params(a.parameter, a.yaml)
+        if a.cmd == "run":
+            run_notebook(a.notebook, a.profile, params, a.out, a.force, a.timeout)
+            return 0
+        from tqdm.auto import tqdm
+        t0 = time.time()
+        names = chapters()
+        for c in tqdm(names, desc=f"chapters [{a.profile}]", unit="chapter"):
+            run_notebook(c, a.profile, params, a.out, a.force, a.timeout)
+        build()
+        print(f"[coft] book done in {time.time() - t0:.0f} s", flush=True)
+        return 0
+    except (RunError, profiles.ProfileError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
