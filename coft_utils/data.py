@@ -382,7 +382,11 @@ def _load_split(s: DataSpec, split: str, paths: dict[str, Path]):
         ds = ds.filter(lambda r: r["pg_body_span"] is not None)
     if s.parse:
         fn = PARSERS[s.parse]
-        ds = ds.map(fn, remove_columns=[c for c in ds.column_names if c not in s.schema])
+        # parsers return the whole schema; explicit features, since datasets would otherwise keep
+        # the type of a removed column that comes back under the same name (RTE's string label)
+        feats = datasets.Features({k: datasets.Value({"str": "string", "int": "int64"}[t])
+                                   for k, t in s.schema.items()})
+        ds = ds.map(fn, remove_columns=ds.column_names, features=feats)
     return ds
 
 

@@ -118,12 +118,14 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     nb = jupytext.read(src)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata.setdefault("language_info", {"name": "python"})
     tmp = out_dir / f".{src.stem}.running.ipynb"
     t0 = time.time()
     print(f"[coft] {src.stem}: running at profile {profile!r} with {nb_params}", flush=True)
     try:
         pm.execute_notebook(nb, str(tmp), parameters=nb_params, kernel_name="python3",
-                            cwd=str(REPO_ROOT), progress_bar=progress, execution_timeout=timeout,
+                            language="python", cwd=str(REPO_ROOT), progress_bar=progress, execution_timeout=timeout,
                             report_mode=False)
     except pm.PapermillExecutionError as e:
         failed = out_dir / f"{src.stem}.failed.ipynb"

@@ -1,0 +1,99 @@
+import json
+
+import pytest
+import torch
+
+from coft_utils import data, models
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok") / "tok"
+    return models.train_tokenizer(data.gutenberg_bodies("validation", max_chars=400_000), 512, out)
+
+
+def test_tiny_olmo_saves_and_loads_with_identical_logits(tok, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = models.olmo_config("olmo-pico", vocab_size=len(tok), max_len=64)
+    model = models.build_model(cfg, seed=3).eval()
+    assert type(model).__name__ == "OlmoForCausalLM"
+    out = models.save_model(model, tmp_path / "ckpt", tok)
+    assert (out / "model.safetensors").is_file()
+    ck = models.Checkpoint("t", 1000, path=str(out))
+    back = models.load_model(ck)
+    x = tok(["It was the best of times, it was the worst of times."], return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, back(x).logits)
+    tok2 = models.load_tokenizer(ck)
+    assert tok2("a tale of two cities").input_ids == tok("a tale of two cities").input_ids
+    # same seed -> same weights; another seed -> different ones
+    same = models.build_model(cfg, seed=3)
+    other = models.build_model(cfg, seed=4)
+    w = lambda m: m.model.layers[0].self_attn.q_proj.weight
+    assert torch.equal(w(same), w(model)) and not torch.equal(w(other), w(model))
+
+
+def test_tokenizer_is_a_transformers_tokenizer_with_chat_template(tok):
+    assert len(tok) == 512
+    assert tok.eos_token == "<|endoftext|>" and tok.pad_token_id == 1
+    text = "The quick brown fox, said Mr. Pickwick."
+    assert tok.decode(tok(text).input_ids) == text  # byte-level BPE round-trips
+    chat = tok.apply_chat_template([{"role": "user", "content": "hi"},
+                                    {"role": "assistant", "content": "hello"}], tokenize=False)
+    assert chat.startswith("<|user|>\nhi\n<|assistant|>\nhello<|endoftext|>")
+    with pytest.raises(models.SeriesError, match="vocab_size"):
+        models.train_tokenizer(["abc"], 100)
+
+
+def test_presets_follow_the_paper_sizes():
+    for name, target in (("olmo-15m", 15e6), ("olmo-30m", 30e6), ("olmo-90m", 90e6)):
+        m = models.build_model(models.olmo_config(name, vocab_size=256))
+        n = models.count_params(m, embeddings=False)
+        assert 0.85 * target < n < 1.15 * target, (name, n)
+    with pytest.raises(models.SeriesError, match="unknown OLMo preset 'olmo-1t'"):
+        models.olmo_config("olmo-1t", 1024)
+
+
+def test_builtin_series_revision_names():
+    olmo = models.get_series("olmo-1b")
+    revs = {c.revision for c in olmo}
+    # names published on the hub for allenai/OLMo-1B(-hf)
+    assert models._olmo1_rev(20000) == "step20000-tokens84B"
+    assert models._olmo1_rev(330000) == "step330000-tokens1384B"
+    assert models._olmo1_rev(550000) == "step550000-tokens2307B"
+    assert "step550000-tokens2307B" in revs and "step600000-tokens2517B" in revs
+    assert all(c.hub_id == "allenai/OLMo-1B-hf" for c in olmo)
+    assert 0.03e12 < olmo.checkpoints[0].tokens < 0.05e12 and olmo.checkpoints[-1].tokens > 3e12
+    assert models._olmo2_rev(928646) == "stage1-step928646-tokens3896B"
+    py = models.get_series("pythia-70m")
+    assert py.checkpoints[0].revision == "step1000" and abs(py.checkpoints[0].tokens - 2.1e9) < 0.01e9
+    assert models.get_series("amber").checkpoints[-1].revision == "ckpt_359"
+
+
+def test_user_series_roundtrip_and_errors(tmp_path):
+    d = {"name": "mine", "checkpoints": [
+        {"label": "a", "tokens": 1e9, "hub_id": "me/m", "revision": "step1"},
+        {"label": "b", "tokens": 2e9, "path": str(tmp_path)}]}
+    s = models.get_series(d)
+    p = s.save(tmp_path / "mine.json")
+    assert models.get_series(str(p)) == s
+    assert json.loads(p.read_text())["checkpoints"][1]["path"] == str(tmp_path)
+    assert s.select(["b"]).checkpoints[0].label == "b"
+    with pytest.raises(models.SeriesError, match="ordered by tokens"):
+        models.get_series({"name": "x", "checkpoints": [d["checkpoints"][1], d["checkpoints"][0]]})
+    with pytest.raises(models.SeriesError, match="needs a local 'path' or a 'hub_id'"):
+        models.Checkpoint("c", 1.0)
+    with pytest.raises(models.SeriesError, match="unknown series 'nope'; allowed: a built-in name"):
+        models.get_series("nope")
+    with pytest.raises(models.SeriesError, match="does not exist"):
+        models.load_model(models.Checkpoint("gone", 1, path=str(tmp_path / "gone")))
+
+
+def test_hub_loading_is_offline(monkeypatch):
+    """A hub checkpoint is requested by id and revision; offline it fails fast, not after retries."""
+    import time
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = time.time()
+    with pytest.raises(Exception):
+        models.load_model(models.get_series("pythia-70m").checkpoints[0])
+    assert time.time() - t < 20
