@@ -144,13 +144,51 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
     return out
 
 
+MATHJAX_VERSION = "3.2.2"
+_MATHJAX_PARTS = ("tex-chtml.js", "output/chtml", "input/tex", "ui", "a11y", "sre")
+
+
+def ensure_mathjax(root: str | os.PathLike = REPO_ROOT) -> Path:
+    """Serve MathJax from the site itself: the npm ``mathjax`` package, installed at build time
+    into ``.cache/npm`` and copied into ``book/_static/mathjax`` (not committed)."""
+    root = Path(root)
+    dest = root / "book" / "_static" / "mathjax"
+    if (dest / "tex-chtml.js").is_file():
+        return dest
+    from .data import cache_dir
+    prefix = cache_dir() / "npm"
+    es5 = prefix / "node_modules" / "mathjax" / "es5"
+    if not (es5 / "tex-chtml.js").is_file():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RunError("npm is needed once to install MathJax for the offline site "
+                           "(apt-get install npm, or any Node.js); it was not found on PATH")
+        prefix.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund",
+                            "--silent", f"mathjax@{MATHJAX_VERSION}"], capture_output=True, text=True)
+        if r.returncode != 0 or not (es5 / "tex-chtml.js").is_file():
+            raise RunError(f"npm install mathjax@{MATHJAX_VERSION} failed: {r.stderr[-2000:]}")
+    tmp = dest.with_name("mathjax.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for part in _MATHJAX_PARTS:
+        src = es5 / part
+        if src.is_dir():
+            shutil.copytree(src, tmp / part)
+        else:
+            (tmp / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, tmp / part)
+    os.replace(tmp, dest)
+    return dest
+
+
 def build(root: str | os.PathLike = REPO_ROOT, strict: bool = True) -> Path:
     """Render the site with ``jupyter-book build -W -n --keep-going`` (never executes notebooks)."""
     root = Path(root)
+    ensure_mathjax(root)
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
     if jb is None:
         raise RunError("jupyter-book is not installed in this environment (make venv installs it)")
-    cmd = [jb, "build", str(root), "--keep-going"] + (["-W", "-n"] if strict else [])
+    cmd = [jb, "build", str(root), "--all", "--keep-going"] + (["-W", "-n"] if strict else [])
     print("[coft] " + " ".join(cmd), flush=True)
     r = subprocess.run(cmd, cwd=root)
     if r.returncode != 0:

@@ -62,3 +62,18 @@ def test_book_builds_without_warnings(smoke_site):
         assert page.is_file(), page
         assert "Traceback" not in page.read_text()
     assert (html / "book" / "reproducing.html").is_file()
+
+
+def test_site_works_offline_in_a_real_browser(smoke_site):
+    """Headless Chromium, all network but 127.0.0.1 blocked: no failed request, no console
+    error, every figure decoded, math typeset, every internal link resolves."""
+    from coft_utils import sitecheck
+    html = smoke_site / "_build" / "html"
+    if not (html / "index.html").is_file():
+        test_book_builds_without_warnings(smoke_site)
+    rep = sitecheck.check_site(html, install=True)
+    assert not rep.problems, "\n".join(rep.problems)
+    assert len(rep.screenshots) == len(rep.pages) >= 3 + len(run.chapters())
+    assert rep.images >= len(run.chapters())  # every chapter has at least one figure
+    assert rep.math_elements > 0
+    assert rep.links_checked > 0
