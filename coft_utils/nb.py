@@ -29,6 +29,7 @@ def quiet() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     for name in ("transformers", "datasets", "accelerate", "huggingface_hub", "lm-eval", "lm_eval"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -134,6 +134,10 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
         raise RunError(f"notebook {src.stem} failed in cell {e.exec_count} after "
                        f"{time.time() - t0:.0f} s: {e.ename}: {e.evalue}\n(partial notebook: {failed})") from None
     done = nbformat.read(tmp, as_version=4)
+    for cell in done.cells:  # the book shows the injected parameters (what ran), not the defaults
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = tags + ["remove-cell"]
     done.metadata["coft"] = {"stamp": stamp, "profile": profile, "params": nb_params,
                              "wall_s": round(time.time() - t0, 1), "source": str(src.relative_to(REPO_ROOT))
                              if src.is_relative_to(REPO_ROOT) else str(src)}
