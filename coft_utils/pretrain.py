@@ -1,0 +1,717 @@
+"""Controlled pre-training suite: tiny-to-paper OLMo models, one checkpoint per token budget.
+
+The paper (Springer et al., 2025, Sec. 4) separates "more tokens" from "a different final
+learning rate" by pre-training its own OLMo-15M/30M/90M on C4 for 4B..128B tokens, every run
+annealed to zero. This module runs the same experiment at every profile and returns the result
+as a :class:`coft_utils.models.CheckpointSeries` of local folders, so every chapter loads it like
+a hub series::
+
+    from coft_utils import pretrain, models
+    series = pretrain.get_suite("smoke")                  # < 60 s, trains once, then cached
+    series = pretrain.get_suite("cpu", schedule="wsd")    # cosine (default) | wsd | constant
+    model = models.load_model(series.checkpoints[-1]); tok = models.load_tokenizer(series.checkpoints[-1])
+    series.meta["init_std"], series.meta["config"]
+    pretrain.suite_records(series)                        # tokens, tokens/param, val ppl, wall time
+
+    # the same training code on several processes / GPUs (DDP through accelerate):
+    #   accelerate launch --num_processes 2 -m coft_utils.pretrain_launch --profile gpu --schedule all
+    #   accelerate launch --cpu --num_processes 2 -m coft_utils.pretrain_launch --profile smoke   # gloo
+    #   torchrun --nproc_per_node 2 -m coft_utils.pretrain_launch --profile smoke
+
+Schedules (a geometric series of ``n_budgets`` token budgets, each double the last):
+
+* ``cosine``   every budget is its own run: linear warmup, then cosine to zero (the paper's protocol);
+* ``wsd``      one warmup-stable run; at each budget a decay-to-zero branch of ``decay_frac`` of
+               that budget is taken off the stable trunk (cheaper: the trunk is shared);
+* ``constant`` one warmup-constant run, saved at every budget (no annealing).
+
+Data: the Gutenberg book bodies (``paper``: C4 streamed from the hub), tokenized once by the
+project's BPE (trained on the same corpus) and cached on disk as packed ``seq_len`` blocks; the
+block order is a permutation drawn from the seed (a fresh one per epoch), so the batch of global
+step ``k`` is a pure function of (seed, k) and every budget sees a prefix of the same stream.
+
+Cache and resume: everything lives under ``results.runs_dir()/suite/<key>/`` where ``key`` hashes
+the full resolved config, the tokenizer fingerprint and :data:`CODE_VERSION`. Each run saves its
+full state (weights, optimizer, scheduler, step = data position, RNG, elapsed time) atomically
+every ``save_every`` steps; a killed run restarts from it and ends bit-identical to an
+uninterrupted one. A finished suite (``series.json`` present) is loaded, never retrained.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import data, models, profiles, results
+from .profiles import param
+
+__all__ = ["Config", "PRESETS", "SCHEDULES", "CODE_VERSION", "get_suite", "cached_suite", "suite_records",
+           "load_records", "suite_dir", "get_tokenizer", "token_blocks", "plan", "train_job",
+           "lr_multiplier", "budget_steps", "n_params", "cost_ratio", "fmt_tokens"]
+
+CHAPTER = "00_pretraining_suite"
+SCHEDULES = ("cosine", "wsd", "constant")
+CODE_VERSION = 1  # bump when a change alters trained weights (invalidates every cached suite)
+
+
+@dataclass(frozen=True)
+class Config(profiles.ChapterConfig):
+    model: str = param("olmo-pico", "OLMo size preset (models.OLMO_PRESETS)", choices=tuple(models.OLMO_PRESETS))
+    vocab_size: int = param(1024, "BPE vocabulary trained on the pre-training corpus", min=263, max=65535)
+    seq_len: int = param(128, "tokens per packed training block", min=8)
+    batch_size: int = param(32, "global batch (blocks per optimizer step)", min=1)
+    min_budget: float = param(250_000.0, "smallest token budget", min=1.0)
+    n_budgets: int = param(6, "number of budgets (each double the last)", min=1, max=30)
+    schedule: str = param("cosine", "learning-rate schedule", choices=SCHEDULES)
+    lr: float = param(3e-3, "peak learning rate (AdamW)", min=0.0, min_exclusive=True)
+    warmup_steps: int = param(20, "linear warmup steps (same for every budget)", min=0)
+    decay_frac: float = param(0.2, "wsd: decay branch length as a fraction of its budget", min=0.0,
+                              max=1.0, min_exclusive=True)
+    weight_decay: float = param(0.1, "AdamW weight decay", min=0.0)
+    beta2: float = param(0.95, "AdamW beta2", min=0.0, max=1.0)
+    grad_clip: float = param(1.0, "gradient-norm clip (0: off)", min=0.0)
+    corpus: str = param("gutenberg", "pre-training corpus", choices=("gutenberg", "c4"))
+    tokenizer_chars: int = param(3_000_000, "characters of the corpus the BPE is trained on", min=10_000)
+    val_blocks: int = param(64, "held-out blocks for validation perplexity (0: skip)", min=0)
+    save_every: int = param(200, "steps between resumable state saves", min=1)
+    mixed_precision: str = param("no", "autocast precision (bf16 on GPU)", choices=("no", "bf16", "fp16"))
+    threads: int = param(0, "torch CPU threads (0: torch default)", min=0)
+
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def check(self):
+        s0 = budget_steps(self)[0]
+        if s0 < 1:
+            raise profiles.ProfileError(
+                f"parameter 'min_budget' = {self.min_budget!r} is smaller than one step "
+                f"(batch_size x seq_len = {self.tokens_per_step()} tokens); allowed: >= {self.tokens_per_step()}")
+        if self.warmup_steps >= s0:
+            raise profiles.ProfileError(
+                f"parameter 'warmup_steps' = {self.warmup_steps} must be smaller than the steps of the "
+                f"smallest budget ({s0}); allowed: < {s0}")
+        if self.schedule == "wsd" and round(self.decay_frac * s0) < 1:
+            raise profiles.ProfileError(
+                f"parameter 'decay_frac' = {self.decay_frac} gives a decay branch of 0 steps at the "
+                f"smallest budget ({s0} steps); allowed: >= {1 / s0:.3g}")
+        if self.schedule == "wsd" and s0 - decay_steps(self, s0) < max(1, self.warmup_steps):
+            raise profiles.ProfileError(
+                f"parameter 'decay_frac' = {self.decay_frac}: the smallest budget's decay would start "
+                f"at step 0 or inside the warmup ({self.warmup_steps} steps); allowed: < {1 - max(1, self.warmup_steps) / s0:.3g}")
+        if self.corpus == "c4" and self.profile != "paper":
+            raise profiles.ProfileError(f"parameter 'corpus' = 'c4' needs the hub (paper profile); "
+                                        f"allowed at profile {self.profile!r}: 'gutenberg'")
+
+
+PRESETS: dict[str, Config] = {
+    # olmo-pico (2 x 32) with a 512 BPE; 4k..128k tokens: whole suite in seconds.
+    "smoke": Config(profile="smoke", model="olmo-pico", vocab_size=512, seq_len=64, batch_size=8,
+                    min_budget=2048.0, n_budgets=6, lr=3e-3, warmup_steps=2, tokenizer_chars=400_000,
+                    val_blocks=16, save_every=20, threads=1),
+    # olmo-pico with a 1024 BPE: ~65k parameters (embeddings included); 0.25M..8M tokens
+    # -> ~123 tokens/param at the largest budget. All three schedules in <= 15 min on 2 cores.
+    "cpu": Config(profile="cpu", model="olmo-pico", vocab_size=1024, seq_len=128, batch_size=32,
+                  min_budget=262_144.0, n_budgets=6, lr=3e-3, warmup_steps=20,
+                  tokenizer_chars=3_000_000, val_blocks=64, save_every=200, threads=1),
+    # olmo-micro (4 x 128) with a 2048 BPE: ~1.31M params; 42M..1.34B tokens (~1,020 tokens/param),
+    # bf16 on one H100/A100 (Gutenberg repeated for several epochs at the largest budgets).
+    "gpu": Config(profile="gpu", model="olmo-micro", vocab_size=2048, seq_len=256, batch_size=512,
+                  min_budget=41_943_040.0, n_budgets=6, lr=2e-3, warmup_steps=100,
+                  tokenizer_chars=20_000_000, val_blocks=256, save_every=500, mixed_precision="bf16"),
+    # the paper's OLMo-30M on C4 (hub) for 4B..128B tokens, cosine to zero; 50k BPE trained on C4.
+    "paper": Config(profile="paper", model="olmo-30m", vocab_size=50_304, seq_len=1024, batch_size=256,
+                    min_budget=4e9, n_budgets=6, lr=1e-3, warmup_steps=1000, corpus="c4",
+                    tokenizer_chars=200_000_000, val_blocks=512, save_every=1000, mixed_precision="bf16"),
+}
+
+
+# --------------------------------------------------------------------------- small helpers
+def fmt_tokens(t: float) -> str:
+    """Compact label of a token count: 4k, 0.25M, 8M (binary units when exact), 4B."""
+    t = float(t)
+    for div, suf in ((2 ** 40, "T"), (2 ** 30, "B"), (2 ** 20, "M"), (2 ** 10, "k")):
+        v = t / div
+        if 0.125 <= v and (v * 8).is_integer() and len(f"{v:g}") <= 5:
+            return f"{v:g}{suf}"
+    for div, suf in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if t >= div:
+            return f"{t / div:.3g}{suf}"
+    return f"{int(t)}"
+
+
+def budget_steps(cfg: Config) -> list[int]:
+    """Optimizer steps of every budget: exact doublings of the first (rounded) budget."""
+    s0 = int(round(cfg.min_budget / cfg.tokens_per_step()))
+    return [s0 * 2 ** i for i in range(cfg.n_budgets)]
+
+
+def decay_steps(cfg: Config, steps: int) -> int:
+    return max(1, int(round(cfg.decay_frac * steps)))
+
+
+def lr_multiplier(step: int, cfg: Config, kind: str, total: int, decay_start: int | None = None) -> float:
+    """LR factor for the update at ``step`` (0-based): warmup, then cosine/constant/linear decay to 0.
+
+    ``kind``: "cosine" (to zero at ``total``), "constant", or "wsd_decay" (constant until
+    ``decay_start``, then linear to zero at ``total``).
+    """
+    w = cfg.warmup_steps
+    if step < w:
+        return (step + 1) / (w + 1)
+    if kind == "constant":
+        return 1.0
+    if kind == "cosine":
+        prog = (step - w) / max(1, total - w)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, prog)))
+    if kind == "wsd_decay":
+        if step < decay_start:
+            return 1.0
+        return max(0.0, (total - step) / (total - decay_start + 1))  # linear; 0 right after the last step
+    raise ValueError(kind)
+
+
+def n_params(cfg: Config) -> int:
+    """All parameters of the model (embeddings included, tied counted once), without building it."""
+    layers, d, heads, mlp = models.OLMO_PRESETS[cfg.model]
+    # OLMo: q,k,v,o (d x d, no bias) + gate/up/down (d x mlp); LayerNorms have no parameters.
+    return cfg.vocab_size * d + layers * (4 * d * d + 3 * d * mlp)
+
+
+def _atomic_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(results._jsonable(obj), indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- corpus and tokenizer
+def _corpus_texts(cfg: Config, split: str = "train", max_chars: int | None = None):
+    if cfg.corpus == "gutenberg":
+        yield from data.gutenberg_bodies(split, max_chars=max_chars)
+        return
+    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise data.DataError("corpus 'c4' streams allenai/c4 (en) from the hub, but this process is "
+                             "offline (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE=1); run the paper profile "
+                             "online, or use corpus='gutenberg'")
+    import datasets
+    ds = datasets.load_dataset("allenai/c4", "en", split=split, streaming=True)
+    chars = 0
+    for rec in ds:
+        yield rec["text"]
+        chars += len(rec["text"])
+        if max_chars is not None and chars >= max_chars:
+            return
+
+
+def get_tokenizer(cfg: Config):
+    """The project's byte-level BPE trained on a prefix of the pre-training corpus (cached)."""
+    from transformers import AutoTokenizer
+    key = _hash({"corpus": cfg.corpus, "vocab": cfg.vocab_size, "chars": cfg.tokenizer_chars, "v": 1})
+    out = data.cache_dir() / "pretrain" / f"tokenizer-{key}"
+    if not (out / "tokenizer.json").is_file():
+        models.train_tokenizer(_corpus_texts(cfg, "train", cfg.tokenizer_chars), cfg.vocab_size, out)
+    return AutoTokenizer.from_pretrained(str(out))
+
+
+def _tokens_needed(cfg: Config) -> int:
+    return budget_steps(cfg)[-1] * cfg.tokens_per_step()
+
+
+def token_blocks(cfg: Config, tokenizer) -> np.ndarray:
+    """Packed training blocks ``[n_blocks, seq_len]`` (uint16/uint32 memmap), tokenized once.
+
+    Documents are joined with eos and cut into ``seq_len`` blocks. Tokenizes the corpus until
+    the largest budget is covered (or the corpus ends: later epochs repeat it, reshuffled).
+    """
+    from . import evaluate
+    need = _tokens_needed(cfg)
+    key = _hash({"corpus": cfg.corpus, "tok": evaluate.tokenizer_fingerprint(tokenizer), "need": need,
+                 "v": 1})
+    path = data.cache_dir() / "pretrain" / f"tokens-{key}.bin"
+    dtype = np.uint16 if len(tokenizer) <= 65535 else np.uint32
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        eos = tokenizer.eos_token_id
+        n = 0
+        batch: list[str] = []
+
+        def flush(fh):
+            nonlocal n
+            enc = tokenizer(batch, add_special_tokens=False)["input_ids"]
+            for ids in enc:
+                arr = np.asarray(ids + [eos], dtype=dtype)
+                fh.write(arr.tobytes())
+                n += len(arr)
+            batch.clear()
+
+        with open(tmp, "wb") as fh:
+            for text in _corpus_texts(cfg, "train"):
+                # split long books into paragraphs-chunks so batches stay small and parallel
+                for i in range(0, len(text), 200_000):
+                    batch.append(text[i:i + 200_000])
+                if sum(map(len, batch)) >= 2_000_000:
+                    flush(fh)
+                    if n >= need:
+                        break
+            if batch:
+                flush(fh)
+        os.replace(tmp, path)
+    flat = np.memmap(path, dtype=dtype, mode="r")
+    nb = len(flat) // cfg.seq_len
+    if nb < cfg.batch_size:
+        raise data.DataError(f"corpus {cfg.corpus!r} gives only {nb} blocks of {cfg.seq_len} tokens; "
+                             f"need at least batch_size={cfg.batch_size}")
+    return flat[:nb * cfg.seq_len].reshape(nb, cfg.seq_len)
+
+
+class BlockStream:
+    """Batch of global step ``k`` = rows ``k*B .. (k+1)*B`` of the epoch-wise shuffled blocks."""
+
+    def __init__(self, blocks: np.ndarray, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise profiles.ProfileError(f"parameter 'batch_size' = {batch_size} must be divisible by "
+                                        f"the number of processes ({world})")
+        self.blocks, self.B, self.seed, self.rank, self.world = blocks, batch_size, seed, rank, world
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.blocks))}
+        return self._perms[epoch]
+
+    def batch(self, step: int):
+        import torch
+        n, per = len(self.blocks), self.B // self.world
+        idx = np.arange(step * self.B + self.rank * per, step * self.B + (self.rank + 1) * per)
+        ep = idx // n
+        if ep[0] == ep[-1]:
+            rows = self._perm(int(ep[0]))[idx % n]
+        else:  # the batch straddles two epochs
+            rows = np.asarray([self._perm(int(e))[i % n] for e, i in zip(ep, idx)])
+        return torch.from_numpy(self.blocks[rows].astype(np.int64))
+
+
+# --------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class Job:
+    """One contiguous training segment: steps ``[start, end)`` from scratch or from a parent state."""
+
+    name: str
+    series: str  # the schedule whose checkpoints this job exports
+    start: int
+    end: int
+    kind: str  # lr_multiplier kind
+    total: int  # horizon of the schedule
+    decay_start: int | None = None
+    parent: str | None = None  # file name of the state to start from (None: fresh init)
+    saves: tuple = ()  # ((step, label), ...): export a checkpoint after this many steps
+    keep: tuple = ()  # steps whose full state is kept for child jobs (wsd branch points)
+
+
+def plan(cfg: Config) -> list[Job]:
+    """The jobs of ``cfg.schedule``.
+
+    ``constant`` and the stable part of ``wsd`` are the same warmup-constant run (the "trunk"):
+    it is trained once per config, exports the ``constant`` checkpoints at every budget and keeps
+    its full state at every wsd branch point, from which each ``wsd`` decay branch starts.
+    """
+    steps = budget_steps(cfg)
+    labels = [fmt_tokens(s * cfg.tokens_per_step()) for s in steps]
+    if cfg.schedule == "cosine":
+        return [Job(f"cosine-{lab}", "cosine", 0, s, "cosine", s, saves=((s, lab),))
+                for s, lab in zip(steps, labels)]
+    starts = [s - decay_steps(cfg, s) for s in steps]
+    trunk = Job("trunk", "constant", 0, steps[-1], "constant", steps[-1], saves=tuple(zip(steps, labels)),
+                keep=tuple(sorted(set(starts))))
+    if cfg.schedule == "constant":
+        return [trunk]
+    branches = [Job(f"wsd-decay-{lab}", "wsd", p, s, "wsd_decay", s, decay_start=p, parent=f"trunk@{p}",
+                    saves=((s, lab),)) for s, p, lab in zip(steps, starts, labels)]
+    return [trunk] + branches
+
+
+def planned_steps(cfg: Config, schedule: str | None = None) -> int:
+    """Training steps a schedule costs on its own (wsd: the trunk up to its last branch point)."""
+    import dataclasses
+    jobs = plan(dataclasses.replace(cfg, schedule=schedule or cfg.schedule))
+    if (schedule or cfg.schedule) == "wsd":
+        branches = [j for j in jobs if j.name != "trunk"]
+        return max(j.start for j in branches) + sum(j.end - j.start for j in branches)
+    return sum(j.end - j.start for j in jobs)
+
+
+def cost_ratio(cfg: Config, other: str = "wsd") -> float:
+    """Planned training steps of ``cosine`` divided by those of ``other`` for the same budgets."""
+    return planned_steps(cfg, "cosine") / planned_steps(cfg, other)
+
+
+# --------------------------------------------------------------------------- training
+def _rng_state():
+    import torch
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(st):
+    import torch
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if st.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _save_state(path: Path, state: dict) -> None:
+    import torch
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _model_config(cfg: Config, tokenizer):
+    return models.olmo_config(cfg.model, vocab_size=len(tokenizer), max_len=cfg.seq_len,
+                              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.eos_token_id,
+                              eos_token_id=tokenizer.eos_token_id)
+
+
+def _make_optimizer(model, cfg: Config):
+    import torch
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), eps=1e-8,
+                             fused=False, foreach=True)
+
+
+def _accelerator(cfg: Config):
+    from accelerate import Accelerator
+    cpu = profiles.get_profile(cfg.profile).device == "cpu"
+    import torch
+    mp = cfg.mixed_precision if (not cpu and torch.cuda.is_available()) else "no"
+    return Accelerator(cpu=cpu, mixed_precision=mp)
+
+
+def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokenizer, accelerator,
+              on_export: Callable | None = None, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Run (or resume) one job; export its checkpoints; return {"wall_s": elapsed, "steps": n}.
+
+    The full state is saved atomically to ``run_dir/state/<job>.pt`` every ``cfg.save_every``
+    steps; a restart resumes from it. ``stop_after`` (tests) stops after that many new steps.
+    """
+    import torch
+    state_dir = run_dir / "state"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    done_file = state_dir / f"{job.name}.done.json"
+    if done_file.is_file():
+        return json.loads(done_file.read_text())
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model = models.build_model(_model_config(cfg, tokenizer), seed=cfg.seed)
+    optimizer = _make_optimizer(model, cfg)
+    fn = lambda i: lr_multiplier(job.start + i, cfg, job.kind, job.total, job.decay_start)
+    resume = state_dir / f"{job.name}.pt"
+    step, elapsed, own = job.start, 0.0, 0.0
+    src = resume if resume.is_file() else (state_dir / f"{job.parent}.pt" if job.parent else None)
+    st = None
+    if src is not None:
+        st = torch.load(src, map_location="cpu", weights_only=False)
+        model.load_state_dict(st["model"])
+        optimizer.load_state_dict(st["optimizer"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+    if st is not None:
+        if src == resume:
+            scheduler.load_state_dict(st["scheduler"])
+            step, elapsed, own = st["step"], st["elapsed"], st["own"]
+        else:  # a wsd branch: continue from the trunk's state (its time counts), own schedule
+            elapsed = st["elapsed"]
+        for g in optimizer.param_groups:  # the lr of the next update, whatever the saved one was
+            g["lr"] = g["initial_lr"] * fn(step - job.start)
+        _set_rng_state(st["rng"])
+        del st
+    else:
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    saves = dict(job.saves)
+    keep = set(job.keep)
+    bar = None
+    if progress and accelerator.is_main_process:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=job.end - job.start, initial=step - job.start, desc=f"{cfg.schedule} [{cfg.profile}] {job.name}",
+                   leave=False, mininterval=2.0)
+
+    def state():
+        return {"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": step, "elapsed": elapsed, "own": own,
+                "rng": _rng_state()}
+
+    new = 0
+    t0 = time.perf_counter()
+    while step < job.end:
+        x = stream.batch(step).to(accelerator.device)
+        out = model(input_ids=x, labels=x)
+        accelerator.backward(out.loss)
+        if cfg.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        new += 1
+        if bar is not None:
+            bar.update(1)
+        if step in saves or step in keep or step % cfg.save_every == 0 or step == job.end:
+            now = time.perf_counter()
+            elapsed += now - t0
+            own += now - t0
+            t0 = now
+            if accelerator.is_main_process:
+                st = state()
+                if step in keep:
+                    _save_state(state_dir / f"{job.name}@{step}.pt", st)
+                if step in saves and on_export is not None:
+                    on_export(accelerator.unwrap_model(model), job.series, saves[step], step, elapsed)
+                _save_state(resume, st)
+            accelerator.wait_for_everyone()
+            t0 = time.perf_counter()
+        if stop_after is not None and new >= stop_after and step < job.end:
+            if bar is not None:
+                bar.close()
+            return {"wall_s": elapsed, "own_wall_s": own, "steps": step, "stopped": True}
+    if bar is not None:
+        bar.close()
+    info = {"wall_s": elapsed, "own_wall_s": own, "steps": step}
+    if accelerator.is_main_process:
+        _atomic_json(done_file, info)
+        resume.unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+    return info
+
+
+# --------------------------------------------------------------------------- the suite
+def suite_key(cfg: Config, tokenizer) -> str:
+    from . import evaluate
+    skip = ("threads", "save_every", "schedule")  # every schedule of a config shares one folder
+    return _hash({"config": {k: v for k, v in cfg.to_dict().items() if k not in skip},
+                  "tokenizer": evaluate.tokenizer_fingerprint(tokenizer), "code": CODE_VERSION})
+
+
+def suite_dir(cfg: Config, tokenizer) -> Path:
+    return results.runs_dir() / "suite" / suite_key(cfg, tokenizer)
+
+
+def _val_blocks(cfg: Config, tokenizer):
+    import torch
+    from . import evaluate
+    if cfg.corpus == "gutenberg":
+        return evaluate.heldout_blocks(tokenizer, "gutenberg", cfg.val_blocks, cfg.seq_len)
+    ids: list[int] = []
+    for text in _corpus_texts(cfg, "validation"):
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+        if len(ids) >= cfg.val_blocks * cfg.seq_len:
+            break
+    arr = np.asarray(ids[:cfg.val_blocks * cfg.seq_len], dtype=np.int64)
+    return torch.from_numpy(arr.reshape(cfg.val_blocks, cfg.seq_len))
+
+
+def resolve(profile: str = "cpu", schedule: str = "cosine", seed: int = 0, overrides: dict | None = None) -> Config:
+    return profiles.resolve(CHAPTER, profile, {**(overrides or {}), "schedule": schedule}, seed=seed)
+
+
+def _series_name(cfg: Config) -> str:
+    return f"coft-{cfg.model}-{cfg.schedule}-{cfg.profile}"
+
+
+def run_suite(cfg: Config, progress: bool = True, accelerator=None, stop_after: int | None = None):
+    """Train every job of ``cfg``'s plan not done yet; return the series (None if stopped early)."""
+    import torch
+    tok = get_tokenizer(cfg)
+    root = suite_dir(cfg, tok)
+    series_file = root / cfg.schedule / "series.json"
+    if series_file.is_file():
+        return models.CheckpointSeries.from_dict(json.loads(series_file.read_text()))
+    with contextlib.ExitStack() as stack:
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            # one process at a time per suite folder: a second caller waits, then loads the result
+            import fcntl
+            root.mkdir(parents=True, exist_ok=True)
+            fh = stack.enter_context(open(root / ".lock", "w"))
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            if series_file.is_file():
+                return models.CheckpointSeries.from_dict(json.loads(series_file.read_text()))
+        return _train_suite(cfg, tok, root, series_file, progress, accelerator, stop_after)
+
+
+def _train_suite(cfg, tok, root, series_file, progress, accelerator, stop_after):
+    accelerator = accelerator or _accelerator(cfg)
+    blocks = token_blocks(cfg, tok)
+    stream = BlockStream(blocks, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
+    if accelerator.is_main_process:
+        _atomic_json(root / "config.json", {"config": cfg.to_dict(), "code": CODE_VERSION})
+    val = _val_blocks(cfg, tok) if (cfg.val_blocks and accelerator.is_main_process) else None
+    nparams = None
+
+    def export(model, series, label, step, elapsed):
+        nonlocal nparams
+        from . import evaluate
+        out = root / series / "ckpt" / label
+        models.save_model(model, out, tok)
+        nparams = models.count_params(model)
+        rec = {"label": label, "tokens": step * cfg.tokens_per_step(), "step": step, "params": nparams,
+               "tokens_per_param": step * cfg.tokens_per_step() / nparams, "wall_s": elapsed,
+               "schedule": series, "model": cfg.model, "seed": cfg.seed}
+        if val is not None:
+            was = model.training
+            model.eval()
+            dev = next(model.parameters()).device
+            with accelerator.autocast() if accelerator.mixed_precision != "no" else contextlib.nullcontext():
+                r = evaluate.perplexity(model, val.to(dev), batch_size=16)
+            model.train(was)
+            rec.update(val_ppl=r["ppl"], val_loss=r["loss"])
+        _atomic_json(out.with_name(label + ".record.json"), rec)
+
+    jobs = plan(cfg)
+    job_info = {}
+    for job in jobs:
+        info = train_job(cfg, job, root, stream, tok, accelerator, export, progress, stop_after)
+        job_info[job.name] = info
+        if info.get("stopped"):
+            return None
+    ckdir = root / cfg.schedule / "ckpt"
+    recs = load_records_dir(ckdir)
+    cks = tuple(models.Checkpoint(r["label"], float(r["tokens"]), path=str(ckdir / r["label"])) for r in recs)
+    series = models.CheckpointSeries(
+        _series_name(cfg), cks,
+        f"{cfg.model} pre-trained on {cfg.corpus} with a {cfg.schedule} schedule ({cfg.profile} profile)",
+        meta={"config": cfg.to_dict(), "init_std": _model_config(cfg, tok).initializer_range,
+              "params": recs[0]["params"] if recs else nparams, "schedule": cfg.schedule, "key": root.name,
+              "jobs": job_info, "total_train_wall_s": _total_wall(cfg.schedule, job_info),
+              "total_train_steps": planned_steps(cfg),
+              "tokens_per_step": cfg.tokens_per_step(), "code": CODE_VERSION})
+    if accelerator.is_main_process:
+        series.save(series_file)
+    accelerator.wait_for_everyone()
+    return series
+
+
+def _total_wall(schedule: str, job_info: dict) -> float:
+    """Measured training time a schedule costs on its own (wsd: trunk up to its last branch point
+    = the largest trunk time a branch started from, plus every branch's own time)."""
+    if schedule != "wsd":
+        return sum(i["own_wall_s"] for i in job_info.values())
+    br = [i for n, i in job_info.items() if n != "trunk"]
+    return max(i["wall_s"] - i["own_wall_s"] for i in br) + sum(i["own_wall_s"] for i in br)
+
+
+def load_records_dir(ckdir: Path) -> list[dict]:
+    recs = [results._unjson(json.loads(p.read_text())) for p in ckdir.glob("*.record.json")]
+    return sorted(recs, key=lambda r: r["tokens"])
+
+
+def cached_suite(profile: str = "cpu", schedule: str = "cosine", seed: int = 0,
+                 overrides: dict | None = None) -> models.CheckpointSeries | None:
+    """The finished suite if it is cached, else None (never trains; may train the tokenizer)."""
+    cfg = resolve(profile, schedule, seed, overrides)
+    f = suite_dir(cfg, get_tokenizer(cfg)) / cfg.schedule / "series.json"
+    return models.CheckpointSeries.from_dict(json.loads(f.read_text())) if f.is_file() else None
+
+
+def get_suite(profile: str = "cpu", schedule: str = "cosine", seed: int = 0, overrides: dict | None = None,
+              progress: bool = True) -> models.CheckpointSeries:
+    """The checkpoint series of ``schedule`` at ``profile`` (trained once, then loaded from the cache)."""
+    cfg = resolve(profile, schedule, seed, overrides)
+    return run_suite(cfg, progress=progress)
+
+
+def load_records(series: models.CheckpointSeries) -> list[dict]:
+    recs = []
+    for c in series:
+        p = Path(c.path).with_name(c.label + ".record.json")
+        recs.append(results._unjson(json.loads(p.read_text())) if p.is_file() else {"label": c.label, "tokens": c.tokens})
+    return recs
+
+
+def suite_records(series: models.CheckpointSeries):
+    """One row per checkpoint: label, tokens, tokens/param, val ppl, wall time, schedule."""
+    import pandas as pd
+    cols = ["schedule", "label", "tokens", "params", "tokens_per_param", "val_ppl", "val_loss", "wall_s", "step"]
+    df = pd.DataFrame(load_records(series))
+    return df[[c for c in cols if c in df.columns]]
+
+
+# --------------------------------------------------------------------------- the book's page
+def all_suites(profile: str = "cpu", seed: int = 0, overrides: dict | None = None,
+               schedules=SCHEDULES, progress: bool = True) -> dict[str, models.CheckpointSeries]:
+    """{schedule: series} for every schedule (``overrides`` may not set the schedule)."""
+    over = {k: v for k, v in (overrides or {}).items() if k != "schedule"}
+    return {s: get_suite(profile, s, seed, over, progress) for s in schedules}
+
+
+def records_frame(suites: dict[str, models.CheckpointSeries]):
+    import pandas as pd
+    return pd.concat([suite_records(s) for s in suites.values()], ignore_index=True)
+
+
+def plot_ppl(table, ax=None):
+    """Validation perplexity against pre-training tokens (log x), one line per schedule."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        fig, ax = plt.subplots()
+    for (sched, g), mk in zip(table.groupby("schedule", sort=False), "osD^v"):
+        g = g.sort_values("tokens")
+        ax.plot(g["tokens"], g["val_ppl"], marker=mk, label=sched)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("pre-training tokens")
+    ax.set_ylabel("validation perplexity (held-out Gutenberg)")
+    ax.set_title("Base models get better with more tokens")
+    ax.legend(title="schedule")
+    return ax.figure
+
+
+def monotone_verdict(table) -> dict:
+    """Does validation perplexity decrease with every doubling of tokens, per schedule?"""
+    per = {}
+    for sched, g in table.groupby("schedule", sort=False):
+        p = list(g.sort_values("tokens")["val_ppl"])
+        per[sched] = {"monotone": all(b < a for a, b in zip(p, p[1:])), "first": p[0], "last": p[-1]}
+    parts = [f"{s}: {'decreases monotonically' if v['monotone'] else 'does NOT decrease monotonically'} "
+             f"({v['first']:.1f} -> {v['last']:.1f})" for s, v in per.items()]
+    return {"per_schedule": per, "all_monotone": all(v["monotone"] for v in per.values()),
+            "text": "Validation perplexity against tokens: " + "; ".join(parts) + "."}
+
+
+def cost_summary(suites: dict[str, models.CheckpointSeries]) -> dict:
+    """Measured training wall time per schedule and the wsd/cosine cost ratio."""
+    wall = {s: float(x.meta.get("total_train_wall_s", float("nan"))) for s, x in suites.items()}
+    out = {"wall_s": wall}
+    if "cosine" in wall and "wsd" in wall:
+        r = wall["wsd"] / wall["cosine"]
+        cfg = Config(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in suites["wsd"].meta["config"].items()})
+        out.update(ratio=r, planned=1 / cost_ratio(cfg))
+        out["text"] = (f"training the cosine suite took {wall['cosine']:.0f} s, the wsd suite {wall['wsd']:.0f} s "
+                       f"(trunk up to its last branch point plus every decay branch): wsd costs {r:.2f} of "
+                       f"cosine (planned steps: {out['planned']:.2f}); constant took {wall.get('constant', float('nan')):.0f} s.")
+    else:
+        out["text"] = "; ".join(f"{s}: {w:.0f} s" for s, w in wall.items())
+    return out

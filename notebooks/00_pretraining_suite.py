@@ -1,0 +1,100 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The controlled pre-training suite
+#
+# **What the paper does (theirs).** To separate "more pre-training tokens" from "a different
+# learning rate at the end of pre-training", Springer et al. (2025) pre-train their own
+# OLMo-15M, OLMo-30M and OLMo-90M models on C4 for 4B to 128B tokens (each budget double the
+# last), and every run is its own cosine schedule annealed to zero. Intermediate checkpoints of
+# one long run would mix the two effects, because their learning rate has not decayed yet.
+#
+# **What we run here (ours).** The same protocol as a reusable capability,
+# `coft_utils.pretrain.get_suite(profile, schedule)`, which every later chapter loads like a hub
+# checkpoint series:
+#
+# * models: the OLMo architecture of `transformers` (`OlmoForCausalLM`), built from config at a
+#   named size preset (tiny on CPU, the paper's OLMo-30M at the `paper` profile);
+# * tokenizer: the project's byte-level BPE trained on the pre-training corpus (small vocabulary
+#   at the CPU profiles);
+# * data: the Gutenberg book bodies (C4 at the `paper` profile), tokenized once, cached as packed
+#   blocks and read in a seeded order; its validation books are the held-out pre-training domain;
+# * budgets: a geometric series (each double the last), three schedules:
+#   `cosine` (every budget its own warmup + cosine-to-zero run: the paper's protocol),
+#   `wsd` (one warmup-stable run with a linear decay-to-zero branch taken off at every budget),
+#   `constant` (the same warmup-stable run without any decay; it *is* the trunk of `wsd`).
+#
+# Everything is cached under a key of the full configuration; a killed run resumes where it
+# stopped, a finished suite is never trained again.
+
+# %% tags=["parameters"]
+profile = "cpu"
+seed = 0
+overrides = {}
+
+# %%
+from coft_utils import nb, pretrain
+
+cfg = nb.setup("00_pretraining_suite", profile, seed, overrides)
+nb.show_params(cfg)
+
+# %% [markdown]
+# ## Train (or load) the suite for every schedule
+#
+# The first run trains; every later run loads the cached checkpoints.
+
+# %%
+suites = pretrain.all_suites(profile, seed=seed, overrides=overrides)
+table = pretrain.records_frame(suites)
+table.style.format({"tokens": "{:,.0f}", "tokens_per_param": "{:,.1f}", "val_ppl": "{:.2f}",
+                    "val_loss": "{:.3f}", "wall_s": "{:.1f}"}).hide(axis="index")
+
+# %% [markdown]
+# Each row is one checkpoint: its pre-training tokens, tokens per parameter (all parameters,
+# embeddings included), validation perplexity on the held-out Gutenberg books, and the training
+# wall time it took to produce it (for `wsd` and `constant` the time of the shared run up to
+# that point).
+
+# %% [markdown]
+# ## Base models get better with more tokens
+
+# %%
+fig = pretrain.plot_ppl(table)
+
+# %%
+verdict = pretrain.monotone_verdict(table)
+cost = pretrain.cost_summary(suites)
+nb.glue("pt_verdict", verdict["text"])
+nb.glue("pt_cost", cost["text"])
+nb.glue("pt_top_tpp", f"{table['tokens_per_param'].max():,.0f}")
+print(verdict["text"])
+print(cost["text"])
+
+# %% [markdown]
+# **Verdict.** {glue:text}`pt_verdict`
+#
+# **Cost of the schedules.** {glue:text}`pt_cost`
+#
+# The largest budget trains {glue:text}`pt_top_tpp` tokens per parameter. Later chapters take
+# these series (`pretrain.get_suite(profile, schedule)`) as their "overtrained" model families:
+# the `cosine` one reproduces the paper's protocol, the `constant` one shows what changes when
+# the learning rate is never annealed.
+
+# %% [markdown]
+# ```{admonition} Rerun this
+# :class: tip
+# `python -m coft_utils run 00_pretraining_suite --profile cpu` (the default: three schedules in
+# about 15 minutes on 2 cores), `--profile smoke` (seconds), `--profile gpu` (one H100/A100,
+# bf16), or `--profile paper` (the paper's OLMo-30M on C4 for 4B-128B tokens; online, many GPUs:
+# `accelerate launch --num_processes 8 -m coft_utils.pretrain_launch --profile paper`).
+# ```
