@@ -77,6 +77,11 @@ cost = pretrain.cost_summary(suites)
 nb.glue("pt_verdict", verdict["text"])
 nb.glue("pt_cost", cost["text"])
 nb.glue("pt_top_tpp", f"{table['tokens_per_param'].max():,.0f}")
+from coft_utils import claims
+claims.record("base_improves", cfg.profile,
+              "observed" if verdict["all_monotone"] else "partly observed"
+              if any(v["monotone"] for v in verdict["per_schedule"].values()) else "not observed",
+              verdict["text"], numbers=verdict["per_schedule"], chapter="00_pretraining_suite", config=cfg)
 print(verdict["text"])
 print(cost["text"])
 
