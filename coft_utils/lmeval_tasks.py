@@ -1,0 +1,212 @@
+"""The generalist benchmarks through ``lm-evaluation-harness``, offline on the local data files.
+
+::
+
+    from coft_utils import lmeval_tasks as lt
+    r = lt.evaluate(model, tok, ["arc_easy", "piqa"], limit=100)        # local files, offline
+    r["scores"]["arc_easy"]            # {'acc': .., 'acc_norm': .., 'acc_stderr': .., 'n': 100}
+    r = lt.evaluate("allenai/OLMo-1B-hf", None, lt.BENCHMARKS, local=False)  # lm-eval's own tasks (hub)
+
+``local=True`` (smoke/cpu/gpu): for every benchmark a normalized JSONL file and a task YAML are
+written at run time into ``data.cache_dir()/lmeval_tasks/`` (:func:`write_tasks`), pointing at
+that file by absolute path (``dataset_path: json``, ``dataset_kwargs: {data_files: ...}``), and
+loaded with ``lm_eval.tasks.TaskManager(include_path=..., include_defaults=False)``; the task of
+benchmark ``b`` is called ``coft_b``. The source files are read through :func:`coft_utils.data.load`
+(sha256-verified). Normalization, per benchmark (prompts follow lm-eval's own task configs):
+
+* ``arc_easy``, ``arc_challenge``: ``"<query>\\nAnswer:"`` (the local query already starts with
+  ``"Question: "``), choices as given;
+* ``boolq``: the local query (passage + question) + ``"\\nAnswer:"`` unless it already ends so; choices no/yes;
+* ``copa``, ``openbookqa``: the local query (a sentence to complete), choices as given;
+* ``piqa``: ``"Question: <goal>\\nAnswer:"``, choices ``[sol1, sol2]``, gold from ``valid-labels.lst``;
+* ``hellaswag``: the context and endings cleaned with lm-eval's ``hellaswag.utils.preprocess``;
+* ``winogrande``: partial scoring as in lm-eval's ``winogrande`` task: the choices are the two
+  contexts (sentence up to the blank, filled with each option), the scored continuation is the
+  rest of the sentence, identical for both; ``doc_to_text`` is the gold index (an int field). Because the
+  scored string is the same for both options, length normalization cannot change the argmax:
+  we report ``acc_norm = acc`` for winogrande (lm-eval reports only ``acc``).
+
+Every choice is scored as ``loglik(" " + choice | text)`` (lm-eval's ``target_delimiter``);
+``acc`` is the argmax of the summed log-likelihoods, ``acc_norm`` of the log-likelihood divided
+by the choice's length in characters. ``max_length`` (tokens) cuts long contexts from the left,
+as lm-eval does; it is raised, where needed, so that the longest scored continuation fits (a
+model evaluated beyond its pre-training context extrapolates its rotary positions). ``limit`` takes the first ``limit`` items of each
+benchmark (lm-eval's ``limit``), the same items for every model. Standard errors are binomial,
+``sqrt(p (1 - p) / n)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+from . import data
+
+__all__ = ["BENCHMARKS", "HUB_TASKS", "normalized_docs", "write_tasks", "task_manager", "evaluate",
+           "task_name"]
+
+BENCHMARKS = ("arc_easy", "arc_challenge", "piqa", "hellaswag", "winogrande", "boolq", "copa", "openbookqa")
+# benchmark -> lm-eval's standard task (paper profile, data from the hub)
+HUB_TASKS = {b: b for b in BENCHMARKS}
+_SPLIT = {"arc_easy": "test", "arc_challenge": "test", "piqa": "validation", "hellaswag": "validation",
+          "winogrande": "validation", "boolq": "validation", "copa": "validation", "openbookqa": "test"}
+TASK_VERSION = 1  # bump when the normalization changes (the cache folder is keyed by it)
+
+
+def task_name(bench: str) -> str:
+    return f"coft_{bench}"
+
+
+def _hs_pre(text: str) -> str:  # lm_eval/tasks/hellaswag/utils.py: preprocess
+    text = text.strip()
+    text = text.replace(" [title]", ". ")
+    text = re.sub("\\[.*?\\]", "", text)
+    return text.replace("  ", " ")
+
+
+def normalized_docs(bench: str) -> list[dict]:
+    """The benchmark's items as dicts: ``text``/``choices``/``gold`` (winogrande:
+    ``options``/``continuation``/``gold``), in the data file's order."""
+    if bench not in _SPLIT:
+        raise data.DataError(f"unknown benchmark {bench!r}; allowed: {', '.join(BENCHMARKS)}")
+    return [dict(d) for d in _docs(bench, str(data.data_dir()))]
+
+
+@functools.lru_cache(maxsize=None)
+def _docs(bench: str, _root: str) -> tuple:
+    ds = data.load(bench, _SPLIT[bench])
+    out = []
+    for r in ds:
+        if bench in ("arc_easy", "arc_challenge"):
+            out.append({"text": r["query"].strip() + "\nAnswer:", "choices": list(r["choices"]), "gold": int(r["gold"])})
+        elif bench == "boolq":
+            q = r["query"].rstrip()
+            out.append({"text": q if q.endswith("Answer:") else q + "\nAnswer:", "choices": list(r["choices"]),
+                        "gold": int(r["gold"])})
+        elif bench in ("copa", "openbookqa"):
+            out.append({"text": r["query"].strip(), "choices": list(r["choices"]), "gold": int(r["gold"])})
+        elif bench == "piqa":
+            out.append({"text": f"Question: {r['goal'].strip()}\nAnswer:", "choices": [r["sol1"], r["sol2"]],
+                        "gold": int(r["label"])})
+        elif bench == "hellaswag":
+            out.append({"text": _hs_pre(r["context"]), "choices": [_hs_pre(e) for e in r["endings"]],
+                        "gold": int(r["label"])})
+        elif bench == "winogrande":
+            out.append({"options": [o.rstrip() for o in r["context_options"]],
+                        "continuation": r["continuation"].strip(), "gold": int(r["gold"])})
+    return tuple(out)
+
+
+_METRICS = """metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+def _yaml(bench: str, path: Path) -> str:
+    head = (f"task: {task_name(bench)}\ndataset_path: json\n"
+            f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(path))}\n"
+            "output_type: multiple_choice\ntest_split: test\n")
+    if bench == "winogrande":  # partial scoring: doc_to_text renders the gold index
+        body = ("doc_to_text: gold\ndoc_to_choice: options\ndoc_to_target: continuation\n"
+                "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+    else:
+        body = "doc_to_text: text\ndoc_to_choice: choices\ndoc_to_target: gold\n" + _METRICS
+    return head + body + f"metadata:\n  version: {TASK_VERSION}.0\n"
+
+
+def write_tasks(benches=BENCHMARKS, root: str | os.PathLike | None = None) -> Path:
+    """Write normalized JSONL files and task YAMLs for ``benches``; return the include folder."""
+    root = Path(root) if root else data.cache_dir() / f"lmeval_tasks_v{TASK_VERSION}"
+    root.mkdir(parents=True, exist_ok=True)
+    for b in benches:
+        src = data.file_path(data.spec(b).files()[0])
+        stamp = f"{src.stat().st_size}-{src.stat().st_mtime_ns}"
+        jl, ym = root / f"{b}.jsonl", root / f"{task_name(b)}.yaml"
+        if not (jl.is_file() and (root / f"{b}.stamp").is_file() and (root / f"{b}.stamp").read_text() == stamp):
+            tmp = jl.with_name(jl.name + f".tmp{os.getpid()}")
+            with open(tmp, "w") as fh:
+                for d in normalized_docs(b):
+                    fh.write(json.dumps(d) + "\n")
+            os.replace(tmp, jl)
+            (root / f"{b}.stamp").write_text(stamp)
+        ym.write_text(_yaml(b, jl.resolve()))
+    return root
+
+
+def task_manager(local: bool = True, benches=BENCHMARKS):
+    from lm_eval.tasks import TaskManager
+    if local:
+        return TaskManager(include_path=str(write_tasks(benches)), include_defaults=False)
+    return TaskManager()
+
+
+def _lm(model, tokenizer, batch_size: int, max_length: int | None, device: str | None):
+    from lm_eval.models.huggingface import HFLM
+    kw = dict(batch_size=batch_size)
+    if max_length:
+        kw["max_length"] = max_length
+    if isinstance(model, (str, os.PathLike)):
+        return HFLM(pretrained=str(model), tokenizer=tokenizer, device=device or "cpu", **kw)
+    return HFLM(pretrained=model, tokenizer=tokenizer, **kw)
+
+
+def longest_continuation(tokenizer, benches=BENCHMARKS, limit: int | None = None) -> int:
+    """Tokens of the longest scored continuation (``" " + choice``) among the first ``limit`` items."""
+    n = 0
+    for b in benches:
+        docs = normalized_docs(b)
+        for d in docs[:limit] if limit else docs:
+            conts = [d["continuation"]] if "continuation" in d else d["choices"]
+            n = max(n, max(len(tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in conts))
+    return n
+
+
+def evaluate(model, tokenizer, benches=BENCHMARKS, limit: int | None = None, batch_size: int = 32,
+             local: bool = True, log_samples: bool = False, max_length: int | None = None,
+             device: str | None = None, progress: bool = False) -> dict:
+    """Zero-shot ``acc``/``acc_norm`` of ``model`` (a loaded model + tokenizer, or a path / hub id)
+    on ``benches`` through ``lm_eval.simple_evaluate``.
+
+    Returns ``{"scores": {bench: {acc, acc_norm, acc_stderr, acc_norm_stderr, n}},
+    "samples": {bench: [lm-eval's per-item records]} (when log_samples), "lm_eval": version}``.
+    """
+    import lm_eval
+    benches = list(benches)
+    bad = [b for b in benches if b not in BENCHMARKS]
+    if bad:
+        raise ValueError(f"unknown benchmark(s) {bad}; allowed: {', '.join(BENCHMARKS)}")
+    tm = task_manager(local, benches)
+    names = {b: (task_name(b) if local else HUB_TASKS[b]) for b in benches}
+    if local and max_length and tokenizer is not None:
+        # lm-eval asserts that every scored continuation fits into max_length
+        max_length = max(max_length, longest_continuation(tokenizer, benches, limit) + 1)
+    lm = _lm(model, tokenizer, batch_size, max_length, device)
+    # lm-eval's progress bars go to stderr; keep them out of the book unless asked for
+    with (contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO())):
+        res = lm_eval.simple_evaluate(model=lm, tasks=list(names.values()), task_manager=tm,
+                                      limit=limit or None, bootstrap_iters=0, log_samples=log_samples,
+                                      random_seed=0, numpy_random_seed=0, torch_random_seed=0)
+    scores = {}
+    for b, t in names.items():
+        r = res["results"][t]
+        n = res.get("n-samples", {}).get(t, {}).get("effective")
+        acc = float(r["acc,none"])
+        norm = float(r.get("acc_norm,none", acc))  # winogrande: acc_norm = acc (see module doc)
+        if n is None:
+            n = len(res["samples"][t]) if log_samples else 0
+        se = (lambda p: math.sqrt(p * (1 - p) / n) if n else float("nan"))
+        scores[b] = {"acc": acc, "acc_norm": norm, "acc_stderr": se(acc), "acc_norm_stderr": se(norm), "n": int(n)}
+    out = {"scores": scores, "lm_eval": getattr(lm_eval, "__version__", "?")}
+    if log_samples:
+        out["samples"] = {b: res["samples"][t] for b, t in names.items()}
+    return out
