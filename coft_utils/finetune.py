@@ -1,0 +1,934 @@
+"""Fine-tuning every checkpoint of a series: ID metrics, OOD forgetting, LR sweeps (chapters 03, 04).
+
+One *unit* = (series, checkpoint, task, learning rate, seed): load the base checkpoint, measure
+its OOD perplexity (the fixed pre-training-domain tokens; cached per checkpoint in a ``_base``
+store), fine-tune it with the Hugging Face ``Trainer`` (AdamW, warmup + schedule, the same number
+of steps for every checkpoint), then measure ID metrics on validation and test data and the OOD
+perplexity again on exactly the same tokens. Each unit is one record of the results store, so a
+killed sweep resumes; fine-tuned weights are kept only with ``keep_weights=True``::
+
+    from coft_utils import finetune
+    cfg = finetune.resolve("03_fixed_lr_finetuning", "smoke")            # or profiles.resolve(...)
+    series = finetune.load_series(cfg)
+    df = finetune.sweep(series, cfg)                  # one row per unit: id_* / ood_* metrics
+    finetune.inflection_table(df)                     # per (task, lr): argmin of OOD after, monotone Δ?
+    best = finetune.best_lr(df)                       # per (task, checkpoint): LR chosen on validation
+    finetune.lr_regime(best, cfg.lrs)                 # constant / slowly / quickly decreasing
+
+    # metrics on any model
+    finetune.class_metrics(model, tok, examples)      # accuracy, class perplexity (length-normalized)
+    finetune.answer_perplexity(model, tok, examples)  # generative ID metric
+
+    # at gpu / paper scale, the same sweep on several GPUs (the Trainer runs under accelerate):
+    #   accelerate launch --config_file coft_utils/configs/accelerate_ddp.yaml \\
+    #       -m coft_utils.finetune --chapter 03_fixed_lr_finetuning --profile gpu
+    #   accelerate launch --config_file coft_utils/configs/accelerate_fsdp.yaml \\
+    #       -m coft_utils.finetune --chapter 04_lr_sweep --profile paper
+    # (DDP without GPUs, e.g. to check the path: torchrun --nproc_per_node 2 -m coft_utils.finetune
+    #  --profile smoke; the Trainer wraps the model in DistributedDataParallel over gloo, and with the
+    #  same global batch the training loss equals the single-process one.)
+
+Metrics (the paper's definitions):
+
+* classification: every class is scored by the *mean* log-probability of its verbalizer tokens
+  given the prompt (length-normalized); the scores are normalized over the classes (softmax);
+  ``accuracy`` = argmax is the true class; ``class_ppl`` = exp(mean over examples of
+  −log p(true class)).
+* generative: ``answer_ppl`` = exp of the token-weighted mean NLL of the answer tokens (+ eos).
+* ``id_ppl`` is ``class_ppl`` or ``answer_ppl`` (lower is better), the metric the LR is chosen by.
+* OOD: token-weighted perplexity on ``ood_blocks`` fixed blocks of the pre-training domain
+  (Gutenberg validation books; C4 validation at ``paper``), before and after; ``ood_delta`` =
+  after − before. The sha256 of the token ids is stored with both so "same tokens" is checkable.
+
+Both chapters write to the same experiment (``experiment="finetune"``) with the same unit keys:
+the sweep chapter's LR grid contains the fixed-LR chapter's LRs, so those units are computed once
+and shared. A unit's key holds a hash of every training/evaluation setting (``train_key``), so a
+change of steps or data sizes never reuses a stale record.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import models, profiles, results, tasks as tasks_mod
+from .profiles import param
+
+__all__ = ["Config", "PRESETS", "CHAPTERS", "resolve", "load_series", "encode", "target_logprobs",
+           "class_metrics", "answer_perplexity", "id_metrics", "ood_blocks", "ood_perplexity",
+           "train", "run_unit", "units", "sweep", "frame", "inflection_table", "best_lr", "lr_regime",
+           "pareto_front", "front_comparison", "plot_id", "plot_ood", "plot_best", "plot_pareto", "fixed_lr_verdict",
+           "sweep_verdict", "THEIRS", "main"]
+
+CHAPTERS = ("03_fixed_lr_finetuning", "04_lr_sweep")
+OOD_SOURCES = ("gutenberg", "wikitext", "c4")
+SCHEDULES = ("linear", "cosine", "constant_with_warmup", "constant")
+
+THEIRS = {
+    "fixed_lr": ("Springer et al. (2025), Sec. 3, Figs. 4-5 (theirs): OLMo-15M/30M/90M pre-trained on C4 for "
+                 "4B to 128B tokens, each annealed, then fine-tuned at fixed learning rates: the C4 "
+                 "perplexity after fine-tuning first falls and then rises with pre-training tokens "
+                 "(an inflection point), and the inflection arrives with fewer pre-training tokens "
+                 "for larger fine-tuning learning rates; the rise is driven by the growth of the "
+                 "forgetting (after − before)."),
+    "sweep": ("Springer et al. (2025), Sec. 3, Fig. 6 (theirs): tuning the fine-tuning learning rate per "
+              "checkpoint for ID performance, the optimal learning rate is either constant across "
+              "checkpoints (degradation appears), slowly decreasing (the inflection point moves "
+              "later but remains), or quickly decreasing (the OOD degradation is avoided, at a cost "
+              "in ID performance); catastrophic overtraining is not an artefact of an untuned "
+              "learning rate."),
+}
+
+
+# --------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class Config(profiles.ChapterConfig):
+    series: str = param("suite", "checkpoint series: 'suite' (this project's pre-training suite), a "
+                        "built-in hub series (olmo-1b, pythia-70m, ...) or a series .json path")
+    schedule: str = param("cosine", "LR schedule of the suite's pre-training (series='suite' only)",
+                          choices=("cosine", "constant", "wsd"))
+    checkpoints: tuple = param((), "checkpoint labels to use (empty: all of the series)")
+    tasks: tuple = param(("gsm8k",), "fine-tuning tasks (coft_utils.tasks registry: "
+                         + ", ".join(tasks_mod.names()) + ")")
+    lrs: tuple[float, ...] = param((1e-4,), "fine-tuning peak learning rates", min=0.0, min_exclusive=True)
+    steps: int = param(100, "optimizer steps (the same for every checkpoint)", min=1)
+    batch_size: int = param(16, "examples per optimizer step (global)", min=1)
+    max_len: int = param(128, "max tokens per example (prompt cut from the left)", min=8)
+    warmup_ratio: float = param(0.1, "linear warmup, as a fraction of steps", min=0.0, max=0.9)
+    lr_schedule: str = param("linear", "LR schedule after warmup (Trainer lr_scheduler_type)",
+                             choices=SCHEDULES)
+    weight_decay: float = param(0.0, "AdamW weight decay", min=0.0)
+    beta2: float = param(0.999, "AdamW beta2", min=0.0, max=1.0)
+    grad_clip: float = param(1.0, "gradient-norm clip (0: off)", min=0.0)
+    n_train: int = param(2000, "training examples (prefix of the task's train split)", min=1)
+    n_val: int = param(200, "validation examples (LR selection)", min=1)
+    n_test: int = param(500, "test examples (reported)", min=1)
+    ood_source: str = param("gutenberg", "pre-training-domain held-out tokens", choices=OOD_SOURCES)
+    ood_blocks: int = param(64, "held-out blocks for OOD perplexity", min=1)
+    ood_seq_len: int = param(128, "tokens per held-out block", min=2)
+    eval_batch_size: int = param(32, "evaluation batch size", min=1)
+    select_metric: str = param("id_ppl", "validation metric the best LR is chosen by",
+                               choices=("id_ppl", "accuracy"))
+    early_frac: float = param(0.34, "Pareto plot: first fraction of checkpoints drawn as 'early'",
+                              min=0.0, max=1.0, min_exclusive=True)
+    mixed_precision: str = param("no", "Trainer precision (bf16 on GPU)", choices=("no", "bf16", "fp16"))
+    keep_weights: bool = param(False, "save every fine-tuned model under runs/ (off: nothing written)")
+    experiment: str = param("finetune", "results-store experiment (shared by chapters 03 and 04)")
+    threads: int = param(0, "torch CPU threads (0: leave as is)", min=0)
+
+    def check(self):
+        if self.ood_source == "c4" and profiles.get_profile(self.profile).offline:
+            raise profiles.ProfileError(f"parameter 'ood_source' = 'c4' needs the hub (profile 'paper'); "
+                                        f"profile {self.profile!r} is offline; allowed here: gutenberg, wikitext")
+        for name in ("lrs", "tasks", "checkpoints"):
+            v = getattr(self, name)
+            if len(set(v)) != len(v):
+                raise profiles.ProfileError(f"parameter {name!r} has duplicates: {v}")
+        if not self.lrs:
+            raise profiles.ProfileError("parameter 'lrs' must list at least one learning rate")
+        if not self.tasks:
+            raise profiles.ProfileError("parameter 'tasks' must list at least one task")
+        bad = [t for t in self.tasks if t not in tasks_mod.REGISTRY]
+        if bad:
+            raise profiles.ProfileError(f"parameter 'tasks': unknown task(s) {', '.join(map(repr, bad))}; "
+                                        f"allowed: {', '.join(tasks_mod.names())}")
+        if "/" in self.experiment or not self.experiment:
+            raise profiles.ProfileError(f"parameter 'experiment' = {self.experiment!r}: a name without '/'")
+
+
+_FIXED = (1e-3, 1e-2, 3e-2, 1e-1)  # cpu: from well below to above the ID-optimal LR of chapter 04
+# smoke: a few steps on the 6-checkpoint smoke suite; cpu: ~65k-parameter olmo-pico suite
+# (0.25M..8M tokens); gpu: the olmo-micro suite; paper: OLMo-1B revisions, C4, bf16, FSDP/DDP.
+_BASE = {
+    "smoke": Config(profile="smoke", tasks=("gsm8k", "sst2"), lrs=(1e-3, 1e-2), steps=6, batch_size=8, max_len=64, n_train=64,
+                    n_val=16, n_test=16, ood_blocks=8, ood_seq_len=64, eval_batch_size=16, threads=1),
+    "cpu": Config(profile="cpu", lrs=_FIXED, steps=120, batch_size=16, max_len=96, n_train=1920,
+                  n_val=200, n_test=400, ood_blocks=64, ood_seq_len=128, eval_batch_size=64, threads=1),
+    "gpu": Config(profile="gpu", tasks=("sst2", "gsm8k"), lrs=(1e-4, 3e-4, 1e-3), steps=1000,
+                  batch_size=64, max_len=256, n_train=20000, n_val=500, n_test=1000, ood_blocks=512,
+                  ood_seq_len=256, eval_batch_size=128, mixed_precision="bf16"),
+    "paper": Config(profile="paper", series="olmo-1b", tasks=("sst2", "gsm8k", "humaneval"),
+                    lrs=(4e-6, 1e-5, 4e-5), steps=2000, batch_size=64, max_len=1024, n_train=50000,
+                    n_val=500, n_test=1000, ood_source="c4", ood_blocks=1024, ood_seq_len=1024,
+                    eval_batch_size=32, mixed_precision="bf16"),
+}
+_GRID = {  # chapter 04: a grid per checkpoint that contains chapter 03's LRs (shared units)
+    "smoke": (1e-3, 1e-2, 3e-2),
+    "cpu": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+    "gpu": (3e-5, 1e-4, 3e-4, 1e-3, 3e-3),
+    "paper": (1e-6, 4e-6, 1e-5, 4e-5, 1e-4),
+}
+import dataclasses as _dc  # noqa: E402
+
+PRESETS: dict[str, dict[str, Config]] = {
+    "03_fixed_lr_finetuning": dict(_BASE),
+    "04_lr_sweep": {p: _dc.replace(c, lrs=_GRID[p]) for p, c in _BASE.items()},
+}
+
+
+def resolve(chapter: str = "03_fixed_lr_finetuning", profile: str = "cpu", overrides: dict | None = None,
+            seed: int | None = None) -> Config:
+    return profiles.resolve(chapter, profile, overrides, seed=seed)
+
+
+def load_series(cfg: Config) -> models.CheckpointSeries:
+    if cfg.series == "suite":
+        from . import pretrain  # the project's pre-training suite (trained once, cached)
+        s = pretrain.get_suite(cfg.profile, schedule=cfg.schedule, seed=0, progress=False)
+    else:
+        s = models.get_series(cfg.series)
+    if cfg.checkpoints:
+        s = s.select(cfg.checkpoints)
+    return s
+
+
+def _check_lr(lr) -> float:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"learning rate must be a finite number > 0, got {lr!r}")
+    return float(lr)
+
+
+# --------------------------------------------------------------------------- encoding
+def _bos(tok) -> list[int]:
+    b = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    return [b] if b is not None else []
+
+
+def encode(tok, prompt: str, target: str, max_len: int, eos: bool = False) -> tuple[list[int], int]:
+    """Token ids of ``bos + prompt + target (+ eos)`` and the number of target tokens at the end.
+
+    Prompt and target are tokenized separately (the target's tokens are the same in training and
+    scoring). Too long: the target is cut at ``max_len - 2`` tokens and the prompt from the left.
+    """
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    t = tok(target, add_special_tokens=False)["input_ids"]
+    if eos and tok.eos_token_id is not None:
+        t = t + [tok.eos_token_id]
+    if not t:
+        raise ValueError(f"empty target {target!r}")
+    bos = _bos(tok)
+    t = t[:max_len - len(bos) - 1]
+    room = max_len - len(bos) - len(t)
+    p = p[-room:] if room > 0 else []
+    return bos + p + t, len(t)
+
+
+def target_logprobs(model, seqs: list[tuple[list[int], int]], batch_size: int = 32,
+                    pad_id: int = 0) -> list[tuple[float, int]]:
+    """(sum of log p of the last ``n`` tokens of each sequence, n), batched with right padding."""
+    import torch
+    device = next(model.parameters()).device
+    out: list[tuple[float, int]] = [None] * len(seqs)  # type: ignore[list-item]
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            L = max(len(seqs[i][0]) for i in idx)
+            x = torch.full((len(idx), L), pad_id, dtype=torch.long)
+            m = torch.zeros((len(idx), L), dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids = seqs[i][0]
+                x[r, :len(ids)] = torch.tensor(ids)
+                m[r, :len(ids)] = 1
+            logits = model(input_ids=x.to(device), attention_mask=m.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            tok_lp = logp.gather(-1, x[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).double().cpu()
+            for r, i in enumerate(idx):
+                ids, n = seqs[i]
+                out[i] = (float(tok_lp[r, len(ids) - 1 - n:len(ids) - 1].sum()), n)
+    return out
+
+
+def class_metrics(model, tok, examples: list[dict], max_len: int = 128, batch_size: int = 32) -> dict:
+    """Accuracy and class perplexity (length-normalized verbalizer scores, softmax over classes)."""
+    seqs, owner = [], []
+    for e in examples:
+        for c in e["choices"]:
+            seqs.append(encode(tok, e["prompt"], c, max_len))
+            owner.append(len(owner))
+    lp = target_logprobs(model, seqs, batch_size, _pad(tok))
+    k, nll, correct = 0, [], 0
+    for e in examples:
+        n = len(e["choices"])
+        scores = np.array([s / cnt for s, cnt in lp[k:k + n]])
+        k += n
+        logz = np.logaddexp.reduce(scores)
+        nll.append(-(scores[e["label"]] - logz))
+        correct += int(np.argmax(scores) == e["label"])
+    mean_nll = float(np.mean(nll))
+    return {"accuracy": correct / len(examples), "class_nll": mean_nll, "class_ppl": math.exp(mean_nll),
+            "n": len(examples)}
+
+
+def answer_perplexity(model, tok, examples: list[dict], max_len: int = 128, batch_size: int = 32) -> dict:
+    """Token-weighted perplexity of the answer tokens (+ eos) given the prompt."""
+    seqs = [encode(tok, e["prompt"], e["target"], max_len, eos=True) for e in examples]
+    lp = target_logprobs(model, seqs, batch_size, _pad(tok))
+    tot, cnt = -sum(s for s, _ in lp), sum(n for _, n in lp)
+    loss = tot / cnt
+    return {"answer_nll": loss, "answer_ppl": math.exp(min(loss, 700.0)), "n_tokens": cnt, "n": len(examples)}
+
+
+def _pad(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+
+def id_metrics(model, tok, task, examples: list[dict], max_len: int, batch_size: int = 32) -> dict:
+    """The task's ID metrics with a common ``id_ppl`` (lower is better) and ``accuracy`` (cls only)."""
+    task = tasks_mod.get(task)
+    if task.kind == "classification":
+        m = class_metrics(model, tok, examples, max_len, batch_size)
+        return {"id_ppl": m["class_ppl"], "accuracy": m["accuracy"], "id_nll": m["class_nll"]}
+    m = answer_perplexity(model, tok, examples, max_len, batch_size)
+    return {"id_ppl": m["answer_ppl"], "accuracy": float("nan"), "id_nll": m["answer_nll"]}
+
+
+# --------------------------------------------------------------------------- OOD tokens
+def _c4_ids(tok, n_tokens: int) -> np.ndarray:
+    from . import data, evaluate
+    cache = data.cache_dir() / "heldout" / f"c4-{evaluate.tokenizer_fingerprint(tok)}-{n_tokens}.npy"
+    if cache.is_file():
+        return np.load(cache)
+    import datasets
+    ids: list[int] = []
+    for rec in datasets.load_dataset("allenai/c4", "en", split="validation", streaming=True):
+        ids.extend(tok(rec["text"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+        if len(ids) >= n_tokens:
+            break
+    arr = np.asarray(ids[:n_tokens], dtype=np.int64)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, arr)
+    return arr
+
+
+def ood_blocks(tok, cfg: Config):
+    """The fixed held-out blocks (LongTensor [ood_blocks, ood_seq_len]) of the pre-training domain."""
+    import torch
+    from . import evaluate
+    if cfg.ood_source == "c4":
+        ids = _c4_ids(tok, cfg.ood_blocks * cfg.ood_seq_len)
+        return torch.from_numpy(ids.reshape(cfg.ood_blocks, cfg.ood_seq_len).copy())
+    return evaluate.heldout_blocks(tok, cfg.ood_source, cfg.ood_blocks, cfg.ood_seq_len)
+
+
+def blocks_sha(blocks) -> str:
+    return hashlib.sha256(np.ascontiguousarray(blocks.cpu().numpy()).tobytes()).hexdigest()[:16]
+
+
+def ood_perplexity(model, blocks, batch_size: int = 32) -> dict:
+    from . import evaluate
+    r = evaluate.perplexity(model, blocks, batch_size)
+    return {"ppl": r["ppl"], "loss": r["loss"], "n_tokens": r["n_tokens"], "tokens_sha": blocks_sha(blocks)}
+
+
+# --------------------------------------------------------------------------- training
+class _Collator:
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, feats):
+        import torch
+        L = max(len(f["input_ids"]) for f in feats)
+        x = torch.full((len(feats), L), self.pad_id, dtype=torch.long)
+        y = torch.full((len(feats), L), -100, dtype=torch.long)
+        m = torch.zeros((len(feats), L), dtype=torch.long)
+        for r, f in enumerate(feats):
+            ids, n = f["input_ids"], f["n_target"]
+            x[r, :len(ids)] = torch.tensor(ids)
+            y[r, len(ids) - n:len(ids)] = torch.tensor(ids[len(ids) - n:])
+            m[r, :len(ids)] = 1
+        return {"input_ids": x, "labels": y, "attention_mask": m}
+
+
+def _is_distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def train(model, tok, task, examples: list[dict], cfg: Config, lr: float, seed: int,
+          out_dir: str | os.PathLike | None = None) -> dict:
+    """Fine-tune ``model`` in place with ``transformers.Trainer``; returns the training log.
+
+    AdamW (``adamw_torch``), ``warmup_ratio`` linear warmup then ``lr_schedule``, ``steps``
+    optimizer steps of ``batch_size`` examples (the data is cycled), loss on target tokens only.
+    Under ``accelerate launch`` / ``torchrun`` the Trainer runs DDP or FSDP (config file);
+    ``batch_size`` stays the global batch. Nothing is written unless ``out_dir`` is given.
+    """
+    import torch
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+    lr = _check_lr(lr)
+    task = tasks_mod.get(task)
+    gen = task.kind == "generative"
+    feats = []
+    for e in examples:
+        ids, n = encode(tok, e["prompt"], e["target"], cfg.max_len, eos=gen)
+        feats.append({"input_ids": ids, "n_target": n})
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_dev = max(1, cfg.batch_size // world)
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory(prefix="coft-ft-") as tmp:
+        args = TrainingArguments(
+            output_dir=str(out_dir) if out_dir else tmp, max_steps=cfg.steps,
+            per_device_train_batch_size=per_dev, learning_rate=lr,
+            lr_scheduler_type=cfg.lr_schedule, warmup_steps=int(round(cfg.warmup_ratio * cfg.steps)),
+            weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=cfg.beta2,
+            max_grad_norm=cfg.grad_clip if cfg.grad_clip > 0 else 1e9, optim="adamw_torch",
+            seed=seed, data_seed=seed, logging_steps=max(1, cfg.steps // 10), report_to=[],
+            save_strategy="no", disable_tqdm=True, use_cpu=not cuda, dataloader_num_workers=0,
+            remove_unused_columns=False, bf16=cfg.mixed_precision == "bf16" and cuda,
+            fp16=cfg.mixed_precision == "fp16" and cuda,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=feats, data_collator=_Collator(_pad(tok)))
+        trainer.remove_callback(PrinterCallback)  # logs go to trainer.state.log_history, not stdout
+        t0 = time.time()
+        out = trainer.train()
+        wall = time.time() - t0
+        if out_dir:
+            trainer.save_model(str(out_dir))
+            if _is_main():
+                tok.save_pretrained(str(out_dir))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    model.eval()
+    return {"train_loss": float(out.training_loss), "train_loss_first": losses[0] if losses else float("nan"),
+            "train_loss_last": losses[-1] if losses else float("nan"), "train_wall_s": wall,
+            "steps": int(trainer.state.global_step), "_trainer": trainer}
+
+
+# --------------------------------------------------------------------------- units
+_TRAIN_FIELDS = ("steps", "batch_size", "max_len", "warmup_ratio", "lr_schedule", "weight_decay", "beta2",
+                 "grad_clip", "n_train", "n_val", "n_test", "ood_source", "ood_blocks", "ood_seq_len",
+                 "mixed_precision")
+
+
+def train_key(cfg: Config) -> str:
+    d = {k: getattr(cfg, k) for k in _TRAIN_FIELDS}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def units(series: models.CheckpointSeries, cfg: Config) -> list[dict]:
+    return [{"series": series.name, "checkpoint": c.label, "tokens": c.tokens, "task": t, "lr": _check_lr(lr),
+             "seed": cfg.seed, "train_key": train_key(cfg)}
+            for t in cfg.tasks for c in series for lr in cfg.lrs]
+
+
+_SPLIT_CACHE: dict = {}
+
+
+def _splits(task: str, cfg: Config):
+    key = (task, cfg.n_train, cfg.n_val, cfg.n_test)
+    if key not in _SPLIT_CACHE:
+        _SPLIT_CACHE[key] = tasks_mod.splits(task, cfg.n_train, cfg.n_val, cfg.n_test)
+    return _SPLIT_CACHE[key]
+
+
+def _data_names(cfg: Config) -> list[str]:
+    names = sorted({tasks_mod.get(t).dataset for t in cfg.tasks})
+    if cfg.ood_source == "gutenberg":
+        names.append("gutenberg_top100_authors")
+    elif cfg.ood_source == "wikitext":
+        names.append("wikitext2_tokenized_valid_test")
+    return names
+
+
+def _eval_len(cfg: Config, model) -> int:
+    mp = getattr(model.config, "max_position_embeddings", None)
+    return min(cfg.max_len, mp) if mp else cfg.max_len
+
+
+def _device():
+    import torch
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return "cpu"
+
+
+def _set_threads(cfg: Config):
+    if cfg.threads:
+        import torch
+        torch.set_num_threads(cfg.threads)
+
+
+def base_record(series, ckpt, task: str, cfg: Config) -> dict:
+    """OOD perplexity and ID metrics of the base checkpoint (cached in the ``_base`` store)."""
+    store = results.Store(f"{cfg.experiment}_base", cfg.profile)
+    unit = {"series": series.name, "checkpoint": ckpt.label, "task": task, "train_key": train_key(cfg)}
+    rec = store.get(unit)
+    if rec is not None:
+        return rec["metrics"]
+    model = models.load_model(ckpt, device=_device())
+    tok = models.load_tokenizer(ckpt, series)
+    sp = _splits(task, cfg)
+    L = _eval_len(cfg, model)
+    blocks = ood_blocks(tok, cfg)
+    o = ood_perplexity(model, blocks, cfg.eval_batch_size)
+    m = {"ood_ppl": o["ppl"], "ood_loss": o["loss"], "ood_tokens_sha": o["tokens_sha"]}
+    for split in ("validation", "test"):
+        for k, v in id_metrics(model, tok, task, sp[split], L, cfg.eval_batch_size).items():
+            m[f"{'val' if split == 'validation' else 'test'}_{k}"] = v
+    if _is_main():
+        store.write(unit, m, config=cfg, data_names=_data_names(cfg))
+    return m
+
+
+def run_unit(unit: dict, series: models.CheckpointSeries, cfg: Config) -> dict:
+    """Fine-tune one (checkpoint, task, lr, seed) and return its metrics (see the module doc)."""
+    import torch
+    from transformers import set_seed
+    lr = _check_lr(unit["lr"])
+    task = tasks_mod.get(unit["task"]).name
+    ckpt = {c.label: c for c in series}[unit["checkpoint"]]
+    _set_threads(cfg)
+    base = base_record(series, ckpt, task, cfg)
+    set_seed(int(unit["seed"]))
+    model = models.load_model(ckpt, device=_device())
+    tok = models.load_tokenizer(ckpt, series)
+    sp = _splits(task, cfg)
+    L = _eval_len(cfg, model)
+    cfg_l = _dc.replace(cfg, max_len=L)
+    out_dir = None
+    if cfg.keep_weights:
+        out_dir = (results.runs_dir() / cfg.profile / cfg.experiment / "weights" /
+                   results.unit_id(unit))
+    log = train(model, tok, task, sp["train"], cfg_l, lr, int(unit["seed"]), out_dir=out_dir)
+    trainer = log.pop("_trainer")
+    eval_model = trainer.model_wrapped if _is_distributed() else model
+    eval_model.eval()
+    m = {**log}
+    for split in ("validation", "test"):
+        for k, v in id_metrics(eval_model, tok, task, sp[split], L, cfg.eval_batch_size).items():
+            m[f"{'val' if split == 'validation' else 'test'}_{k}"] = v
+    blocks = ood_blocks(tok, cfg)
+    o = ood_perplexity(eval_model, blocks, cfg.eval_batch_size)
+    m.update(ood_ppl_before=base["ood_ppl"], ood_ppl_after=o["ppl"], ood_delta=o["ppl"] - base["ood_ppl"],
+             ood_loss_before=base["ood_loss"], ood_loss_after=o["loss"],
+             ood_tokens_sha_before=base["ood_tokens_sha"], ood_tokens_sha_after=o["tokens_sha"],
+             base_val_id_ppl=base["val_id_ppl"], base_test_id_ppl=base["test_id_ppl"],
+             base_test_accuracy=base["test_accuracy"], weights=str(out_dir) if out_dir else None)
+    del model, trainer
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return m
+
+
+def sweep(series: models.CheckpointSeries, cfg: Config, progress: bool = False, max_units: int | None = None):
+    """Run every unit not yet in the store (resume), return :func:`frame` of this config's units.
+
+    ``max_units`` stops after that many *new* units (for budgets and tests). Under a distributed
+    launch every rank trains each unit together and only rank 0 writes records.
+    """
+    store = results.Store(cfg.experiment, cfg.profile)
+    us = units(series, cfg)
+    todo = [u for u in us if not store.done(u)]
+    if max_units is not None:
+        todo = todo[:max_units]
+    names = _data_names(cfg)
+    for i, u in enumerate(todo):
+        t0 = time.time()
+        m = run_unit(u, series, cfg)
+        m["unit_wall_s"] = time.time() - t0
+        if _is_main():
+            store.write(u, m, config=cfg, data_names=names)
+        if progress:
+            print(f"[{i + 1}/{len(todo)}] {u['checkpoint']} {u['task']} lr={u['lr']:g}: "
+                  f"val id_ppl {m['val_id_ppl']:.3f}, OOD {m['ood_ppl_before']:.2f} -> {m['ood_ppl_after']:.2f} "
+                  f"({m['unit_wall_s']:.1f} s)", flush=True)
+    return frame(series, cfg)
+
+
+def frame(series: models.CheckpointSeries, cfg: Config):
+    """One row per finished unit of this config: unit fields + metrics (missing units left out)."""
+    import pandas as pd
+    store = results.Store(cfg.experiment, cfg.profile)
+    rows = []
+    for u in units(series, cfg):
+        r = store.get(u)
+        if r is not None:
+            rows.append({**r["unit"], **r["metrics"]})
+    df = pd.DataFrame(rows)
+    if len(df):
+        df = df.sort_values(["task", "lr", "tokens"]).reset_index(drop=True)
+    return df
+
+
+# --------------------------------------------------------------------------- analysis
+def _spearman(x, y) -> float:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3 or np.std(y) == 0:
+        return float("nan")
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def inflection_table(df):
+    """Per (task, lr): is Δ OOD monotone in tokens, where is the minimum of OOD-after (inflection)."""
+    import pandas as pd
+    rows = []
+    for (task, lr), d in df.groupby(["task", "lr"]):
+        d = d.sort_values("tokens")
+        delta, after = d.ood_delta.to_numpy(), d.ood_ppl_after.to_numpy()
+        dloss = (d.ood_loss_after - d.ood_loss_before).to_numpy() if "ood_loss_after" in d else delta * np.nan
+        i = int(np.nanargmin(after))
+        rows.append({"task": task, "lr": lr, "n_checkpoints": len(d),
+                     "delta_first": delta[0], "delta_last": delta[-1],
+                     "delta_monotone": bool(np.all(np.diff(delta) >= 0)),
+                     "delta_increasing_steps": f"{int(np.sum(np.diff(delta) > 0))}/{len(delta) - 1}",
+                     "delta_spearman": _spearman(d.tokens, delta),
+                     "dloss_first": dloss[0], "dloss_last": dloss[-1],
+                     "dloss_monotone": bool(np.all(np.diff(dloss) >= 0)),
+                     "dloss_spearman": _spearman(d.tokens, dloss),
+                     "argmin_after": d.checkpoint.iloc[i], "argmin_tokens": d.tokens.iloc[i],
+                     "interior_min": bool(0 < i < len(d) - 1),
+                     "after_first": after[0], "after_min": after[i], "after_last": after[-1],
+                     "rise_after_min_pct": 100.0 * (after[-1] / after[i] - 1.0)})
+    return pd.DataFrame(rows)
+
+
+def best_lr(df, metric: str = "id_ppl"):
+    """Per (task, checkpoint): the LR with the best validation ``metric``, its test metrics and OOD."""
+    import pandas as pd
+    col = f"val_{metric}"
+    rows = []
+    for (task, ck), d in df.groupby(["task", "checkpoint"]):
+        d = d[np.isfinite(d[col].astype(float))]
+        if not len(d):
+            continue
+        r = d.loc[d[col].idxmax() if metric == "accuracy" else d[col].idxmin()].copy()
+        vals = np.sort(d[col].astype(float).to_numpy())
+        if metric == "accuracy":
+            vals = vals[::-1]
+        # how close the call was: the runner-up LR's validation metric relative to the chosen one
+        r["select_margin_pct"] = (100.0 * abs(vals[1] - vals[0]) / abs(vals[0])) if len(vals) > 1 and vals[0] else float("nan")
+        rows.append(r)
+    out = pd.DataFrame(rows).sort_values(["task", "tokens"]).reset_index(drop=True)
+    return out
+
+
+def lr_regime(best, grid) -> dict:
+    """Per task: how the optimal LR moves with tokens ('constant' / 'slowly decreasing' /
+    'quickly decreasing' / 'increasing' / 'non-monotone').
+
+    Our operationalisation of the paper's regimes: steps down the (log-spaced) grid from the first
+    to the last checkpoint, against the doublings of pre-training tokens over the same range:
+    none -> constant; at most one grid step per two doublings -> slowly; more -> quickly.
+    A path that goes both up and down is 'non-monotone'; one that only rises is 'increasing'.
+    """
+    grid = sorted(grid)
+    out = {}
+    for task, d in best.groupby("task"):
+        d = d.sort_values("tokens")
+        pos = [grid.index(lr) for lr in d.lr]
+        doublings = math.log2(d.tokens.iloc[-1] / d.tokens.iloc[0]) if d.tokens.iloc[0] > 0 and len(d) > 1 else 0
+        down = pos[0] - pos[-1]
+        mono = all(b <= a for a, b in zip(pos, pos[1:]))
+        rising = all(b >= a for a, b in zip(pos, pos[1:]))
+        if len(set(pos)) == 1:
+            regime = "constant"
+        elif not (mono or rising):
+            regime = "non-monotone"
+        elif rising:
+            regime = "increasing"
+        else:
+            regime = "slowly decreasing" if down / max(doublings, 1.0) <= 0.5 else "quickly decreasing"
+        out[task] = {"regime": regime, "monotone": mono or rising, "lr_first": d.lr.iloc[0], "lr_last": d.lr.iloc[-1],
+                     "grid_steps_down": down, "doublings": doublings,
+                     "at_grid_edge": bool(min(pos) == 0 or max(pos) == len(grid) - 1),
+                     "path": ", ".join(f"{c}: {lr:g}" for c, lr in zip(d.checkpoint, d.lr))}
+    return out
+
+
+def pareto_front(x, y) -> np.ndarray:
+    """Indices of the points not dominated when both x and y are to be minimized."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = []
+    for i in range(len(x)):
+        dom = np.any((x <= x[i]) & (y <= y[i]) & ((x < x[i]) | (y < y[i])))
+        if not dom and np.isfinite(x[i]) and np.isfinite(y[i]):
+            keep.append(i)
+    return np.array(sorted(keep, key=lambda i: x[i]), dtype=int)
+
+
+def _early_late(d0, early_frac: float):
+    cks = d0.drop_duplicates("checkpoint").sort_values("tokens").checkpoint.tolist()
+    n = max(1, int(round(early_frac * len(cks))))
+    return cks[:n], cks[-n:]
+
+
+def front_comparison(df, task: str, early_frac: float = 0.34) -> dict:
+    """How the Pareto fronts (test ID ppl, OOD ppl after; both minimized) of early and late
+    checkpoints compare: the share of each front's points dominated by a point of the other."""
+    d0 = df[df.task == task]
+    early, late = _early_late(d0, early_frac)
+
+    def front(labels):
+        d = d0[d0.checkpoint.isin(labels)]
+        f = pareto_front(d.test_id_ppl, d.ood_ppl_after)
+        return np.c_[d.test_id_ppl.to_numpy()[f], d.ood_ppl_after.to_numpy()[f]]
+
+    fe, fl = front(early), front(late)
+
+    def share(a, b):  # share of a's points dominated by some point of b
+        if not len(a) or not len(b):
+            return float("nan")
+        dom = [np.any((b[:, 0] <= p[0]) & (b[:, 1] <= p[1]) & ((b[:, 0] < p[0]) | (b[:, 1] < p[1]))) for p in a]
+        return float(np.mean(dom))
+
+    e_by_l, l_by_e = share(fe, fl), share(fl, fe)
+    if e_by_l == 1.0 and l_by_e == 0.0:
+        rel = "the late checkpoints' front dominates the early one (better ID and OOD trade-offs at every point)"
+    elif l_by_e == 1.0 and e_by_l == 0.0:
+        rel = "the early checkpoints' front dominates the late one (late checkpoints trade worse, as the paper argues)"
+    else:
+        rel = (f"the fronts cross ({100 * e_by_l:.0f} % of the early front is dominated by late points, "
+               f"{100 * l_by_e:.0f} % of the late front by early points)")
+    return {"early": early, "late": late, "early_dominated": e_by_l, "late_dominated": l_by_e, "text": rel}
+
+
+# --------------------------------------------------------------------------- figures
+def _lr_colors(lrs):
+    import matplotlib.pyplot as plt
+    lrs = sorted(lrs)
+    cmap = plt.get_cmap("viridis")
+    return {lr: cmap(i / max(1, len(lrs) - 1) * 0.9) for i, lr in enumerate(lrs)}
+
+
+def _logx(ax, df):
+    """Log-x axis of pre-training tokens, one tick per checkpoint, labelled with its label."""
+    from matplotlib.ticker import NullLocator
+    ax.set_xscale("log")
+    ax.set_xlabel("pre-training tokens")
+    ck = df.drop_duplicates("tokens").sort_values("tokens")
+    ax.set_xticks(ck.tokens.tolist())
+    labels = ck.checkpoint.tolist() if "checkpoint" in ck else [_fmt_tokens(t) for t in ck.tokens]
+    ax.set_xticklabels(labels)
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _fmt_tokens(t: float) -> str:
+    for div, s in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if t >= div:
+            v = t / div
+            return f"{v:.3g}{s}"
+    return f"{t:g}"
+
+
+def plot_id(df, task: str, metric: str = "test_id_ppl", ax=None):
+    """ID metric after fine-tuning against tokens, one line per LR (+ the base model, dashed)."""
+    import matplotlib.pyplot as plt
+    ax = ax or plt.gca()
+    d0 = df[df.task == task]
+    col = _lr_colors(d0.lr.unique())
+    for lr, d in d0.groupby("lr"):
+        d = d.sort_values("tokens")
+        ax.plot(d.tokens, d[metric], "o-", color=col[lr], label=f"lr={lr:g}")
+    if metric in ("test_id_ppl", "test_accuracy"):
+        base = d0.drop_duplicates("checkpoint").sort_values("tokens")
+        bcol = "base_" + metric
+        if bcol in base:
+            ax.plot(base.tokens, base[bcol], "k--", lw=1, label="before fine-tuning")
+    _logx(ax, d0)
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(f"{task}: ID after fine-tuning")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_ood(df, task: str, what: str = "delta", ax=None, inflections: bool = True):
+    """OOD change (``delta``: ppl after − before; ``dloss``: loss after − before) or OOD perplexity
+    after fine-tuning (``after``) vs tokens, one line per LR.
+
+    Stars mark each LR's minimum of OOD-after (the inflection point where interior)."""
+    import matplotlib.pyplot as plt
+    ax = ax or plt.gca()
+    d0 = df[df.task == task]
+    col = _lr_colors(d0.lr.unique())
+    if what not in ("delta", "dloss", "after"):
+        raise ValueError(f"what must be 'delta', 'dloss' or 'after', got {what!r}")
+    d0 = d0.assign(ood_dloss=d0.ood_loss_after - d0.ood_loss_before)
+    y = {"delta": "ood_delta", "dloss": "ood_dloss", "after": "ood_ppl_after"}[what]
+    for lr, d in d0.groupby("lr"):
+        d = d.sort_values("tokens")
+        ax.plot(d.tokens, d[y], "o-", color=col[lr], label=f"lr={lr:g}")
+        if inflections and what == "after":
+            i = int(np.nanargmin(d.ood_ppl_after.to_numpy()))
+            ax.plot(d.tokens.iloc[i], d[y].iloc[i], "*", ms=15, color=col[lr], mec="k")
+    if what == "after":
+        base = d0.drop_duplicates("checkpoint").sort_values("tokens")
+        ax.plot(base.tokens, base.ood_ppl_before, "k--", lw=1, label="before fine-tuning")
+        ax.set_yscale("log")
+    _logx(ax, d0)
+    ax.set_ylabel({"delta": "OOD ppl after − before", "dloss": "OOD loss after − before (nats)",
+                   "after": "OOD perplexity after fine-tuning"}[what])
+    ax.set_title(f"{task}: pre-training-domain perplexity")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_best(best, task: str, axes=None):
+    """Three panels: best test ID (chosen on validation), OOD at that LR, the optimal LR; vs tokens."""
+    import matplotlib.pyplot as plt
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(15, 4))
+    d = best[best.task == task].sort_values("tokens")
+    axes[0].plot(d.tokens, d.test_id_ppl, "o-", label="tuned LR (test)")
+    axes[0].plot(d.tokens, d.base_test_id_ppl, "k--", lw=1, label="before fine-tuning")
+    axes[0].set_ylabel("test ID perplexity (lower is better)")
+    axes[0].set_title(f"{task}: best ID after fine-tuning")
+    axes[1].plot(d.tokens, d.ood_ppl_after, "o-", color="C3", label="after, at the tuned LR")
+    axes[1].plot(d.tokens, d.ood_ppl_before, "k--", lw=1, label="before fine-tuning")
+    i = int(np.nanargmin(d.ood_ppl_after.to_numpy()))
+    axes[1].plot(d.tokens.iloc[i], d.ood_ppl_after.iloc[i], "*", ms=15, color="C3", mec="k")
+    axes[1].set_ylabel("OOD perplexity")
+    axes[1].set_title("OOD at the tuned LR")
+    axes[2].plot(d.tokens, d.lr, "o-", color="C2")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("optimal learning rate")
+    axes[2].set_title("optimal LR (chosen on validation)")
+    for ax in axes:
+        _logx(ax, d)
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    return axes
+
+
+def plot_pareto(df, task: str, early_frac: float = 0.34, ax=None):
+    """Test ID perplexity vs OOD perplexity after fine-tuning, every LR; early vs late checkpoints."""
+    import matplotlib.pyplot as plt
+    ax = ax or plt.gca()
+    d0 = df[df.task == task]
+    early, late = _early_late(d0, early_frac)
+    groups = {"early": early, "late": late}
+    for (name, labels), c in zip(groups.items(), ("C0", "C3")):
+        d = d0[d0.checkpoint.isin(labels)]
+        ax.scatter(d.test_id_ppl, d.ood_ppl_after, color=c, alpha=0.5, s=18,
+                   label=f"{name} ({', '.join(labels)})")
+        f = pareto_front(d.test_id_ppl, d.ood_ppl_after)
+        if len(f):
+            ax.plot(d.test_id_ppl.to_numpy()[f], d.ood_ppl_after.to_numpy()[f], "-", color=c, lw=2)
+    from matplotlib.ticker import NullFormatter
+    ax.set_xlabel("test ID perplexity (lower is better)")
+    ax.set_ylabel("OOD perplexity after fine-tuning")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_title(f"{task}: ID–OOD trade-off (lines: Pareto fronts)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+# --------------------------------------------------------------------------- verdicts
+def _lrs_text(lrs) -> str:
+    return ", ".join(f"{x:g}" for x in lrs) if len(lrs) else "none"
+
+
+def fixed_lr_verdict(df) -> dict:
+    """Text + facts: monotone Δ OOD per LR, inflection points, and whether larger LRs reach it earlier."""
+    inf = inflection_table(df)
+    out = {}
+    for task, t in inf.groupby("task"):
+        t = t.sort_values("lr")
+        mono = t[t.delta_monotone].lr.tolist()
+        pos_rho = t[t.delta_spearman > 0.5].lr.tolist()
+        loss_rho = t[t.dloss_spearman > 0.5].lr.tolist()
+        loss_mono = t[t.dloss_monotone].lr.tolist()
+        interior = t[t.interior_min]
+        where = "; ".join(f"lr={r.lr:g}: {r.argmin_after}" + (
+            f" (interior; the last checkpoint is {r.rise_after_min_pct:.1f} % above it)" if r.interior_min
+            else " (edge)") for r in t.itertuples())
+        earlier = None
+        if len(interior) >= 2:
+            tok = interior.sort_values("lr").argmin_tokens.to_numpy()
+            earlier = bool(np.all(np.diff(tok) <= 0))
+        txt = (f"On {task}, Δ OOD perplexity (after − before) is monotone non-decreasing in pre-training "
+               f"tokens for {len(mono)} of {len(t)} learning rates ({_lrs_text(mono)}); it rises with tokens "
+               f"(Spearman ρ > 0.5) for {_lrs_text(pos_rho)}. Measured in log-perplexity (OOD loss after − "
+               f"before, i.e. relative to the base model), forgetting is monotone for {_lrs_text(loss_mono)} and "
+               f"rises with tokens (ρ > 0.5) for {_lrs_text(loss_rho)}. The minimum of the OOD perplexity after "
+               f"fine-tuning is at: {where}. An interior minimum (an inflection point inside the token range) "
+               f"appears for {len(interior)} of {len(t)} learning rates ({_lrs_text(interior.lr.tolist())})")
+        if earlier is None:
+            txt += ("; with fewer than two interior minima, whether larger learning rates reach the inflection "
+                    "earlier cannot be judged here.")
+        else:
+            txt += ("; larger learning rates reach it with the same or fewer tokens, as the paper reports."
+                    if earlier else "; larger learning rates do not reach it earlier here, unlike the paper.")
+        out[task] = {"text": txt, "n_monotone": len(mono), "n_lrs": len(t), "n_interior": len(interior),
+                     "n_loss_rising": len(loss_rho), "n_loss_monotone": len(loss_mono),
+                     "interior_lrs": interior.lr.tolist(),
+                     "larger_lr_earlier": earlier, "table": t}
+    return out
+
+
+def sweep_verdict(df, best, grid, early_frac: float = 0.34) -> dict:
+    reg = lr_regime(best, grid)
+    out = {}
+    for task, r in reg.items():
+        d = best[best.task == task].sort_values("tokens")
+        after = d.ood_ppl_after.to_numpy()
+        i = int(np.nanargmin(after))
+        interior = 0 < i < len(d) - 1
+        delta = d.ood_delta.to_numpy()
+        mono = bool(np.all(np.diff(delta) >= 0))
+        fixed = inflection_table(df[df.task == task])
+        fixed_int = fixed[fixed.interior_min]
+        txt = (f"On {task}, the learning rate chosen on validation moves {r['path']} — "
+               f"'{r['regime']}' by our rule ({r['grid_steps_down']} grid steps down over "
+               f"{r['doublings']:.0f} doublings of tokens"
+               + ("; the optimum touches the edge of the grid at some checkpoint, so the grid may be too narrow"
+                  if r["at_grid_edge"] else "") + "). "
+               f"At the tuned learning rate the OOD perplexity after fine-tuning is lowest at {d.checkpoint.iloc[i]}"
+               + (" — an interior minimum: the inflection point remains after tuning" if interior else
+                  " — at the edge of the token range: no inflection point inside it") + "; "
+               f"Δ OOD at the tuned LR is {'monotone' if mono else 'not monotone'} in tokens. "
+               f"At fixed LRs, interior minima of OOD-after were at "
+               + ("; ".join(f"lr={x.lr:g}: {x.argmin_after}" for x in fixed_int.itertuples()) or "none")
+               + ".")
+        j = int(np.nanargmin(d.select_margin_pct.to_numpy()))
+        txt += (f" The closest call of the selection: at {d.checkpoint.iloc[j]} the runner-up learning rate is "
+                f"{d.select_margin_pct.iloc[j]:.1f} % worse on validation.")
+        fc = front_comparison(df, task, early_frac)
+        txt += f" ID–OOD trade-off over all learning rates: {fc['text']}."
+        out[task] = {"text": txt, "regime": r["regime"], "interior": interior, "argmin": d.checkpoint.iloc[i],
+                     "delta_monotone": mono, "fronts": fc, **r}
+    return out
+
+
+# --------------------------------------------------------------------------- command line
+def main(argv=None) -> int:
+    """``python -m coft_utils.finetune --chapter 04_lr_sweep --profile paper [-o '{"lrs": [...]}']``.
+
+    Runs the chapter's sweep into the results store (resumable); use it under
+    ``accelerate launch --config_file coft_utils/configs/accelerate_{ddp,fsdp}.yaml -m coft_utils.finetune``
+    at gpu/paper scale, then execute the notebook (which finds every record done).
+    """
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--chapter", default="03_fixed_lr_finetuning", choices=CHAPTERS)
+    ap.add_argument("--profile", default="cpu", choices=tuple(profiles.PROFILES))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("-o", "--overrides", default="{}", help="JSON dict of parameter overrides")
+    ap.add_argument("--max-units", type=int, default=None, help="stop after this many new units")
+    a = ap.parse_args(argv)
+    cfg = resolve(a.chapter, a.profile, json.loads(a.overrides), seed=a.seed)
+    _set_threads(cfg)
+    series = load_series(cfg)
+    df = sweep(series, cfg, progress=_is_main(), max_units=a.max_units)
+    if _is_main():
+        print(f"{len(df)} of {len(units(series, cfg))} units done "
+              f"({results.Store(cfg.experiment, cfg.profile).dir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
