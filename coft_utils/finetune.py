@@ -92,12 +92,7 @@ THEIRS = {
 
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class Config(profiles.ChapterConfig):
-    series: str = param("suite", "checkpoint series: 'suite' (this project's pre-training suite), a "
-                        "built-in hub series (olmo-1b, pythia-70m, ...) or a series .json path")
-    schedule: str = param("cosine", "LR schedule of the suite's pre-training (series='suite' only)",
-                          choices=("cosine", "constant", "wsd"))
-    checkpoints: tuple = param((), "checkpoint labels to use (empty: all of the series)")
+class Config(profiles.SeriesConfig):
     tasks: tuple = param(("gsm8k",), "fine-tuning tasks (coft_utils.tasks registry: "
                          + ", ".join(tasks_mod.names()) + ")")
     lrs: tuple[float, ...] = param((1e-4,), "fine-tuning peak learning rates", min=0.0, min_exclusive=True)
@@ -182,14 +177,8 @@ def resolve(chapter: str = "03_fixed_lr_finetuning", profile: str = "cpu", overr
 
 
 def load_series(cfg: Config) -> models.CheckpointSeries:
-    if cfg.series == "suite":
-        from . import pretrain  # the project's pre-training suite (trained once, cached)
-        s = pretrain.get_suite(cfg.profile, schedule=cfg.schedule, seed=0, progress=False)
-    else:
-        s = models.get_series(cfg.series)
-    if cfg.checkpoints:
-        s = s.select(cfg.checkpoints)
-    return s
+    from . import pretrain  # the project's pre-training suite (trained once, cached)
+    return pretrain.chapter_series(cfg)
 
 
 def _check_lr(lr) -> float:

@@ -95,11 +95,7 @@ PAPER = {
 
 
 @dataclass(frozen=True)
-class Config(profiles.ChapterConfig):
-    series: str = param("suite", "checkpoint series: the pre-training suite or a hub series",
-                        choices=("suite",) + HUB_SERIES)
-    suite_schedule: str = param("cosine", "schedule of the suite (series='suite')", choices=("cosine", "wsd", "constant"))
-    checkpoints: tuple[str, ...] = param((), "checkpoint labels to use (empty: n_checkpoints evenly spaced)")
+class Config(profiles.SeriesConfig):  # series, schedule, checkpoints (empty: n_checkpoints evenly spaced)
     n_checkpoints: int = param(0, "evenly spaced checkpoints incl. first and last (0: all)", min=0)
     sft_data: tuple[str, ...] = param(("hh_rlhf", "alpaca_seed_tasks", "gsm8k"), "instruction data sources",
                                       choices=SFT_SOURCES)
@@ -125,9 +121,10 @@ class Config(profiles.ChapterConfig):
     threads: int = param(0, "torch CPU threads (0: torch default)", min=0)
 
     def check(self):
-        if self.series in HUB_SERIES and profiles.get_profile(self.profile).offline:
+        if self.series in models.SERIES and profiles.get_profile(self.profile).offline:
             raise profiles.ProfileError(f"parameter 'series' = {self.series!r} needs the hub (paper profile); "
-                                        f"allowed at profile {self.profile!r}: 'suite'")
+                                        f"allowed at profile {self.profile!r}: 'suite' or a series .json "
+                                        "of local folders")
         if "tulu" in self.sft_data and profiles.get_profile(self.profile).offline:
             raise profiles.ProfileError(f"parameter 'sft_data' contains 'tulu', which is hub only; allowed at "
                                         f"profile {self.profile!r}: hh_rlhf, alpaca_seed_tasks, gsm8k")
@@ -173,17 +170,13 @@ PRESETS: dict[str, Config] = {
 # --------------------------------------------------------------------------- series
 def get_series(cfg: Config) -> models.CheckpointSeries:
     """The series to tune: the pre-training suite of ``cfg.profile`` or a pinned hub series."""
-    if cfg.series == "suite":
-        from . import pretrain
-        series = pretrain.get_suite(cfg.profile, schedule=cfg.suite_schedule, seed=0, progress=False)
-    else:
-        series = models.get_series(cfg.series)
-    return select_checkpoints(series, cfg)
+    from . import pretrain
+    return select_checkpoints(pretrain.chapter_series(cfg), cfg)
 
 
 def select_checkpoints(series: models.CheckpointSeries, cfg: Config) -> models.CheckpointSeries:
     if cfg.checkpoints:
-        return series.select(cfg.checkpoints)
+        return series  # chapter_series already kept only these
     n = len(series)
     if not cfg.n_checkpoints or cfg.n_checkpoints >= n:
         return series

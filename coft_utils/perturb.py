@@ -57,12 +57,7 @@ SOURCES = ("gutenberg", "wikitext", "c4")
 
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class Config(profiles.ChapterConfig):
-    series: str = param("suite", "checkpoint series: 'suite' (this project's pre-training suite), "
-                        "a built-in hub series (olmo-1b, pythia-70m, ...) or a series .json path")
-    schedule: str = param("cosine", "LR schedule of the suite (series='suite' only)",
-                          choices=("cosine", "constant", "wsd"))
-    checkpoints: tuple = param((), "checkpoint labels to use (empty: all of the series)")
+class Config(profiles.SeriesConfig):
     gammas: tuple[float, ...] = param((0.01, 0.02, 0.04), "perturbation sizes γ", min=0.0)
     n_seeds: int = param(3, "noise seeds per (checkpoint, γ)", min=1, max=100)
     scale: str = param("init", "noise scale s: init std or the tensor's empirical std", choices=SCALES)
@@ -287,14 +282,8 @@ def perturb_(model, gamma: float, key, scale: str = "init", targets: str = "all"
 
 # --------------------------------------------------------------------------- series and data
 def load_series(cfg: Config) -> models.CheckpointSeries:
-    if cfg.series == "suite":
-        from . import pretrain  # the project's pre-training suite (cached; trained once)
-        s = pretrain.get_suite(cfg.profile, schedule=cfg.schedule, seed=0)
-    else:
-        s = models.get_series(cfg.series)
-    if cfg.checkpoints:
-        s = s.select(cfg.checkpoints)
-    return s
+    from . import pretrain  # the project's pre-training suite (cached; trained once)
+    return pretrain.chapter_series(cfg, progress=True)
 
 
 def _c4_ids(tokenizer, n_tokens: int):

@@ -57,7 +57,7 @@ from .profiles import param
 
 __all__ = ["Config", "PRESETS", "SCHEDULES", "CODE_VERSION", "get_suite", "cached_suite", "suite_records",
            "load_records", "suite_dir", "get_tokenizer", "token_blocks", "plan", "train_job",
-           "lr_multiplier", "budget_steps", "n_params", "cost_ratio", "fmt_tokens"]
+           "lr_multiplier", "budget_steps", "n_params", "cost_ratio", "fmt_tokens", "chapter_series"]
 
 CHAPTER = "00_pretraining_suite"
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -715,3 +715,16 @@ def cost_summary(suites: dict[str, models.CheckpointSeries]) -> dict:
     else:
         out["text"] = "; ".join(f"{s}: {w:.0f} s" for s, w in wall.items())
     return out
+
+
+def chapter_series(cfg, progress: bool = False) -> models.CheckpointSeries:
+    """The series a chapter config (:class:`coft_utils.profiles.SeriesConfig`) names: the
+    project's suite at ``cfg.profile`` and ``cfg.schedule`` (trained once, cached), or a hub /
+    JSON series; restricted to ``cfg.checkpoints`` when given."""
+    if cfg.series == "suite":
+        s = get_suite(cfg.profile, schedule=cfg.schedule, seed=0, progress=progress)
+    else:
+        s = models.get_series(cfg.series)
+    if cfg.checkpoints:
+        s = s.select(cfg.checkpoints)
+    return s

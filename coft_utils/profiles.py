@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 __all__ = [
-    "PROFILES", "CHAPTERS", "ProfileError", "Profile", "ChapterConfig", "param", "get_profile",
+    "PROFILES", "CHAPTERS", "ProfileError", "Profile", "ChapterConfig", "SeriesConfig", "param", "get_profile",
     "resolve", "describe", "validate", "apply_offline_env",
 ]
 
@@ -94,6 +94,18 @@ class ChapterConfig:
 
     def to_dict(self) -> dict:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class SeriesConfig(ChapterConfig):
+    """Base of the chapters that run on a checkpoint series (one vocabulary for all of them);
+    ``coft_utils.pretrain.chapter_series(cfg)`` loads what these fields name."""
+
+    series: str = param("suite", "checkpoint series: 'suite' (this project's pre-training suite), a "
+                        "built-in hub series (olmo-1b, pythia-70m, ...) or a series .json path")
+    schedule: str = param("cosine", "LR schedule of the suite's pre-training (series='suite' only)",
+                          choices=("cosine", "wsd", "constant"))
+    checkpoints: tuple = param((), "checkpoint labels to use (empty: all of the series)")
 
 
 def _plain(v):
