@@ -125,8 +125,10 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
     print(f"[coft] {src.stem}: running at profile {profile!r} with {nb_params}", flush=True)
     try:
         pm.execute_notebook(nb, str(tmp), parameters=nb_params, kernel_name="python3",
-                            language="python", cwd=str(REPO_ROOT), progress_bar=progress, execution_timeout=timeout,
-                            report_mode=False)
+                            language="python", cwd=str(REPO_ROOT), execution_timeout=timeout,
+                            report_mode=False, progress_bar=False,
+                            # the kernel's stderr (its tqdm bars: which unit of work) on our terminal
+                            stderr_file=sys.stderr if progress else None)
     except pm.PapermillExecutionError as e:
         failed = out_dir / f"{src.stem}.failed.ipynb"
         if tmp.exists():
