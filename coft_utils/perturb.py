@@ -125,7 +125,7 @@ THEIRS = {
         "points": [{"tokens": 2e9, "label": "~2B", "delta_ppl": 2.46},
                    {"tokens": 134e9, "label": "~134B", "delta_ppl": 193.86}],
     },
-    "paper": ("Springer et al. (2025), Sec. 3 / Fig. 2, OLMo-1B intermediate checkpoints with "
+    "paper": ("Springer et al. (2025), Sec. 3.3 / Fig. 3, OLMo-1B intermediate checkpoints with "
               "Gaussian noise scaled by the initialization covariance: for every fixed γ the "
               "increase in C4 perplexity caused by the noise grows monotonically with pre-training "
               "tokens (progressive sensitivity), and the perturbed model's perplexity first falls "
@@ -560,3 +560,88 @@ def plot_absolute(summary, source: str, ax=None):
     ax.set_title(f"Perturbed perplexity ({source})")
     ax.legend(fontsize=8)
     return ax
+
+
+# --------------------------------------------------------------------------- the chapter's verdict
+SCALE_TEXT = {"init": "the initialization standard deviation (the paper's protocol)",
+              "empirical": "each tensor's own empirical standard deviation (the Pythia-70M report's protocol)"}
+
+
+def fmt_gammas(gs) -> str:
+    return ", ".join(f"{g:g}" for g in gs) if gs else "none"
+
+
+def describe(summary, source: str):
+    """One sentence on monotonicity and U-shapes per γ at one held-out source, and the lists."""
+    v = verdict(summary, source)
+    mono = [g for g, x in v.items() if x["monotone"]]
+    mono_n = [g for g, x in v.items() if x["monotone_within_noise"] and not x["monotone"]]
+    u = [g for g, x in v.items() if x["u_shape"]]
+    mins = "; ".join(f"γ={g:g}: {x['argmin_label']}" for g, x in v.items())
+    div = sum(x["n_diverged"] for x in v.values())
+    text = (f"Δ perplexity is monotone in tokens for {len(mono)} of {len(v)} γ ({fmt_gammas(mono)})"
+            + (f", monotone within the seed spread for {fmt_gammas(mono_n)}" if mono_n else "")
+            + ("; an interior minimum of the perturbed perplexity (U-shape) appears for "
+               + (f"γ = {fmt_gammas(u)}. " if u else "no γ. "))
+            + f"Minimum of the perturbed perplexity at: {mins}."
+            + (f" {div} perturbed evaluations diverged." if div else ""))
+    return text, v, mono, u
+
+
+def base_text(summary, source: str) -> str:
+    """How the unperturbed perplexity moves over the series at one source."""
+    import numpy as np
+    b = summary[summary.source == source].drop_duplicates("checkpoint").sort_values("tokens")
+    k = int(np.argmin(b.base_ppl.to_numpy()))
+    mono = bool((np.diff(b.base_ppl.to_numpy()) <= 0).all())
+    return (f"the unperturbed {source} perplexity goes from {b.base_ppl.iloc[0]:.2f} ({b.checkpoint.iloc[0]}) "
+            f"to {b.base_ppl.iloc[-1]:.2f} ({b.checkpoint.iloc[-1]}), "
+            + ("decreasing at every checkpoint" if mono else
+               f"lowest at {b.checkpoint.iloc[k]} ({b.base_ppl.iloc[k]:.2f}): the base model itself is not "
+               "monotone there, so a minimum of the perturbed perplexity on this source is not only the noise's doing"))
+
+
+def weights_text(ws, init_s: float | None) -> str:
+    """How the weights' scale grows over the series (from :func:`weight_stats`)."""
+    m = ws.median_tensor_std
+    return (f"the median over tensors of each tensor's standard deviation goes from {m.iloc[0]:.4f} "
+            f"({ws.checkpoint.iloc[0]}) to {m.iloc[-1]:.4f} ({ws.checkpoint.iloc[-1]}), "
+            f"{m.iloc[-1] / m.iloc[0]:.1f}x"
+            + (f", while the initialization scale stays {init_s:g}" if init_s is not None else ""))
+
+
+def overall_verdict(summary, src_in: str, src_out: str) -> dict:
+    """The chapter's verdict from its own numbers: per source, base models, and overall."""
+    verdict_in, v_in, mono_in, u_in = describe(summary, src_in)
+    verdict_out, _, _, _ = describe(summary, src_out)
+    base = base_text(summary, src_in) + ("; " + base_text(summary, src_out) if src_out != src_in else "") + "."
+    n_g = len(v_in)
+    u_tokens = [v_in[g]["argmin_tokens"] for g in sorted(u_in)]
+    earlier = len(u_tokens) >= 2 and all(b <= a for a, b in zip(u_tokens, u_tokens[1:]))
+    if u_in and len(mono_in) == n_g:
+        overall = ("both parts of the claim hold here: progressive sensitivity for every γ and a U-shape "
+                   f"for γ = {fmt_gammas(u_in)}" + (", with the minimum no later for larger γ." if earlier else "."))
+    elif u_in:
+        overall = (f"a U-shape appears for γ = {fmt_gammas(u_in)}, but Δ perplexity is not monotone for every γ "
+                   f"(monotone for {len(mono_in)} of {n_g}).")
+    elif len(mono_in) == n_g:
+        overall = ("progressive sensitivity holds for every γ, but no U-shape appears in this token range: "
+                   "the base model still improves faster than its sensitivity to noise grows.")
+    else:
+        overall = (f"neither part holds cleanly here: Δ perplexity is monotone for {len(mono_in)} of {n_g} γ "
+                   "and no γ shows an interior minimum.")
+    return {"in": verdict_in, "out": verdict_out, "base": base, "overall": overall, "v": v_in,
+            "mono": mono_in, "u": u_in, "n_g": n_g, "earlier": earlier, "src_in": src_in}
+
+
+def claim_verdicts(V: dict, cfg) -> dict:
+    """Verdicts for the claims page: {claim id: (verdict, what was measured)}."""
+    n_g, mono, u = V["n_g"], V["mono"], V["u"]
+    where = f"{V['src_in']}, {cfg.scale} scale"
+    return {
+        "sensitivity_noise": ("observed" if len(mono) == n_g else "partly observed" if mono else "not observed",
+                              f"{where}: Δ perplexity monotone in tokens for {len(mono)} of {n_g} γ"),
+        "ushape_noise": ("observed" if u else "not observed",
+                         f"{where}: interior minimum of perturbed perplexity for γ = {fmt_gammas(u)} of {n_g}"
+                         + (" (no later for larger γ)" if V["earlier"] else "")),
+    }

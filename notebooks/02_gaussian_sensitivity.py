@@ -21,7 +21,7 @@
 # growing sensitivity outweighs the improvement (*catastrophic overtraining*; the minimum is the
 # *inflection point*).
 #
-# **What the paper reports (theirs).** Springer et al. (2025), Section 3 and Fig. 2: on OLMo-1B
+# **What the paper reports (theirs).** Springer et al. (2025), Section 3.3 and Fig. 3: on OLMo-1B
 # intermediate checkpoints with noise scaled by the initialization covariance, the increase in C4
 # perplexity caused by the noise grows monotonically with pre-training tokens for every γ, and
 # the perturbed perplexity is U-shaped, its minimum arriving earlier for larger γ.
@@ -145,30 +145,6 @@ print("Paper (theirs):", perturb.THEIRS["paper"])
 # the weights grow, while the empirical scale grows with them.
 
 # %%
-SCALE_TEXT = {"init": "the initialization standard deviation (the paper's protocol)",
-              "empirical": "each tensor's own empirical standard deviation (the Pythia-70M report's protocol)"}
-
-
-def _fmt(gs):
-    return ", ".join(f"{g:g}" for g in gs) if gs else "none"
-
-
-def describe(summ, src):
-    v = perturb.verdict(summ, src)
-    mono = [g for g, x in v.items() if x["monotone"]]
-    mono_n = [g for g, x in v.items() if x["monotone_within_noise"] and not x["monotone"]]
-    u = [g for g, x in v.items() if x["u_shape"]]
-    mins = "; ".join(f"γ={g:g}: {x['argmin_label']}" for g, x in v.items())
-    div = sum(x["n_diverged"] for x in v.values())
-    text = (f"Δ perplexity is monotone in tokens for {len(mono)} of {len(v)} γ ({_fmt(mono)})"
-            + (f", monotone within the seed spread for {_fmt(mono_n)}" if mono_n else "")
-            + ("; an interior minimum of the perturbed perplexity (U-shape) appears for "
-               + (f"γ = {_fmt(u)}. " if u else "no γ. "))
-            + f"Minimum of the perturbed perplexity at: {mins}."
-            + (f" {div} perturbed evaluations diverged." if div else ""))
-    return text, v, mono, u
-
-
 cfg2 = cfg.other_scale()
 if cfg2 is not None:
     df2 = perturb.sweep(series, cfg2, progress=False)
@@ -180,7 +156,7 @@ if cfg2 is not None:
         ax.set_title(ax.get_title() + f", scale={cfg2.scale}")
     fig.tight_layout()
     plt.show()
-    verdict_cmp = f"with scale = {cfg2.scale}: " + describe(summary2, src_in)[0]
+    verdict_cmp = f"with scale = {cfg2.scale}: " + perturb.describe(summary2, src_in)[0]
     display(perturb.verdict_table(summary2, (src_in,)).round(3))
 else:
     verdict_cmp = "not run (`compare_gammas` is empty)."
@@ -189,14 +165,10 @@ display(ws.round(4))
 init_df = df if cfg.scale == "init" else (df2 if cfg2 is not None else None)
 init_s = (float(init_df.init_std_used.dropna().iloc[0])
           if init_df is not None and init_df.init_std_used.notna().any() else None)
-weights_text = (f"the median over tensors of each tensor's standard deviation goes from "
-                f"{ws.median_tensor_std.iloc[0]:.4f} ({ws.checkpoint.iloc[0]}) to "
-                f"{ws.median_tensor_std.iloc[-1]:.4f} ({ws.checkpoint.iloc[-1]}), "
-                f"{ws.median_tensor_std.iloc[-1] / ws.median_tensor_std.iloc[0]:.1f}x"
-                + (f", while the initialization scale stays {init_s:g}" if init_s is not None else ""))
+weights_text = perturb.weights_text(ws, init_s)
 nb.glue("weights_text", weights_text)
-nb.glue("scale_main", SCALE_TEXT[cfg.scale])
-nb.glue("scale_cmp", SCALE_TEXT[cfg2.scale] if cfg2 is not None else "none: not run")
+nb.glue("scale_main", perturb.SCALE_TEXT[cfg.scale])
+nb.glue("scale_cmp", perturb.SCALE_TEXT[cfg2.scale] if cfg2 is not None else "none: not run")
 nb.glue("verdict_cmp", verdict_cmp)
 
 # %% [markdown]
@@ -215,58 +187,21 @@ nb.glue("verdict_cmp", verdict_cmp)
 # Overall: {glue:text}`verdict_overall`
 
 # %%
-verdict_in, v_in, mono_in, u_in = describe(summary, src_in)
-verdict_out, v_out, mono_out, u_out = describe(summary, src_out)
-
-
-def base_text(src):
-    b = summary[summary.source == src].drop_duplicates("checkpoint").sort_values("tokens")
-    k = int(np.argmin(b.base_ppl.to_numpy()))
-    mono = bool((np.diff(b.base_ppl.to_numpy()) <= 0).all())
-    return (f"the unperturbed {src} perplexity goes from {b.base_ppl.iloc[0]:.2f} ({b.checkpoint.iloc[0]}) "
-            f"to {b.base_ppl.iloc[-1]:.2f} ({b.checkpoint.iloc[-1]}), "
-            + ("decreasing at every checkpoint" if mono else
-               f"lowest at {b.checkpoint.iloc[k]} ({b.base_ppl.iloc[k]:.2f}): the base model itself is not "
-               "monotone there, so a minimum of the perturbed perplexity on this source is not only the noise's doing"))
-
-
-verdict_base = base_text(src_in) + ("; " + base_text(src_out) if src_out != src_in else "") + "."
-n_g = len(v_in)
-u_tokens = [v_in[g]["argmin_tokens"] for g in sorted(u_in)]
-earlier = len(u_tokens) >= 2 and all(b <= a for a, b in zip(u_tokens, u_tokens[1:]))
-if u_in and len(mono_in) == n_g:
-    overall = ("both parts of the claim hold here: progressive sensitivity for every γ and a U-shape "
-               f"for γ = {_fmt(u_in)}"
-               + (", with the minimum no later for larger γ." if earlier else "."))
-elif u_in:
-    overall = (f"a U-shape appears for γ = {_fmt(u_in)}, but Δ perplexity is not monotone for every γ "
-               f"(monotone for {len(mono_in)} of {n_g}).")
-elif len(mono_in) == n_g:
-    overall = ("progressive sensitivity holds for every γ, but no U-shape appears in this token range: "
-               "the base model still improves faster than its sensitivity to noise grows.")
-else:
-    overall = (f"neither part holds cleanly here: Δ perplexity is monotone for {len(mono_in)} of {n_g} γ "
-               "and no γ shows an interior minimum.")
-verdict_overall = overall
+V = perturb.overall_verdict(summary, src_in, src_out)
+verdict_in, verdict_out, verdict_base, verdict_overall = V["in"], V["out"], V["base"], V["overall"]
 for k, val in dict(src_in=src_in, src_out=src_out, verdict_in=verdict_in, verdict_out=verdict_out,
                    verdict_base=verdict_base, verdict_overall=verdict_overall,
-                   n_monotone_in=len(mono_in), n_gammas=n_g, u_gammas_in=_fmt(u_in)).items():
+                   n_monotone_in=len(V["mono"]), n_gammas=V["n_g"], u_gammas_in=perturb.fmt_gammas(V["u"])).items():
     nb.glue(k, val)
-display(Markdown(f"**Scale:** {SCALE_TEXT[cfg.scale]}\n\n**{src_in}:** {verdict_in}\n\n"
+display(Markdown(f"**Scale:** {perturb.SCALE_TEXT[cfg.scale]}\n\n**{src_in}:** {verdict_in}\n\n"
                  f"**{src_out}:** {verdict_out}\n\n**base:** {verdict_base}\n\n"
                  f"**other scale:** {verdict_cmp}\n\n**overall:** {verdict_overall}"))
 display(perturb.verdict_table(summary, cfg.sources).round(3))
 
 from coft_utils import claims
-claims.record("sensitivity_noise", cfg.profile,
-              "observed" if len(mono_in) == n_g else "partly observed" if mono_in else "not observed",
-              f"{src_in}, {cfg.scale} scale: Δ perplexity monotone in tokens for {len(mono_in)} of {n_g} γ",
-              numbers={str(g): v for g, v in v_in.items()}, chapter="02_gaussian_sensitivity", config=cfg)
-claims.record("ushape_noise", cfg.profile, "observed" if u_in else "not observed",
-              f"{src_in}, {cfg.scale} scale: interior minimum of perturbed perplexity for γ = "
-              f"{_fmt(u_in) if u_in else 'none'} of {n_g}"
-              + (" (no later for larger γ)" if earlier else ""),
-              numbers={str(g): v for g, v in v_in.items()}, chapter="02_gaussian_sensitivity", config=cfg)
+for cid, (verdict, measured) in perturb.claim_verdicts(V, cfg).items():
+    claims.record(cid, cfg.profile, verdict, measured, numbers={str(g): x for g, x in V["v"].items()},
+                  chapter="02_gaussian_sensitivity", config=cfg)
 
 # %% [markdown]
 # ```{admonition} Rerun this

@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from coft_utils import finetune, nb
+from coft_utils import claims, finetune, nb
 
 cfg = nb.setup("03_fixed_lr_finetuning", profile, seed, overrides)
 nb.show_params(cfg)
@@ -134,51 +134,14 @@ display(inf.round(3).set_index(["task", "lr"]))
 # Overall: {glue:text}`verdict_fixed_overall`
 
 # %%
-v = finetune.fixed_lr_verdict(df)
-text = " ".join(x["text"] for x in v.values())
-n_lr = sum(x["n_lrs"] for x in v.values())
-n_mono = sum(x["n_monotone"] for x in v.values())
-n_loss = sum(x["n_loss_monotone"] for x in v.values())
-n_int = sum(x["n_interior"] for x in v.values())
-earlier = [x["larger_lr_earlier"] for x in v.values() if x["larger_lr_earlier"] is not None]
-overall = (f"forgetting measured in log-perplexity (OOD loss after − before) grows monotonically with "
-           f"pre-training tokens for {n_loss} of {n_lr} (task, learning rate) pairs; in absolute perplexity "
-           f"(after − before) it is monotone for {n_mono} of {n_lr}. ")
-if n_int:
-    overall += (f"The OOD perplexity after fine-tuning turns up inside the token range (an inflection point) for "
-                f"{n_int} of {n_lr} pairs (learning rates "
-                + "; ".join(f"{t}: {_lrs}" for t, _lrs in ((t, ", ".join(f"{lr:g}" for lr in x["interior_lrs"]))
-                                                           for t, x in v.items()) if _lrs)
-                + "); for the others the base model's improvement outweighs the growing forgetting over this "
-                  "range, so the perplexity after fine-tuning keeps falling. ")
-    if earlier:
-        overall += ("Larger learning rates reach the inflection with the same or fewer tokens, as the paper reports."
-                    if all(earlier) else "Larger learning rates do not reach it earlier here, unlike the paper.")
-    else:
-        overall += "With a single interior minimum per task, the ordering across learning rates cannot be judged."
-else:
-    overall += ("No inflection point appears in this token range: the base model's improvement outweighs the "
-                "growing forgetting, so the perplexity after fine-tuning keeps falling.")
-overall += (" One fine-tuning seed per point: a rise of a few percent after the minimum is within what another "
-            "seed could change, so read the percentages in the text above.")
-nb.glue("verdict_fixed", text)
-nb.glue("verdict_fixed_overall", overall)
+v = finetune.fixed_lr_summary(df, cfg, series)
+nb.glue("verdict_fixed", v["text"])
+nb.glue("verdict_fixed_overall", v["overall"])
 nb.glue("fixed_wall_s", f"{wall:.0f}")
-display(Markdown(text + "\n\n**Overall:** " + overall))
+display(Markdown(v["text"] + "\n\n**Overall:** " + v["overall"]))
 print("Paper (theirs):", finetune.THEIRS["fixed_lr"])
-
-from coft_utils import claims
-grows = n_loss == n_lr or n_mono == n_lr
-order = all(earlier) if earlier else None
-claims.record("forgetting_fixed_lr", cfg.profile,
-              "observed" if grows and n_int and order else
-              "partly observed" if grows or n_int else "not observed",
-              f"{', '.join(cfg.tasks)} on {series.name}: forgetting monotone in tokens for {n_loss}/{n_lr} "
-              f"(loss) and {n_mono}/{n_lr} (ppl) learning rates; inflection inside the range for {n_int}/{n_lr}"
-              + ("" if order is None else "; larger LRs earlier" if order else "; larger LRs not earlier"),
-              numbers={t: {k: x[k] for k in ("n_lrs", "n_monotone", "n_loss_monotone", "n_interior", "interior_lrs",
-                                             "larger_lr_earlier")} for t, x in v.items()},
-              chapter="03_fixed_lr_finetuning", config=cfg)
+claims.record("forgetting_fixed_lr", cfg.profile, v["claim_verdict"], v["claim_measured"],
+              numbers=v["numbers"], chapter="03_fixed_lr_finetuning", config=cfg)
 
 # %% [markdown]
 # ```{admonition} Rerun this

@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from coft_utils import finetune, nb, results
+from coft_utils import claims, finetune, nb, results
 
 cfg = nb.setup("04_lr_sweep", profile, seed, overrides)
 nb.show_params(cfg)
@@ -124,41 +124,13 @@ display(best[cols].set_index(["task", "checkpoint"]).round(3))
 # Overall: {glue:text}`verdict_sweep_overall`
 
 # %%
-v = finetune.sweep_verdict(df, best, cfg.lrs, cfg.early_frac)
-text = " ".join(x["text"] for x in v.values())
-regimes = {t: x["regime"] for t, x in v.items()}
-interior = [t for t, x in v.items() if x["interior"]]
-fixed_inf = finetune.inflection_table(df)
-fixed_int = sorted(set(fixed_inf[fixed_inf.interior_min].task))
-reg_txt = ", ".join(f"{t}: {r}" for t, r in regimes.items())
-if interior:
-    overall = (f"after tuning the learning rate per checkpoint, an inflection point of the OOD perplexity "
-               f"remains inside the token range for {', '.join(interior)}: tuning does not remove it here, as the "
-               f"paper reports. Optimal learning rate: {reg_txt}.")
-elif fixed_int:
-    overall = (f"at fixed learning rates an inflection point appears inside the token range ({', '.join(fixed_int)}), "
-               f"but at the learning rate tuned for ID the OOD perplexity after fine-tuning has no interior minimum "
-               f"over this range: here, tuning avoids the inflection, which does not confirm the paper's claim that "
-               f"tuning cannot remove it (at this small scale and token range). Optimal learning rate: {reg_txt}.")
-else:
-    overall = (f"no inflection point appears inside the token range, neither at fixed nor at tuned learning rates, "
-               f"so the paper's claim that tuning does not remove it is not tested at this scale. "
-               f"Optimal learning rate: {reg_txt}.")
-overall += " Trade-off: " + "; ".join(f"{t}: {x['fronts']['text']}" for t, x in v.items()) + "."
-nb.glue("verdict_sweep", text)
-nb.glue("verdict_sweep_overall", overall)
+v = finetune.sweep_summary(df, best, cfg, series)
+nb.glue("verdict_sweep", v["text"])
+nb.glue("verdict_sweep_overall", v["overall"])
 nb.glue("sweep_wall_s", f"{wall:.0f}")
-display(Markdown(text + "\n\n**Overall:** " + overall))
+display(Markdown(v["text"] + "\n\n**Overall:** " + v["overall"]))
 print("Paper (theirs):", finetune.THEIRS["sweep"])
-
-from coft_utils import claims
-claims.record("lr_tuning", cfg.profile,
-              "observed" if interior else "not observed" if fixed_int else "inconclusive",
-              f"{', '.join(cfg.tasks)} on {series.name}, grid {', '.join(f'{x:g}' for x in cfg.lrs)}: inflection at the "
-              f"tuned LR for {', '.join(interior) or 'no task'}; at fixed LRs for {', '.join(fixed_int) or 'no task'}; "
-              f"optimal LR {reg_txt}",
-              numbers={t: {k: x[k] for k in ("regime", "interior", "argmin", "path", "grid_steps_down")}
-                       for t, x in v.items()},
+claims.record("lr_tuning", cfg.profile, v["claim_verdict"], v["claim_measured"], numbers=v["numbers"],
               chapter="04_lr_sweep", config=cfg)
 
 # %% [markdown]

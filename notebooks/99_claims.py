@@ -34,7 +34,7 @@ recs = claims.collect()
 profiles_run = sorted({r["profile"] for r in recs})
 nb.glue("claims_n", len(claims.CLAIMS))
 nb.glue("claims_tested", len({r["claim"] for r in recs}))
-nb.glue("claims_profiles", ", ".join(profiles_run) if profiles_run else "none")
+_ = nb.glue("claims_profiles", ", ".join(profiles_run) if profiles_run else "none")
 
 # %% [markdown]
 # Of the {glue:text}`claims_n` claims, {glue:text}`claims_tested` have a recorded verdict;
