@@ -10,7 +10,6 @@ of the ``cpu`` wsd suite / that of the cosine suite for the same budgets, when b
 """
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 from pathlib import Path

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 

@@ -48,7 +48,6 @@ change of steps or data sizes never reuses a stale record.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import math
@@ -57,7 +56,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -404,7 +402,7 @@ _TRAIN_FIELDS = ("steps", "batch_size", "max_len", "warmup_ratio", "lr_schedule"
 
 def train_key(cfg: Config) -> str:
     d = {k: getattr(cfg, k) for k in _TRAIN_FIELDS}
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+    return results.config_hash(d, 10)
 
 
 def units(series: models.CheckpointSeries, cfg: Config) -> list[dict]:

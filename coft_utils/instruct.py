@@ -54,8 +54,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
-import json
 import math
 import os
 import random
@@ -315,7 +313,7 @@ def response_perplexity(model, tokenized: list[dict], batch_size: int = 16, pad_
 def _key(cfg: Config, fields: tuple[str, ...], extra: dict | None = None) -> str:
     d = {f: results._jsonable(getattr(cfg, f)) for f in fields}
     d.update(extra or {})
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    return results.config_hash(d, 12)
 
 
 _DATA_FIELDS = ("sft_data", "train_per_source", "heldout_per_source", "max_seq_len")
@@ -471,7 +469,6 @@ def _data_names(cfg: Config) -> list[str]:
 
 def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bool = True) -> dict:
     """Every unit of the chapter (resumable); returns frames ``base``, ``sft``, ``summary`` and more."""
-    import pandas as pd
     series = series or get_series(cfg)
     store = results.Store(CHAPTER, cfg.profile)
     sources = sft_sources(cfg)

@@ -39,8 +39,6 @@ uninterrupted one. A finished suite (``series.json`` present) is loaded, never r
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
 import json
 import math
 import os
@@ -187,15 +185,6 @@ def n_params(cfg: Config) -> int:
     return cfg.vocab_size * d + layers * (4 * d * d + 3 * d * mlp)
 
 
-def _atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(results._jsonable(obj), indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- corpus and tokenizer
@@ -220,7 +209,7 @@ def _corpus_texts(cfg: Config, split: str = "train", max_chars: int | None = Non
 def get_tokenizer(cfg: Config):
     """The project's byte-level BPE trained on a prefix of the pre-training corpus (cached)."""
     from transformers import AutoTokenizer
-    key = _hash({"corpus": cfg.corpus, "vocab": cfg.vocab_size, "chars": cfg.tokenizer_chars, "v": 1})
+    key = results.config_hash({"corpus": cfg.corpus, "vocab": cfg.vocab_size, "chars": cfg.tokenizer_chars, "v": 1})
     out = data.cache_dir() / "pretrain" / f"tokenizer-{key}"
     if not (out / "tokenizer.json").is_file():
         models.train_tokenizer(_corpus_texts(cfg, "train", cfg.tokenizer_chars), cfg.vocab_size, out)
@@ -239,7 +228,7 @@ def token_blocks(cfg: Config, tokenizer) -> np.ndarray:
     """
     from . import evaluate
     need = _tokens_needed(cfg)
-    key = _hash({"corpus": cfg.corpus, "tok": evaluate.tokenizer_fingerprint(tokenizer), "need": need,
+    key = results.config_hash({"corpus": cfg.corpus, "tok": evaluate.tokenizer_fingerprint(tokenizer), "need": need,
                  "v": 1})
     path = data.cache_dir() / "pretrain" / f"tokens-{key}.bin"
     dtype = np.uint16 if len(tokenizer) <= 65535 else np.uint32
@@ -502,7 +491,7 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
         bar.close()
     info = {"wall_s": elapsed, "own_wall_s": own, "steps": step}
     if accelerator.is_main_process:
-        _atomic_json(done_file, info)
+        results.atomic_write_json(done_file, info)
         resume.unlink(missing_ok=True)
     accelerator.wait_for_everyone()
     return info
@@ -512,7 +501,7 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
 def suite_key(cfg: Config, tokenizer) -> str:
     from . import evaluate
     skip = ("threads", "save_every", "schedule")  # every schedule of a config shares one folder
-    return _hash({"config": {k: v for k, v in cfg.to_dict().items() if k not in skip},
+    return results.config_hash({"config": {k: v for k, v in cfg.to_dict().items() if k not in skip},
                   "tokenizer": evaluate.tokenizer_fingerprint(tokenizer), "code": CODE_VERSION})
 
 
@@ -544,7 +533,6 @@ def _series_name(cfg: Config) -> str:
 
 def run_suite(cfg: Config, progress: bool = True, accelerator=None, stop_after: int | None = None):
     """Train every job of ``cfg``'s plan not done yet; return the series (None if stopped early)."""
-    import torch
     tok = get_tokenizer(cfg)
     root = suite_dir(cfg, tok)
     series_file = root / cfg.schedule / "series.json"
@@ -567,7 +555,7 @@ def _train_suite(cfg, tok, root, series_file, progress, accelerator, stop_after)
     blocks = token_blocks(cfg, tok)
     stream = BlockStream(blocks, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
     if accelerator.is_main_process:
-        _atomic_json(root / "config.json", {"config": cfg.to_dict(), "code": CODE_VERSION})
+        results.atomic_write_json(root / "config.json", {"config": cfg.to_dict(), "code": CODE_VERSION})
     val = _val_blocks(cfg, tok) if (cfg.val_blocks and accelerator.is_main_process) else None
     nparams = None
 
@@ -588,7 +576,7 @@ def _train_suite(cfg, tok, root, series_file, progress, accelerator, stop_after)
                 r = evaluate.perplexity(model, val.to(dev), batch_size=16)
             model.train(was)
             rec.update(val_ppl=r["ppl"], val_loss=r["loss"])
-        _atomic_json(out.with_name(label + ".record.json"), rec)
+        results.atomic_write_json(out.with_name(label + ".record.json"), rec)
 
     jobs = plan(cfg)
     job_info = {}

@@ -27,11 +27,12 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["Store", "provenance", "unit_id", "runs_dir", "git_commit", "package_versions"]
+__all__ = ["Store", "provenance", "unit_id", "config_hash", "atomic_write_json", "runs_dir", "git_commit",
+           "package_versions"]
 
 _PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "accelerate", "trl", "lm_eval",
              "numpy", "sympy", "papermill")
@@ -66,6 +67,11 @@ def _unjson(v):
     if isinstance(v, list):
         return [_unjson(x) for x in v]
     return v
+
+
+def config_hash(obj, n: int = 16) -> str:
+    """A short stable hash of a JSON-able configuration (cache keys of suites, training settings)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
 
 
 def unit_id(unit: Mapping) -> str:
@@ -125,11 +131,13 @@ def provenance(config=None, data_names: Iterable[str] = ()) -> dict:
     }
 
 
-def _atomic_write_json(path: Path, obj) -> None:
+def atomic_write_json(path: Path, obj) -> None:
+    """Write ``obj`` as JSON to a temporary file, flush it to disk, rename it into place."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
+        json.dump(_jsonable(obj), fh, indent=1, sort_keys=True)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -155,12 +163,15 @@ class Store:
         return _unjson(json.loads(p.read_text())) if p.is_file() else None
 
     def write(self, unit: Mapping, metrics: Mapping, config=None, data_names: Iterable[str] = (),
-              extra: Mapping | None = None) -> dict:
+              extra: Mapping | None = None, prov: Mapping | None = None) -> dict:
+        """One record; ``prov`` is a :func:`provenance` computed once for a whole run."""
+        prov = dict(prov) if prov is not None else provenance(config, data_names)
+        prov["time"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         rec = {"experiment": self.experiment, "profile": self.profile, "unit": _jsonable(dict(unit)),
-               "metrics": _jsonable(dict(metrics)), **provenance(config, data_names)}
+               "metrics": _jsonable(dict(metrics)), **prov}
         if extra:
             rec["extra"] = _jsonable(dict(extra))
-        _atomic_write_json(self.path(unit), rec)
+        atomic_write_json(self.path(unit), rec)
         return _unjson(rec)
 
     def records(self) -> list[dict]:
@@ -187,10 +198,10 @@ class Store:
             from tqdm.auto import tqdm
             bar = tqdm(total=len(units), initial=len(units) - len(todo),
                        desc=desc or f"{self.experiment} [{self.profile}]", leave=False)
-        data_names = list(data_names)
+        prov = provenance(config, data_names) if todo else None  # checksums etc. once per run
         for u in todo:
             metrics = fn(u)
-            self.write(u, metrics, config=config, data_names=data_names)
+            self.write(u, metrics, prov=prov)
             if bar is not None:
                 bar.update(1)
         if bar is not None:

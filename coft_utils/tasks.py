@@ -51,7 +51,7 @@ split, so a smaller run uses a prefix of a larger run's examples.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np

@@ -6,7 +6,6 @@ once per session in a temporary folder; COFT_RUNS_DIR / COFT_CACHE_DIR point to 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
