@@ -1,0 +1,525 @@
+"""Every shape claim of the book, decided as a calibrated statistical test.
+
+A verdict is computed from *replicates*, never from means: an array ``Y`` of shape
+``(replicates, checkpoints)`` (noise seeds, fine-tuning seeds) against the checkpoints'
+pre-training tokens. Each test returns a :class:`Verdict` with its label, statistic, confidence
+interval, number of replicates and the method::
+
+    from coft_utils import verdicts
+    v = verdicts.rises(tokens, Y)                     # does Y grow with tokens?
+    v = verdicts.improves(tokens, ppl, lower_is_better=True, log=True)
+    v = verdicts.u_shape(tokens, Y, log=True)         # interior minimum, beyond noise on both sides
+    v = verdicts.minimum_shift(tokens, {lr: Y_lr for lr in lrs}, direction="earlier")
+    v = verdicts.bends_down(tokens, tuned, base, higher_is_better=True)
+    v.label, v.statistic, v.ci, v.n_replicates, v.method, v.text()
+    verdicts.combine([v1, v2, ...], over="γ")        # one claim row over several γ / LRs
+
+Labels (:data:`LABELS`): *observed* (significant in the claimed direction), *contradicted*
+(significant in the opposite direction), *within noise*, *inconclusive* (non-finite values,
+too few checkpoints or replicates). NaN and inf are reported, never dropped or counted as a rise.
+
+The tests (α = 0.05 unless given; every one checked for false-positive rate and power by a
+seeded Monte-Carlo test in ``tests/test_verdicts.py``, the numbers on the book's "How verdicts
+are decided" page):
+
+* :func:`rises` / :func:`improves` -- the OLS slope of the replicate-mean curve on log2(tokens)
+  (per doubling of tokens). Its standard error comes from the per-checkpoint spread over
+  replicates (heteroscedasticity-robust, Welch-Satterthwaite degrees of freedom); with one
+  replicate from the fit's residuals (df = K - 2). Two-sided t interval (``scipy.stats.t``).
+* :func:`u_shape` -- the minimum of the mean curve must lie inside the range, and both the fall
+  to it (from the highest earlier checkpoint) and the rise after it (to the highest later one)
+  must exceed their Welch standard error by a critical value that accounts for choosing the
+  minimum (and the comparison points) from the same data: the (1 - α) quantile of the same
+  statistic under the least favourable no-U curves (flat, and a sharp fall into a flat tail),
+  simulated with the re-selection inside every draw. The reported interval is the binding
+  side's difference ± critical value × its standard error, so *observed* ⇔ the interval
+  excludes 0.
+* :func:`minimum_shift` -- Kendall's τ between the ordered parameter (γ, learning rate) and
+  the position of each curve's minimum; *observed* when ≥ 1 - α of bootstrap draws (replicates
+  resampled within each checkpoint, minima re-selected in every draw) give τ of the claimed
+  sign. Ties give τ = 0 and never count as "earlier".
+* :func:`bends_down` -- the last checkpoint of the tuned curve against its best checkpoint of
+  the later half of the series (so an early spike is no bend), with a critical value for
+  choosing that checkpoint (simulated as above), and the
+  same test on the base curve, which must *not* bend down.
+* :func:`combine` -- one row over several γ or learning rates: every member test is run at
+  α / m (Bonferroni), so the row's false-positive rate stays ≤ α.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["LABELS", "Verdict", "rises", "improves", "u_shape", "minimum_shift", "bends_down",
+           "combine", "ALPHA", "N_BOOT", "N_NULL"]
+
+LABELS = ("observed", "contradicted", "within noise", "inconclusive")
+ALPHA = 0.05
+N_BOOT = 2000   # bootstrap draws of minimum_shift
+N_NULL = 20000  # null draws behind each simulated critical value
+COLORS = {"observed": "#1a7f37", "contradicted": "#cf222e", "within noise": "#6e7781",
+          "inconclusive": "#9a6700"}
+
+
+@dataclass
+class Verdict:
+    """The outcome of one test; ``statistic`` and ``ci`` are in the units named by ``unit``."""
+
+    claim: str
+    label: str
+    statistic: float = float("nan")
+    ci: tuple = (float("nan"), float("nan"))
+    n_replicates: int = 0
+    n_checkpoints: int = 0
+    method: str = ""
+    unit: str = ""
+    p_value: float = float("nan")
+    alpha: float = ALPHA
+    reason: str = ""
+    detail: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.label not in LABELS:
+            raise ValueError(f"unknown label {self.label!r}; allowed: {', '.join(LABELS)}")
+
+    @property
+    def observed(self) -> bool:
+        return self.label == "observed"
+
+    def stat_text(self) -> str:
+        """``+3.1 % per doubling [1.2, 5.0] (95 % CI, 5 replicates)``."""
+        if not math.isfinite(self.statistic):
+            return self.reason or "no statistic"
+        lvl = f"{100 * (1 - self.alpha):.3g} % CI"
+        return (f"{_num(self.statistic)} {self.unit} [{_num(self.ci[0])}, {_num(self.ci[1])}] "
+                f"({lvl}, {self.n_replicates} replicate{'s' if self.n_replicates != 1 else ''})").replace("  ", " ")
+
+    def text(self) -> str:
+        s = f"{self.label}: {self.stat_text()}"
+        if self.reason and math.isfinite(self.statistic):
+            s += f"; {self.reason}"
+        return s
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["ci"] = [float(x) for x in self.ci]
+        d["detail"] = _plain(self.detail)
+        return _plain(d)
+
+
+def _num(x: float) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    a = abs(x)
+    return f"{x:+.3g}" if a >= 1e-3 or a == 0 else f"{x:+.2e}"
+
+
+def _plain(v):
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return _plain(v.tolist())
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no NaN/inf: kept readable
+    return v
+
+
+# --------------------------------------------------------------------------- input checks
+def _prep(claim: str, tokens, Y, log: bool, min_k: int = 3, min_r: int = 1):
+    """Sort by tokens; return (x=log2 tokens, Y as float (R, K)) or an inconclusive Verdict."""
+    t = np.asarray(tokens, dtype=float).ravel()
+    Y = np.asarray(Y, dtype=float)
+    if Y.ndim == 1:
+        Y = Y[None, :]
+    if Y.ndim != 2 or Y.shape[1] != len(t):
+        raise ValueError(f"{claim}: values must be (replicates, checkpoints) with {len(t)} checkpoints; "
+                         f"got shape {Y.shape}")
+    R, K = Y.shape
+    base = dict(claim=claim, n_replicates=R, n_checkpoints=K)
+    bad = ~np.isfinite(Y)
+    if bad.any() or not np.isfinite(t).all() or (t <= 0).any():
+        where = sorted({int(k) for k in np.where(bad.any(axis=0))[0]})
+        kinds = sorted({"nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") for v in Y[bad]})
+        return None, None, Verdict(label="inconclusive", reason=(
+            f"{int(bad.sum())} non-finite value(s) ({', '.join(kinds)}: a diverged run?) at checkpoint "
+            f"position(s) {where}" if bad.any() else "non-finite or non-positive token counts"),
+            detail={"non_finite": int(bad.sum()), "positions": where}, **base)
+    if log:
+        if (Y <= 0).any():
+            return None, None, Verdict(label="inconclusive", reason="log scale needs positive values", **base)
+        Y = np.log(Y)
+    order = np.argsort(t, kind="stable")
+    t, Y = t[order], Y[:, order]
+    if K < min_k:
+        return None, None, Verdict(label="inconclusive", reason=f"{K} checkpoint(s); at least {min_k} needed", **base)
+    if R < min_r:
+        return None, None, Verdict(label="inconclusive", reason=f"{R} replicate(s); at least {min_r} needed", **base)
+    if len(np.unique(t)) != K:
+        return None, None, Verdict(label="inconclusive", reason="repeated token counts", **base)
+    return np.log2(t), Y, None
+
+
+def _label(lo: float, hi: float) -> str:
+    return "observed" if lo > 0 else "contradicted" if hi < 0 else "within noise"
+
+
+# --------------------------------------------------------------------------- trends
+def _trend(claim: str, tokens, Y, sign: int, log: bool, alpha: float, unit: str) -> Verdict:
+    from scipy import stats
+    x, Y, bad = _prep(claim, tokens, Y, log)
+    if bad is not None:
+        return bad
+    R, K = Y.shape
+    xc = x - x.mean()
+    w = xc / (xc ** 2).sum()
+    m = Y.mean(axis=0)
+    b = float(w @ m)
+    if R >= 2:
+        v = Y.var(axis=0, ddof=1) / R
+        var_b = float((w ** 2) @ v)
+        num, den = var_b ** 2, float(((w ** 2 * v) ** 2).sum()) / (R - 1)
+        df = num / den if den > 0 else float(R - 1)
+        method = ("OLS slope of the replicate mean on log2(tokens); s.e. from the per-checkpoint spread "
+                  "over replicates, Welch-Satterthwaite df")
+    else:
+        resid = m - (m.mean() + b * xc)
+        var_b = float((resid ** 2).sum() / (K - 2) / (xc ** 2).sum())
+        df = float(K - 2)
+        method = "OLS slope on log2(tokens); s.e. from the residuals (one replicate), df = K - 2"
+    se = math.sqrt(max(var_b, 0.0))
+    s = sign * b
+    if se == 0.0:  # no spread at all (deterministic values)
+        if abs(s) <= 1e-12 * max(1.0, float(np.abs(m).max())):
+            s = 0.0  # constant: float round-off is not a trend
+        lo = hi = s
+        p = 0.0 if s != 0 else 1.0
+        method += " (no spread: exact)"
+    else:
+        q = float(stats.t.ppf(1 - alpha / 2, df))
+        lo, hi = s - q * se, s + q * se
+        p = float(2 * stats.t.sf(abs(s) / se, df))
+    scale = (lambda z: 100.0 * math.expm1(z)) if log else (lambda z: z)
+    stat, ci = scale(s), (scale(lo), scale(hi))
+    return Verdict(claim=claim, label=_label(lo, hi), statistic=stat, ci=ci, n_replicates=R,
+                   n_checkpoints=K, method=method, unit=unit, p_value=p, alpha=alpha,
+                   detail={"slope": b, "se": se, "df": df, "mean": m.tolist(), "log": log})
+
+
+def rises(tokens, Y, log: bool = False, alpha: float = ALPHA, unit: str | None = None) -> Verdict:
+    """Does ``Y`` (replicates × checkpoints) grow with pre-training tokens?"""
+    return _trend("rises with tokens", tokens, Y, +1, log, alpha,
+                  unit or ("% per doubling of tokens" if log else "per doubling of tokens"))
+
+
+def improves(tokens, Y, lower_is_better: bool = True, log: bool = False, alpha: float = ALPHA,
+             unit: str | None = None) -> Verdict:
+    """Does ``Y`` get better with tokens (falls if ``lower_is_better``)? The statistic is the
+    improvement per doubling (positive = better)."""
+    return _trend("improves with tokens", tokens, Y, -1 if lower_is_better else +1, log, alpha,
+                  unit or ("% better per doubling of tokens" if log else "better per doubling of tokens"))
+
+
+# --------------------------------------------------------------------------- U-shape
+def _welch_var(Y):
+    R = Y.shape[-2]
+    return Y.var(axis=-2, ddof=1) / R
+
+
+def _u_stat(Y, eps: float = 1e-12):
+    """Vectorized over leading axes: Y (..., R, K) -> (T, side, k_min, j_fall, j_rise, d, se)."""
+    m = Y.mean(axis=-2)
+    v = _welch_var(Y)
+    K = m.shape[-1]
+    k = np.argmin(m, axis=-1)
+    mk = np.take_along_axis(m, k[..., None], -1)
+    vk = np.take_along_axis(v, k[..., None], -1)
+    se = np.sqrt(v + vk + eps)
+    tt = (m - mk) / se
+    idx = np.arange(K)
+    before = idx < k[..., None]
+    after = idx > k[..., None]
+    tf = np.where(before, tt, -np.inf)
+    tr = np.where(after, tt, -np.inf)
+    jf, jr = tf.argmax(-1), tr.argmax(-1)
+    fall_t, rise_t = tf.max(-1), tr.max(-1)
+    interior = (k > 0) & (k < K - 1)
+    T = np.where(interior, np.minimum(fall_t, rise_t), 0.0)
+    return T, fall_t, rise_t, k, jf, jr, m, se
+
+
+@functools.lru_cache(maxsize=256)
+def _u_null(R: int, K: int, seed: int = 12345) -> np.ndarray:
+    """Null draws of the U statistic under the least favourable no-U curves: flat, and a sharp
+    fall into a flat tail of 2..K-1 checkpoints (the mirror image is the same in law)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for tail in range(2, K + 1):
+        mu = np.where(np.arange(K) < K - tail, 1e6, 0.0)
+        Y = rng.standard_normal((N_NULL, R, K)) + mu
+        out.append(np.sort(_u_stat(Y)[0]))
+    return np.stack(out)
+
+
+def _crit(null: np.ndarray, alpha: float) -> float:
+    return float(max(np.quantile(row, 1 - alpha) for row in null))
+
+
+def _p_from_null(null: np.ndarray, t: float) -> float:
+    return float(max((np.sum(row >= t) + 1) / (len(row) + 1) for row in null))
+
+
+def u_shape(tokens, Y, log: bool = True, alpha: float = ALPHA, lower_is_better: bool = True) -> Verdict:
+    """Is the mean curve U-shaped (an interior minimum with a fall before and a rise after it,
+    both beyond noise)? ``lower_is_better=False`` tests an interior maximum instead.
+    *contradicted* = an interior *maximum* (an inverted U) beyond noise."""
+    claim = "U-shaped (interior minimum)"
+    x, Yp, bad = _prep(claim, tokens, Y, log, min_k=3, min_r=2)
+    if bad is not None:
+        return bad
+    if not lower_is_better:
+        Yp = -Yp
+    R, K = Yp.shape
+    null = _u_null(R, K)
+    c = _crit(null, alpha)
+    T, ft, rt, k, jf, jr, m, se = (np.asarray(a) for a in _u_stat(Yp))
+    T, k = float(T), int(k)
+    Tn = float(_u_stat(-Yp)[0])  # inverted U
+    t_sorted = np.sort(np.asarray(tokens, float))
+    interior = 0 < k < K - 1
+    if interior:
+        binding = "fall" if float(ft) <= float(rt) else "rise"
+        j = int(jf) if binding == "fall" else int(jr)
+        d, s = float(m[j] - m[k]), float(se[j])
+    else:
+        binding, j, d, s = "none", -1, 0.0, float("nan")
+    if T > c:
+        label = "observed"
+    elif Tn > c:
+        label = "contradicted"
+    else:
+        label = "within noise"
+    scale = (lambda z: 100.0 * math.expm1(z)) if log else (lambda z: z)
+    if interior:
+        stat, ci = scale(d), (scale(d - c * s), scale(d + c * s))
+    else:
+        stat, ci = 0.0, (float("nan"), float("nan"))
+    where = "first" if k == 0 else "last" if k == K - 1 else "interior"
+    reason = "" if interior else f"the minimum is at the {where} checkpoint: no interior minimum"
+    return Verdict(claim=claim, label=label, statistic=stat, ci=ci, n_replicates=R, n_checkpoints=K,
+                   method=(f"min(fall, rise) around the minimum of the replicate mean, Welch s.e.; critical value "
+                           f"{c:.2f} simulated with the minimum re-selected in each of {N_NULL} null draws "
+                           "(least favourable no-U curves)"),
+                   unit="% (smaller of fall and rise)" if log else "(smaller of fall and rise)",
+                   p_value=_p_from_null(null, T) if interior else 1.0, alpha=alpha, reason=reason,
+                   detail={"argmin": k, "argmin_tokens": float(t_sorted[k]), "interior": interior,
+                           "t_fall": float(ft), "t_rise": float(rt), "critical": c, "binding": binding,
+                           "t_inverted": Tn, "mean": m.tolist()})
+
+
+# --------------------------------------------------------------------------- minimum moves with X
+def _tau_rows(A) -> np.ndarray:
+    """Kendall's τ-b between the column order (untied) and each row of ``A`` (ties in a row
+    count as neither concordant nor discordant); a row without any order gives 0."""
+    A = np.asarray(A)
+    n = A.shape[1]
+    s = np.zeros(A.shape[0])
+    ties = np.zeros(A.shape[0])
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = np.sign(A[:, j] - A[:, i])
+            s += d
+            ties += d == 0
+    n0 = n * (n - 1) / 2
+    den = np.sqrt(n0 * (n0 - ties))
+    return np.where(den > 0, s / np.where(den > 0, den, 1.0), 0.0)
+
+
+def minimum_shift(tokens, curves: Mapping[float, object], direction: str = "earlier", log: bool = True,
+                  alpha: float = ALPHA, seed: int = 0, n_boot: int = N_BOOT, what: str = "X") -> Verdict:
+    """Does the minimum of each curve come ``earlier`` (or ``later``) in tokens as the key grows?
+
+    ``curves``: {x: Y_x (replicates × checkpoints)}, x ordered (γ, learning rate, ...). Curves
+    with non-finite values are left out and named; fewer than two usable x -> inconclusive."""
+    if direction not in ("earlier", "later"):
+        raise ValueError(f"direction must be 'earlier' or 'later', got {direction!r}")
+    claim = f"minimum {direction} for larger {what}"
+    keys = sorted(curves)
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{claim}: repeated keys")
+    use, dropped, Ys, R = [], {}, [], None
+    for x in keys:
+        _, Yp, bad = _prep(claim, tokens, curves[x], log, min_k=3, min_r=2)
+        if bad is not None:
+            dropped[x] = bad.reason
+            continue
+        use.append(x)
+        Ys.append(Yp)
+    base = dict(claim=claim, n_checkpoints=len(np.ravel(tokens)), alpha=alpha)
+    if len(use) < 2:
+        return Verdict(label="inconclusive", n_replicates=min((y.shape[0] for y in Ys), default=0),
+                       reason=f"{len(use)} usable curve(s) of {len(keys)}; at least 2 needed"
+                       + (f" (left out: {dropped})" if dropped else ""), detail={"dropped": dropped}, **base)
+    R = min(y.shape[0] for y in Ys)
+    sign = -1 if direction == "earlier" else 1
+    arg = np.array([int(np.argmin(y.mean(axis=0))) for y in Ys])
+
+    t_obs = sign * float(_tau_rows(arg[None, :])[0])
+    rng = np.random.default_rng(seed)
+    A = np.empty((n_boot, len(Ys)), dtype=int)
+    for i, y in enumerate(Ys):
+        r, K = y.shape
+        idx = rng.integers(0, r, size=(n_boot, r, K))
+        A[:, i] = np.take_along_axis(np.broadcast_to(y, (n_boot, r, K)), idx, 1).mean(axis=1).argmin(-1)
+    draws = sign * _tau_rows(A)
+    frac_pos, frac_neg = float(np.mean(draws > 0)), float(np.mean(draws < 0))
+    label = ("observed" if t_obs > 0 and frac_pos >= 1 - alpha else
+             "contradicted" if t_obs < 0 and frac_neg >= 1 - alpha else "within noise")
+    lo, hi = (float(np.quantile(draws, alpha / 2)), float(np.quantile(draws, 1 - alpha / 2)))
+    t_sorted = np.sort(np.asarray(tokens, float))
+    return Verdict(label=label, statistic=t_obs, ci=(lo, hi), n_replicates=R,
+                   method=(f"Kendall τ between {what} and the position of each curve's minimum (sign: +1 = "
+                           f"{direction}); {n_boot} bootstrap draws resampling replicates within checkpoints, "
+                           f"minima re-selected in each; observed when ≥ {1 - alpha:.0%} of draws agree"),
+                   unit="τ", p_value=1.0 - frac_pos, reason=(f"left out: {dropped}" if dropped else ""),
+                   detail={"keys": use, "argmin": arg.tolist(), "argmin_tokens": [float(t_sorted[a]) for a in arg],
+                           "frac_agree": frac_pos, "frac_opposite": frac_neg, "dropped": dropped}, **base)
+
+
+# --------------------------------------------------------------------------- bend at the end
+def _bend_stat(Y, se_given=None, eps: float = 1e-12):
+    """Y (..., R, K), higher is better: (best of the later half before the last - last) / s.e.
+    (a spike early in the curve is not a bend at the end), vectorized."""
+    m = Y.mean(axis=-2)
+    v = _welch_var(Y) if se_given is None else np.broadcast_to(np.asarray(se_given, float) ** 2, m.shape)
+    K = m.shape[-1]
+    lo = min(K // 2, K - 2)  # the comparison points: the later half before the last checkpoint
+    prev = m[..., lo:-1]
+    j = prev.argmax(-1)
+    mj = np.take_along_axis(prev, j[..., None], -1)[..., 0]
+    vj = np.take_along_axis(v[..., lo:-1], j[..., None], -1)[..., 0]
+    j = j + lo
+    s = np.sqrt(vj + v[..., -1] + eps)
+    return (mj - m[..., -1]) / s, j, mj - m[..., -1], s
+
+
+@functools.lru_cache(maxsize=256)
+def _bend_null(R: int, K: int, seed: int = 54321) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if R >= 2:
+        return np.sort(_bend_stat(rng.standard_normal((N_NULL, R, K)))[0])[None, :]
+    return np.sort(_bend_stat(rng.standard_normal((N_NULL, 1, K)), se_given=np.ones(K))[0])[None, :]
+
+
+def bends_down(tokens, tuned, base=None, higher_is_better: bool = True, log: bool = False,
+               alpha: float = ALPHA, tuned_se=None, base_se=None) -> Verdict:
+    """Does the tuned curve end below its best earlier checkpoint (beyond noise) while the base
+    curve does not? ``tuned``/``base``: replicates × checkpoints; a single replicate needs its
+    per-checkpoint standard error (``*_se``, e.g. the binomial s.e. over evaluation items)."""
+    claim = "tuned curve bends down while the base does not"
+    x, T, bad = _prep(claim, tokens, tuned, log, min_k=3)
+    if bad is not None:
+        return bad
+    R, K = T.shape
+    if R < 2 and tuned_se is None:
+        return Verdict(claim=claim, label="inconclusive", n_replicates=R, n_checkpoints=K,
+                       reason="one tuned replicate and no standard error")
+    sgn = 1.0 if higher_is_better else -1.0
+    order = np.argsort(np.asarray(tokens, float))
+    tse = None if tuned_se is None or R >= 2 else np.asarray(tuned_se, float)[order]
+    null = _bend_null(R if tse is None else 1, K)
+    c = _crit(null, alpha)
+    t, j, d, s = (np.asarray(a) for a in _bend_stat(sgn * T, tse))
+    t, j, d, s = float(t), int(j), float(d), float(s)
+    # the opposite: the last checkpoint beyond the best earlier one
+    t_up = -t
+    base_t, base_info = float("nan"), {}
+    if base is not None:
+        _, B, badb = _prep(claim, tokens, base, log, min_k=3)
+        if badb is not None:
+            return dataclasses.replace(badb, reason="base curve: " + badb.reason)
+        bse = None if base_se is None or B.shape[0] >= 2 else np.asarray(base_se, float)[order]
+        if B.shape[0] < 2 and bse is None:
+            return Verdict(claim=claim, label="inconclusive", n_replicates=R, n_checkpoints=K,
+                           reason="one base replicate and no standard error")
+        cb = _crit(_bend_null(B.shape[0] if bse is None else 1, K), alpha)
+        base_t = float(_bend_stat(sgn * B, bse)[0])
+        base_info = {"t_base": base_t, "critical_base": cb, "base_bends": base_t > cb}
+    if t > c and not base_info.get("base_bends", False):
+        label, reason = "observed", ""
+    elif t > c:
+        label, reason = "within noise", "the base curve bends down too"
+    elif t_up > c:
+        label, reason = "contradicted", "the tuned curve is best at the last checkpoint, beyond noise"
+    else:
+        label, reason = "within noise", ""
+    scale = (lambda z: 100.0 * math.expm1(z)) if log else (lambda z: z)
+    return Verdict(claim=claim, label=label, statistic=scale(d), ci=(scale(d - c * s), scale(d + c * s)),
+                   n_replicates=R, n_checkpoints=K,
+                   method=(f"best of the later half of the checkpoints minus the last one, tuned replicate mean, "
+                           f"{'Welch s.e. over replicates' if tse is None else 'given s.e.'}; critical value {c:.2f} "
+                           f"simulated with the best earlier checkpoint re-selected in each of {N_NULL} null draws; "
+                           "the same test on the base curve must not fire"),
+                   unit="% drop at the last checkpoint" if log else "drop at the last checkpoint",
+                   p_value=_p_from_null(null, t), alpha=alpha, reason=reason,
+                   detail={"t": t, "critical": c, "best_earlier": j, **base_info})
+
+
+# --------------------------------------------------------------------------- one row over several X
+def combine(members: Mapping[object, Verdict] | Sequence[Verdict], over: str = "X",
+            require: str = "any") -> Verdict:
+    """One claim row from member verdicts that were each computed at ``alpha / m``.
+
+    ``require="any"``: observed when at least one member is observed and none contradicted
+    (a union of Bonferroni-corrected tests); ``"all"``: observed only when every usable member
+    is. Members that are inconclusive are named; all inconclusive -> inconclusive."""
+    items = list(members.items()) if isinstance(members, Mapping) else list(enumerate(members))
+    if not items:
+        return Verdict(claim="", label="inconclusive", reason=f"no {over} to test")
+    vs = [v for _, v in items]
+    claim = vs[0].claim
+    lab = {k: v.label for k, v in items}
+    usable = [(k, v) for k, v in items if v.label != "inconclusive"]
+    n_obs = sum(v.label == "observed" for _, v in usable)
+    n_con = sum(v.label == "contradicted" for _, v in usable)
+    if not usable:
+        label = "inconclusive"
+    elif n_obs and n_con:
+        label = "inconclusive"
+    elif require == "all":
+        label = ("observed" if n_obs == len(usable) else "contradicted" if n_con == len(usable)
+                 else "within noise")
+    else:
+        label = "observed" if n_obs else "contradicted" if n_con else "within noise"
+    # the member with the strongest evidence carries the statistic
+    pick = min(usable, key=lambda kv: kv[1].p_value if math.isfinite(kv[1].p_value) else 2.0)[1] if usable else vs[0]
+    counts = f"observed for {n_obs} of {len(items)} {over}" + (f", contradicted for {n_con}" if n_con else "")
+    n_inc = len(items) - len(usable)
+    if n_inc:
+        counts += f", inconclusive for {n_inc} ({'; '.join(f'{k}: {v.reason}' for k, v in items if v.label == 'inconclusive')})"
+    if n_obs and n_con:
+        counts += ": mixed"
+    return Verdict(claim=claim, label=label, statistic=pick.statistic, ci=pick.ci,
+                   n_replicates=min(v.n_replicates for v in vs), n_checkpoints=max(v.n_checkpoints for v in vs),
+                   method=f"{pick.method}; each of {len(items)} {over} tested at α/{len(items)} (Bonferroni)",
+                   unit=pick.unit, p_value=pick.p_value, alpha=pick.alpha, reason=counts,
+                   detail={"members": {str(k): v.to_dict() for k, v in items}, "labels": {str(k): l for k, l in lab.items()},
+                           "n_observed": n_obs, "n_contradicted": n_con})
+
+
+def alpha_for(m: int, alpha: float = ALPHA) -> float:
+    """Bonferroni level of each of ``m`` member tests of one row."""
+    return alpha / max(1, int(m))
+
+
+def stack(frames: Iterable, value: str):
+    """Helper for report modules: a list of per-replicate Series -> array (R, K)."""
+    return np.vstack([np.asarray(f[value], float) for f in frames])
