@@ -130,3 +130,37 @@ def run_case(c: Case, n: int = 400, seed: int = 0) -> dict:
 def table(n: int = 400, seed: int = 0):
     import pandas as pd
     return pd.DataFrame([run_case(c, n, seed + i) for i, c in enumerate(cases())])
+
+
+# --------------------------------------------------------------------------- the book page
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+from . import profiles  # noqa: E402
+from .profiles import param  # noqa: E402
+
+
+@_dataclass(frozen=True)
+class Config(profiles.ChapterConfig):
+    draws: int = param(400, "Monte-Carlo draws per case (null and effect each)", min=20, max=20000)
+
+
+PRESETS = {"smoke": Config(profile="smoke", draws=60), "cpu": Config(profile="cpu"),
+           "gpu": Config(profile="gpu", draws=2000), "paper": Config(profile="paper", draws=2000)}
+
+
+def plot(df, ax=None):
+    """False-positive rate and power per case, with the 5 % and 80 % lines."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.45 * len(df) + 1.2))
+    y = np.arange(len(df))
+    ax.barh(y - 0.2, df.false_positive_rate, height=0.4, color="#cf222e", label="false-positive rate (null)")
+    ax.barh(y + 0.2, df.power, height=0.4, color="#1a7f37", label="power (cpu-sized effect)")
+    ax.axvline(0.05, color="#cf222e", ls="--", lw=1)
+    ax.axvline(0.80, color="#1a7f37", ls="--", lw=1)
+    ax.set_yticks(y, [f"{c} · {t}" for c, t in zip(df.claim, df.test)], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of Monte-Carlo draws labelled 'observed'")
+    ax.legend(fontsize=8, loc="lower right")
+    return ax

@@ -5,23 +5,26 @@ Every chapter states its verdict on the claims it tests with :func:`record`; the
 table is typed in::
 
     from coft_utils import claims
-    claims.record("ushape_noise", "cpu", verdict="observed",
-                  measured="perturbed ppl minimum at 2M of 0.25M-8M tokens (gamma=0.05)",
-                  numbers={"argmin_tokens": 2e6}, chapter="02_gaussian_sensitivity")
+    v = verdicts.u_shape(tokens, ppl_per_seed)             # a coft_utils.verdicts.Verdict
+    claims.record("ushape_noise_init", "cpu", v, measured="perturbed ppl, gamma=3.2, init scale",
+                  chapter="02_gaussian_sensitivity")
     claims.table()        # DataFrame: one row per claim, one column per profile run
 
-Verdicts are one of :data:`VERDICTS`. Records are results-store records (atomic, with
+Verdicts are :class:`coft_utils.verdicts.Verdict` objects (label, statistic, CI, replicates,
+method), their labels one of :data:`VERDICTS`. Records are results-store records (atomic, with
 provenance) under ``runs/<profile>/claims/``; reference records from ``gpu``/``paper`` runs on
 other machines may be committed under ``results/<profile>/claims/`` and are labelled as such.
 """
 from __future__ import annotations
 
+import html
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import profiles, results
+from . import profiles, results, verdicts
 
-VERDICTS = ("observed", "partly observed", "not observed", "contradicted", "inconclusive")
+VERDICTS = verdicts.LABELS
 
 
 @dataclass(frozen=True)
@@ -35,57 +38,85 @@ class Claim:
 CLAIMS: dict[str, Claim] = {c.id: c for c in (
     Claim("base_improves", "Base models improve with more pre-training tokens",
           "Fig. 1 (base curves); §3.2", "00_pretraining_suite"),
-    Claim("sensitivity_noise", "Progressive sensitivity: the damage of fixed-size Gaussian noise grows with pre-training tokens",
+    Claim("olmo_instruction", "OLMo-1B: after instruction tuning the last (3T-token) checkpoint is worse than an "
+          "earlier one (2.3T), while the base model keeps improving",
+          "Figs. 1-2", "01_instruction_tuning"),
+    Claim("sensitivity_noise_init", "Progressive sensitivity, fixed-size noise (initialization scale): the damage "
+          "of the same Gaussian perturbation grows with pre-training tokens",
           "Fig. 3 (left)", "02_gaussian_sensitivity"),
-    Claim("ushape_noise", "Catastrophic overtraining under noise: perturbed perplexity is U-shaped in tokens",
-          "Fig. 3 (right)", "02_gaussian_sensitivity"),
-    Claim("forgetting_fixed_lr", "At a fixed fine-tuning learning rate, pre-training-domain forgetting grows with tokens; larger learning rates turn earlier",
+    Claim("ushape_noise_init", "Catastrophic overtraining under fixed-size noise (initialization scale): perturbed "
+          "perplexity is U-shaped in tokens", "Fig. 3 (right)", "02_gaussian_sensitivity"),
+    Claim("sensitivity_noise_empirical", "Progressive sensitivity, weight-relative noise (each tensor's own std, "
+          "which grows with the weights): the damage grows with tokens",
+          "Pythia-70M reproduction report", "02_gaussian_sensitivity"),
+    Claim("ushape_noise_empirical", "Weight-relative noise: perturbed perplexity is U-shaped in tokens",
+          "Pythia-70M reproduction report", "02_gaussian_sensitivity"),
+    Claim("forgetting_grows", "At a fixed fine-tuning learning rate, pre-training-domain forgetting grows with tokens",
           "Figs. 4-5", "03_fixed_lr_finetuning"),
-    Claim("lr_tuning", "Tuning the learning rate for in-distribution performance shifts the inflection point but does not remove it",
-          "Fig. 6", "04_lr_sweep"),
+    Claim("ushape_fixed_lr", "At a fixed fine-tuning learning rate, pre-training-domain perplexity after "
+          "fine-tuning is U-shaped in tokens (an inflection point)", "Figs. 4-5", "03_fixed_lr_finetuning"),
+    Claim("earlier_larger_lr", "Larger fine-tuning learning rates reach the inflection point with fewer tokens",
+          "Figs. 4-5", "03_fixed_lr_finetuning"),
+    Claim("lr_tuning_later", "Tuning the learning rate for in-distribution performance moves the inflection point "
+          "later", "Fig. 6", "04_lr_sweep"),
+    Claim("lr_tuning_remains", "Tuning the learning rate does not remove the inflection point (the perplexity "
+          "after fine-tuning at the tuned rate is still U-shaped)", "Fig. 6", "04_lr_sweep"),
     Claim("linear_incremental", "Linear model: gradient flow learns the target's singular directions one at a time, largest first",
           "§4", "05_linear_theory"),
     Claim("linear_ushape", "Linear model: progressive sensitivity and a U-shape of the perturbed and fine-tuned pre-training loss",
           "§4", "05_linear_theory"),
     Claim("linear_regularization", "Linear model: regularizing fine-tuning toward the pre-trained weights delays the inflection point at a cost in fine-tuning loss",
           "Theorem 4.7", "05_linear_theory"),
-    Claim("olmo_instruction", "OLMo-1B: the 3T-token checkpoint is worse after instruction tuning than the 2.3T one",
-          "Figs. 1-2", "01_instruction_tuning"),
 )}
 
 REFERENCE_DIR = results.REPO_ROOT / "results"
 
 
-def record(claim_id: str, profile: str, verdict: str, measured: str, numbers: dict | None = None,
+def record(claim_id: str, profile: str, verdict, measured: str, numbers: dict | None = None,
            chapter: str | None = None, config=None) -> dict:
-    """Store a chapter's verdict on one claim at one profile (replaces an earlier one)."""
+    """Store a chapter's verdict on one claim at one profile (replaces an earlier one).
+
+    ``verdict`` is a :class:`coft_utils.verdicts.Verdict` (its label, statistic, CI, replicates
+    and method are stored) or, for exact (deterministic) results, one of :data:`VERDICTS`."""
     if claim_id not in CLAIMS:
         raise ValueError(f"unknown claim {claim_id!r}; allowed: {', '.join(CLAIMS)}")
-    if verdict not in VERDICTS:
-        raise ValueError(f"unknown verdict {verdict!r}; allowed: {', '.join(VERDICTS)}")
+    if isinstance(verdict, verdicts.Verdict):
+        v = verdict.to_dict()
+        label = verdict.label
+        stat = verdict.stat_text() if math.isfinite(verdict.statistic) else ""
+    else:
+        label, v, stat = verdict, None, ""
+    if label not in VERDICTS:
+        raise ValueError(f"unknown verdict {label!r}; allowed: {', '.join(VERDICTS)}")
     profiles.get_profile(profile)
     store = results.Store("claims", profile)
-    return store.write({"claim": claim_id}, {"verdict": verdict, "measured": measured,
-                                             "numbers": numbers or {},
+    return store.write({"claim": claim_id}, {"verdict": label, "measured": measured, "statistic": stat,
+                                             "n_replicates": v["n_replicates"] if v else None,
+                                             "method": v["method"] if v else "exact (deterministic computation)",
+                                             "test": v or {}, "numbers": numbers or {},
                                              "chapter": chapter or CLAIMS[claim_id].chapter},
                        config=config)
 
 
 def collect() -> list[dict]:
-    """Every claim record: this machine's runs, then committed reference results."""
+    """Every claim record: this machine's runs, then committed reference results (records of
+    claims this version no longer has are skipped)."""
     out = []
     for source, root in (("this machine", results.runs_dir()), ("reference (committed)", REFERENCE_DIR)):
         for prof in profiles.PROFILES:
             d = Path(root) / prof / "claims"
             for r in results.Store("claims", prof, root=d).records():
-                out.append({"claim": r["unit"]["claim"], "profile": prof, "source": source,
+                cid = r.get("unit", {}).get("claim")
+                if cid not in CLAIMS or "verdict" not in r.get("metrics", {}):
+                    continue
+                out.append({"claim": cid, "profile": prof, "source": source,
                             "time": r.get("time"), "commit": r.get("git", {}).get("commit", "")[:10],
                             **r["metrics"]})
     return out
 
 
 def table():
-    """One row per claim; per profile run: verdict and what was measured."""
+    """One row per claim; per profile run: verdict, statistic with CI, and what was measured."""
     import pandas as pd
     recs = collect()
     rows = []
@@ -96,16 +127,54 @@ def table():
                 continue
             tag = r["profile"] + ("" if r["source"] == "this machine" else " (reference)")
             row[f"{tag}: verdict"] = r["verdict"]
+            row[f"{tag}: statistic"] = r.get("statistic", "")
             row[f"{tag}: measured"] = r["measured"]
         rows.append(row)
     df = pd.DataFrame(rows)
     order = ["claim", "paper", "chapter"]
     for p in profiles.PROFILES:
         for tag in (p, p + " (reference)"):
-            for k in ("verdict", "measured"):
+            for k in ("verdict", "statistic", "measured"):
                 if f"{tag}: {k}" in df:
                     order.append(f"{tag}: {k}")
     return df[order].fillna("not run")
+
+
+def badge(label: str) -> str:
+    """A coloured verdict label (HTML) for tables and chapter pages."""
+    color = verdicts.COLORS.get(label, "#6e7781")
+    return (f'<span style="background:{color};color:white;border-radius:0.6em;padding:0.1em 0.6em;'
+            f'white-space:nowrap;font-weight:600">{html.escape(label)}</span>')
+
+
+def html_table(profile: str | None = None) -> str:
+    """The claims page's table: one row per claim, a coloured verdict per profile that has run,
+    the statistic with its CI and replicates, the method, and a link to the chapter's verdict."""
+    recs = collect()
+    profs = [p for p in profiles.PROFILES if any(r["profile"] == p for r in recs)]
+    if profile is not None:
+        profs = [p for p in profs if p == profile] or profs
+    head = "".join(f"<th>{html.escape(p)}</th>" for p in profs) or "<th>verdict</th>"
+    out = ['<table class="coft-claims"><thead><tr><th>claim</th><th>paper</th>', head,
+           "<th>chapter</th></tr></thead><tbody>"]
+    for c in CLAIMS.values():
+        cells = []
+        for p in profs or [None]:
+            rs = [r for r in recs if r["claim"] == c.id and r["profile"] == p]
+            if not rs:
+                cells.append("<td>not run</td>")
+                continue
+            r = rs[0]
+            src = "" if r["source"] == "this machine" else " <em>(reference)</em>"
+            stat = html.escape(r.get("statistic") or "")
+            cells.append(f"<td>{badge(r['verdict'])}{src}<br><small>{stat}</small><br>"
+                         f"<small>{html.escape(r['measured'])}</small><br>"
+                         f"<small><em>method:</em> {html.escape(r.get('method') or '')}</small></td>")
+        link = f'<a href="{c.chapter}.html#verdict">{html.escape(c.chapter)}</a>'
+        out.append(f"<tr><td>{html.escape(c.text)}</td><td>{html.escape(c.paper)}</td>{''.join(cells)}"
+                   f"<td>{link}</td></tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
 
 
 @dataclass(frozen=True)

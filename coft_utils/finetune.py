@@ -59,13 +59,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import models, profiles, results, tasks as tasks_mod
+from . import models, profiles, results, tasks as tasks_mod, verdicts
 from .profiles import param
 
 __all__ = ["Config", "PRESETS", "CHAPTERS", "resolve", "load_series", "encode", "target_logprobs",
            "class_metrics", "answer_perplexity", "id_metrics", "ood_blocks", "ood_perplexity",
            "train", "run_unit", "units", "sweep", "frame", "inflection_table", "best_lr", "lr_regime",
-           "pareto_front", "front_comparison", "plot_id", "plot_ood", "plot_best", "plot_pareto", "fixed_lr_verdict",
+           "pareto_front", "front_comparison", "mean_frame", "replicates", "tuned_replicates", "fixed_lr_summary",
+           "sweep_summary", "plot_id", "plot_ood", "plot_best", "plot_pareto", "fixed_lr_verdict",
            "sweep_verdict", "THEIRS", "main"]
 
 CHAPTERS = ("03_fixed_lr_finetuning", "04_lr_sweep")
@@ -118,6 +119,9 @@ class Config(profiles.SeriesConfig):
     keep_weights: bool = param(False, "save every fine-tuned model under runs/ (off: nothing written)")
     experiment: str = param("finetune", "results-store experiment (shared by chapters 03 and 04)")
     threads: int = param(0, "torch CPU threads (0: leave as is)", min=0)
+    seeds: int = param(1, "fine-tuning seeds per (checkpoint, task, lr): seed, seed+1, ...", min=1, max=20)
+    workers: int = param(1, "worker processes for independent units (1 thread each; 1: in-process)",
+                         min=1, max=64)
 
     def check(self):
         if self.ood_source == "c4" and profiles.get_profile(self.profile).offline:
@@ -144,16 +148,18 @@ _FIXED = (1e-3, 1e-2, 3e-2, 1e-1)  # cpu: from well below to above the ID-optima
 # (0.25M..8M tokens); gpu: the olmo-micro suite; paper: OLMo-1B revisions, C4, bf16, FSDP/DDP.
 _BASE = {
     "smoke": Config(profile="smoke", tasks=("gsm8k", "sst2"), lrs=(1e-3, 1e-2), steps=6, batch_size=8, max_len=64, n_train=64,
-                    n_val=16, n_test=16, ood_blocks=8, ood_seq_len=64, eval_batch_size=16, threads=1),
+                    n_val=16, n_test=16, ood_blocks=8, ood_seq_len=64, eval_batch_size=16, threads=1,
+                    seeds=2),
     "cpu": Config(profile="cpu", lrs=_FIXED, steps=120, batch_size=16, max_len=96, n_train=1920,
-                  n_val=200, n_test=400, ood_blocks=64, ood_seq_len=128, eval_batch_size=64, threads=1),
+                  n_val=200, n_test=400, ood_blocks=64, ood_seq_len=128, eval_batch_size=64, threads=1,
+                  seeds=3, workers=2),
     "gpu": Config(profile="gpu", tasks=("sst2", "gsm8k"), lrs=(1e-4, 3e-4, 1e-3), steps=1000,
                   batch_size=64, max_len=256, n_train=20000, n_val=500, n_test=1000, ood_blocks=512,
-                  ood_seq_len=256, eval_batch_size=128, mixed_precision="bf16"),
+                  ood_seq_len=256, eval_batch_size=128, mixed_precision="bf16", seeds=3),
     "paper": Config(profile="paper", series="olmo-1b", tasks=("sst2", "gsm8k", "humaneval"),
                     lrs=(4e-6, 1e-5, 4e-5), steps=2000, batch_size=64, max_len=1024, n_train=50000,
                     n_val=500, n_test=1000, ood_source="c4", ood_blocks=1024, ood_seq_len=1024,
-                    eval_batch_size=32, mixed_precision="bf16"),
+                    eval_batch_size=32, mixed_precision="bf16", seeds=3),
 }
 _GRID = {  # chapter 04: a grid per checkpoint that contains chapter 03's LRs (shared units)
     "smoke": (1e-3, 1e-2, 3e-2),
@@ -407,8 +413,8 @@ def train_key(cfg: Config) -> str:
 
 def units(series: models.CheckpointSeries, cfg: Config) -> list[dict]:
     return [{"series": series.name, "checkpoint": c.label, "tokens": c.tokens, "task": t, "lr": _check_lr(lr),
-             "seed": cfg.seed, "train_key": train_key(cfg)}
-            for t in cfg.tasks for c in series for lr in cfg.lrs]
+             "seed": cfg.seed * cfg.seeds + i, "train_key": train_key(cfg)}
+            for t in cfg.tasks for c in series for lr in cfg.lrs for i in range(cfg.seeds)]
 
 
 _SPLIT_CACHE: dict = {}
@@ -510,26 +516,39 @@ def run_unit(unit: dict, series: models.CheckpointSeries, cfg: Config) -> dict:
     return m
 
 
+def _run_and_store(job) -> dict:
+    """One unit in a worker (or in-process): train, evaluate, write its record atomically."""
+    u, series, cfg, names = job
+    t0 = time.time()
+    m = run_unit(u, series, cfg)
+    m["unit_wall_s"] = time.time() - t0
+    if _is_main():
+        results.Store(cfg.experiment, cfg.profile).write(u, m, config=cfg, data_names=names)
+    return m
+
+
 def sweep(series: models.CheckpointSeries, cfg: Config, progress: bool = False, max_units: int | None = None):
     """Run every unit not yet in the store (resume), return :func:`frame` of this config's units.
 
-    ``max_units`` stops after that many *new* units (for budgets and tests). Under a distributed
-    launch every rank trains each unit together and only rank 0 writes records.
+    ``max_units`` stops after that many *new* units (for budgets and tests). ``cfg.workers`` > 1
+    runs independent units in that many processes of one thread each (``coft_utils.parallel``);
+    each unit writes its own record, so a killed run resumes. Under a distributed launch every
+    rank trains each unit together and only rank 0 writes records.
     """
+    from . import parallel
     store = results.Store(cfg.experiment, cfg.profile)
     us = units(series, cfg)
     todo = [u for u in us if not store.done(u)]
     if max_units is not None:
         todo = todo[:max_units]
     names = _data_names(cfg)
-    for i, u in enumerate(todo):
-        t0 = time.time()
-        m = run_unit(u, series, cfg)
-        m["unit_wall_s"] = time.time() - t0
-        if _is_main():
-            store.write(u, m, config=cfg, data_names=names)
-        if progress:
-            print(f"[{i + 1}/{len(todo)}] {u['checkpoint']} {u['task']} lr={u['lr']:g}: "
+    workers = 1 if _is_distributed() else min(cfg.workers, max(1, len(todo)))
+    jobs = [(u, series, cfg, names) for u in todo]
+    out = parallel.map_units(_run_and_store, jobs, workers=workers, threads=cfg.threads or None,
+                             label=lambda j: f"{j[0]['checkpoint']} {j[0]['task']} lr={j[0]['lr']:g} seed={j[0]['seed']}")
+    if progress:
+        for i, (u, m) in enumerate(zip(todo, out)):
+            print(f"[{i + 1}/{len(todo)}] {u['checkpoint']} {u['task']} lr={u['lr']:g} seed={u['seed']}: "
                   f"val id_ppl {m['val_id_ppl']:.3f}, OOD {m['ood_ppl_before']:.2f} -> {m['ood_ppl_after']:.2f} "
                   f"({m['unit_wall_s']:.1f} s)", flush=True)
     return frame(series, cfg)
@@ -546,8 +565,50 @@ def frame(series: models.CheckpointSeries, cfg: Config):
             rows.append({**r["unit"], **r["metrics"]})
     df = pd.DataFrame(rows)
     if len(df):
-        df = df.sort_values(["task", "lr", "tokens"]).reset_index(drop=True)
+        df = df.sort_values(["task", "lr", "tokens", "seed"]).reset_index(drop=True)
     return df
+
+
+_MEAN_COLS = ("test_id_ppl", "test_accuracy", "val_id_ppl", "val_accuracy", "ood_ppl_after", "ood_delta",
+              "ood_loss_after", "train_loss_first", "train_loss_last")
+_FIRST_COLS = ("tokens", "ood_ppl_before", "ood_loss_before", "base_test_id_ppl", "base_val_id_ppl",
+               "base_test_accuracy")
+
+
+def mean_frame(df):
+    """One row per (task, lr, checkpoint): the mean over seeds of every metric, the half-width of
+    its 95 % CI (``<metric>_ci``) and ``n_seeds``. A non-finite seed makes the mean non-finite
+    (shown, never dropped)."""
+    import pandas as pd
+    from scipy import stats
+    rows = []
+    for (task, lr, ck), d in df.groupby(["task", "lr", "checkpoint"], sort=False):
+        r = {"task": task, "lr": lr, "checkpoint": ck, "n_seeds": len(d)}
+        for c in _FIRST_COLS:
+            if c in d:
+                r[c] = d[c].iloc[0]
+        q = float(stats.t.ppf(0.975, len(d) - 1)) if len(d) > 1 else float("nan")
+        for c in _MEAN_COLS:
+            if c in d:
+                x = d[c].astype(float).to_numpy()
+                r[c] = float(x.mean())
+                r[c + "_ci"] = q * float(x.std(ddof=1)) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
+        rows.append(r)
+    out = pd.DataFrame(rows)
+    if "ood_loss_after" in out:
+        out["ood_dloss"] = out.ood_loss_after - out.ood_loss_before
+    return out.sort_values(["task", "lr", "tokens"]).reset_index(drop=True) if len(out) else out
+
+
+def replicates(df, task: str, lr: float, value: str):
+    """(tokens, checkpoint labels, values ``(seeds × checkpoints)``) of one (task, lr); ``value``
+    may be ``ood_dloss`` (OOD loss after − before: forgetting in log-perplexity)."""
+    d = df[(df.task == task) & (df.lr == lr)].copy()
+    if value == "ood_dloss":
+        d["ood_dloss"] = d.ood_loss_after - d.ood_loss_before
+    ck = d.drop_duplicates("checkpoint").sort_values("tokens")
+    piv = d.pivot_table(index="seed", columns="checkpoint", values=value, aggfunc="first", dropna=False)
+    return ck.tokens.to_numpy(float), ck.checkpoint.tolist(), piv[ck.checkpoint.tolist()].to_numpy(float)
 
 
 # --------------------------------------------------------------------------- analysis
@@ -560,15 +621,17 @@ def _spearman(x, y) -> float:
 
 
 def inflection_table(df):
-    """Per (task, lr): is Δ OOD monotone in tokens, where is the minimum of OOD-after (inflection)."""
+    """Per (task, lr), descriptive, on the seed means: is Δ OOD monotone in tokens, where is the
+    minimum of OOD-after. (The claims are decided by the tests of :func:`fixed_lr_summary`.)"""
     import pandas as pd
+    df = mean_frame(df)
     rows = []
     for (task, lr), d in df.groupby(["task", "lr"]):
         d = d.sort_values("tokens")
         delta, after = d.ood_delta.to_numpy(), d.ood_ppl_after.to_numpy()
         dloss = (d.ood_loss_after - d.ood_loss_before).to_numpy() if "ood_loss_after" in d else delta * np.nan
-        i = int(np.nanargmin(after))
-        rows.append({"task": task, "lr": lr, "n_checkpoints": len(d),
+        i = int(np.nanargmin(after)) if np.isfinite(after).any() else 0
+        rows.append({"task": task, "lr": lr, "n_checkpoints": len(d), "n_seeds": int(d.n_seeds.min()),
                      "delta_first": delta[0], "delta_last": delta[-1],
                      "delta_monotone": bool(np.all(np.diff(delta) >= 0)),
                      "delta_increasing_steps": f"{int(np.sum(np.diff(delta) > 0))}/{len(delta) - 1}",
@@ -584,23 +647,46 @@ def inflection_table(df):
 
 
 def best_lr(df, metric: str = "id_ppl"):
-    """Per (task, checkpoint): the LR with the best validation ``metric``, its test metrics and OOD."""
+    """Per (task, checkpoint): the LR with the best *seed-mean* validation ``metric``, its test
+    metrics and OOD (seed means, with CIs), how close the call was, and how often each LR would
+    win if chosen by each seed alone (``wins``)."""
     import pandas as pd
     col = f"val_{metric}"
+    better = (lambda x: x.idxmax()) if metric == "accuracy" else (lambda x: x.idxmin())
+    mf = mean_frame(df)
     rows = []
-    for (task, ck), d in df.groupby(["task", "checkpoint"]):
+    for (task, ck), d in mf.groupby(["task", "checkpoint"]):
         d = d[np.isfinite(d[col].astype(float))]
         if not len(d):
             continue
-        r = d.loc[d[col].idxmax() if metric == "accuracy" else d[col].idxmin()].copy()
+        r = d.loc[better(d[col])].copy()
         vals = np.sort(d[col].astype(float).to_numpy())
         if metric == "accuracy":
             vals = vals[::-1]
-        # how close the call was: the runner-up LR's validation metric relative to the chosen one
         r["select_margin_pct"] = (100.0 * abs(vals[1] - vals[0]) / abs(vals[0])) if len(vals) > 1 and vals[0] else float("nan")
+        raw = df[(df.task == task) & (df.checkpoint == ck)]
+        wins: dict = {}
+        for _, g in raw.groupby("seed"):
+            g = g[np.isfinite(g[col].astype(float))]
+            if len(g):
+                lr = float(g.loc[better(g[col]), "lr"])
+                wins[lr] = wins.get(lr, 0) + 1
+        r["wins"] = ", ".join(f"{lr:g}: {n}" for lr, n in sorted(wins.items()))
+        r["wins_chosen"] = f"{wins.get(float(r['lr']), 0)}/{sum(wins.values())}"
         rows.append(r)
     out = pd.DataFrame(rows).sort_values(["task", "tokens"]).reset_index(drop=True)
     return out
+
+
+def tuned_replicates(df, best, task: str, value: str = "ood_ppl_after"):
+    """(tokens, labels, values ``(seeds × checkpoints)``) at the LR chosen per checkpoint."""
+    b = best[best.task == task].sort_values("tokens")
+    cols = []
+    for ck, lr in zip(b.checkpoint, b.lr):
+        d = df[(df.task == task) & (df.checkpoint == ck) & (df.lr == lr)].sort_values("seed")
+        cols.append(d[value].astype(float).to_numpy())
+    n = min(len(c) for c in cols) if cols else 0
+    return b.tokens.to_numpy(float), b.checkpoint.tolist(), np.stack([c[:n] for c in cols], axis=1) if cols else np.zeros((0, 0))
 
 
 def lr_regime(best, grid) -> dict:
@@ -655,8 +741,10 @@ def _early_late(d0, early_frac: float):
 
 def front_comparison(df, task: str, early_frac: float = 0.34) -> dict:
     """How the Pareto fronts (test ID ppl, OOD ppl after; both minimized) of early and late
-    checkpoints compare: the share of each front's points dominated by a point of the other."""
-    d0 = df[df.task == task]
+    checkpoints compare: the share of each front's points dominated by a point of the other
+    (seed means)."""
+    d0 = mean_frame(df)
+    d0 = d0[d0.task == task]
     early, late = _early_late(d0, early_frac)
 
     def front(labels):
@@ -684,6 +772,15 @@ def front_comparison(df, task: str, early_frac: float = 0.34) -> dict:
 
 
 # --------------------------------------------------------------------------- figures
+def _band(ax, d, col: str, color):
+    """The 95 % CI band over seeds of column ``col`` (nothing with one seed)."""
+    ci = d.get(col + "_ci")
+    if ci is not None and np.isfinite(ci.to_numpy(float)).any():
+        y = d[col].to_numpy(float)
+        c = ci.to_numpy(float)
+        ax.fill_between(d.tokens, y - c, y + c, color=color, alpha=0.18, lw=0)
+
+
 def _lr_colors(lrs):
     import matplotlib.pyplot as plt
     lrs = sorted(lrs)
@@ -712,14 +809,17 @@ def _fmt_tokens(t: float) -> str:
 
 
 def plot_id(df, task: str, metric: str = "test_id_ppl", ax=None):
-    """ID metric after fine-tuning against tokens, one line per LR (+ the base model, dashed)."""
+    """ID metric after fine-tuning against tokens, one line per LR (mean over seeds, band: 95 %
+    CI) and the base model (dashed)."""
     import matplotlib.pyplot as plt
     ax = ax or plt.gca()
-    d0 = df[df.task == task]
+    d0 = mean_frame(df)
+    d0 = d0[d0.task == task]
     col = _lr_colors(d0.lr.unique())
     for lr, d in d0.groupby("lr"):
         d = d.sort_values("tokens")
         ax.plot(d.tokens, d[metric], "o-", color=col[lr], label=f"lr={lr:g}")
+        _band(ax, d, metric, col[lr])
     if metric in ("test_id_ppl", "test_accuracy"):
         base = d0.drop_duplicates("checkpoint").sort_values("tokens")
         bcol = "base_" + metric
@@ -739,16 +839,20 @@ def plot_ood(df, task: str, what: str = "delta", ax=None, inflections: bool = Tr
     Stars mark each LR's minimum of OOD-after (the inflection point where interior)."""
     import matplotlib.pyplot as plt
     ax = ax or plt.gca()
-    d0 = df[df.task == task]
-    col = _lr_colors(d0.lr.unique())
     if what not in ("delta", "dloss", "after"):
         raise ValueError(f"what must be 'delta', 'dloss' or 'after', got {what!r}")
-    d0 = d0.assign(ood_dloss=d0.ood_loss_after - d0.ood_loss_before)
+    raw = df[df.task == task].assign(ood_dloss=lambda d: d.ood_loss_after - d.ood_loss_before)
+    d0 = mean_frame(raw)
+    d0 = d0[d0.task == task]
+    col = _lr_colors(d0.lr.unique())
     y = {"delta": "ood_delta", "dloss": "ood_dloss", "after": "ood_ppl_after"}[what]
+    if what == "dloss":  # CI of the per-seed log-ppl change (the base is the same for every seed)
+        d0["ood_dloss_ci"] = d0["ood_loss_after_ci"]
     for lr, d in d0.groupby("lr"):
         d = d.sort_values("tokens")
         ax.plot(d.tokens, d[y], "o-", color=col[lr], label=f"lr={lr:g}")
-        if inflections and what == "after":
+        _band(ax, d, y, col[lr])
+        if inflections and what == "after" and np.isfinite(d.ood_ppl_after.to_numpy()).any():
             i = int(np.nanargmin(d.ood_ppl_after.to_numpy()))
             ax.plot(d.tokens.iloc[i], d[y].iloc[i], "*", ms=15, color=col[lr], mec="k")
     if what == "after":
@@ -769,13 +873,15 @@ def plot_best(best, task: str, axes=None):
     if axes is None:
         _, axes = plt.subplots(1, 3, figsize=(15, 4))
     d = best[best.task == task].sort_values("tokens")
-    axes[0].plot(d.tokens, d.test_id_ppl, "o-", label="tuned LR (test)")
+    axes[0].plot(d.tokens, d.test_id_ppl, "o-", label="tuned LR (test; band: 95 % CI over seeds)")
+    _band(axes[0], d, "test_id_ppl", "C0")
     axes[0].plot(d.tokens, d.base_test_id_ppl, "k--", lw=1, label="before fine-tuning")
     axes[0].set_ylabel("test ID perplexity (lower is better)")
     axes[0].set_title(f"{task}: best ID after fine-tuning")
     axes[1].plot(d.tokens, d.ood_ppl_after, "o-", color="C3", label="after, at the tuned LR")
+    _band(axes[1], d, "ood_ppl_after", "C3")
     axes[1].plot(d.tokens, d.ood_ppl_before, "k--", lw=1, label="before fine-tuning")
-    i = int(np.nanargmin(d.ood_ppl_after.to_numpy()))
+    i = int(np.nanargmin(d.ood_ppl_after.to_numpy())) if np.isfinite(d.ood_ppl_after.to_numpy()).any() else 0
     axes[1].plot(d.tokens.iloc[i], d.ood_ppl_after.iloc[i], "*", ms=15, color="C3", mec="k")
     axes[1].set_ylabel("OOD perplexity")
     axes[1].set_title("OOD at the tuned LR")
@@ -794,7 +900,8 @@ def plot_pareto(df, task: str, early_frac: float = 0.34, ax=None):
     """Test ID perplexity vs OOD perplexity after fine-tuning, every LR; early vs late checkpoints."""
     import matplotlib.pyplot as plt
     ax = ax or plt.gca()
-    d0 = df[df.task == task]
+    d0 = mean_frame(df)
+    d0 = d0[d0.task == task]
     early, late = _early_late(d0, early_frac)
     groups = {"early": early, "late": late}
     for (name, labels), c in zip(groups.items(), ("C0", "C3")):
@@ -820,160 +927,118 @@ def _lrs_text(lrs) -> str:
     return ", ".join(f"{x:g}" for x in lrs) if len(lrs) else "none"
 
 
-def fixed_lr_verdict(df) -> dict:
-    """Text + facts: monotone Δ OOD per LR, inflection points, and whether larger LRs reach it earlier."""
-    inf = inflection_table(df)
+def fixed_lr_verdict(df, alpha: float = verdicts.ALPHA) -> dict:
+    """Per task, from the per-seed records: forgetting (OOD loss after − before) rising with
+    tokens and a U-shape of the OOD perplexity after fine-tuning, per LR at α / (number of LRs);
+    and whether the minimum comes earlier for larger LRs."""
     out = {}
-    for task, t in inf.groupby("task"):
-        t = t.sort_values("lr")
-        mono = t[t.delta_monotone].lr.tolist()
-        pos_rho = t[t.delta_spearman > 0.5].lr.tolist()
-        loss_rho = t[t.dloss_spearman > 0.5].lr.tolist()
-        loss_mono = t[t.dloss_monotone].lr.tolist()
-        interior = t[t.interior_min]
-        where = "; ".join(f"lr={r.lr:g}: {r.argmin_after}" + (
-            f" (interior; the last checkpoint is {r.rise_after_min_pct:.1f} % above it)" if r.interior_min
-            else " (edge)") for r in t.itertuples())
-        earlier = None
-        if len(interior) >= 2:
-            tok = interior.sort_values("lr").argmin_tokens.to_numpy()
-            earlier = bool(np.all(np.diff(tok) <= 0))
-        txt = (f"On {task}, Δ OOD perplexity (after − before) is monotone non-decreasing in pre-training "
-               f"tokens for {len(mono)} of {len(t)} learning rates ({_lrs_text(mono)}); it rises with tokens "
-               f"(Spearman ρ > 0.5) for {_lrs_text(pos_rho)}. Measured in log-perplexity (OOD loss after − "
-               f"before, i.e. relative to the base model), forgetting is monotone for {_lrs_text(loss_mono)} and "
-               f"rises with tokens (ρ > 0.5) for {_lrs_text(loss_rho)}. The minimum of the OOD perplexity after "
-               f"fine-tuning is at: {where}. An interior minimum (an inflection point inside the token range) "
-               f"appears for {len(interior)} of {len(t)} learning rates ({_lrs_text(interior.lr.tolist())})")
-        if earlier is None:
-            txt += ("; with fewer than two interior minima, whether larger learning rates reach the inflection "
-                    "earlier cannot be judged here.")
-        else:
-            txt += ("; larger learning rates reach it with the same or fewer tokens, as the paper reports."
-                    if earlier else "; larger learning rates do not reach it earlier here, unlike the paper.")
-        out[task] = {"text": txt, "n_monotone": len(mono), "n_lrs": len(t), "n_interior": len(interior),
-                     "n_loss_rising": len(loss_rho), "n_loss_monotone": len(loss_mono),
-                     "interior_lrs": interior.lr.tolist(),
-                     "larger_lr_earlier": earlier, "table": t}
+    for task, t in df.groupby("task"):
+        lrs = sorted(t.lr.unique())
+        a = verdicts.alpha_for(len(lrs), alpha)
+        grow, ush, curves = {}, {}, {}
+        for lr in lrs:
+            tok, labels, D = replicates(df, task, lr, "ood_dloss")
+            _, _, P = replicates(df, task, lr, "ood_ppl_after")
+            grow[lr] = verdicts.rises(tok, D, alpha=a, unit="nats per doubling of tokens")
+            ush[lr] = verdicts.u_shape(tok, P, alpha=a)
+            curves[lr] = P
+        out[task] = {"labels": labels, "grow": grow, "u": ush,
+                     "rows": {"forgetting_grows": verdicts.combine(grow, over="learning rates"),
+                              "ushape_fixed_lr": verdicts.combine(ush, over="learning rates"),
+                              "earlier_larger_lr": verdicts.minimum_shift(tok, curves, "earlier", what="learning rate")}}
     return out
 
 
+def _minimum_text(u, labels) -> str:
+    k = u.detail.get("argmin")
+    return labels[k] if k is not None else "—"
+
 
 def fixed_lr_summary(df, cfg, series) -> dict:
-    """The fixed-LR chapter's verdict from its own records: per-task text, an overall
-    paragraph, and the claims-page verdict ("forgetting_fixed_lr") with what was measured."""
+    """The fixed-LR chapter's verdict from its own records: per-task text, the claim rows
+    (forgetting_grows, ushape_fixed_lr, earlier_larger_lr) as Verdicts, and what was measured."""
     v = fixed_lr_verdict(df)
-    text = " ".join(x["text"] for x in v.values())
-    n_lr = sum(x["n_lrs"] for x in v.values())
-    n_mono = sum(x["n_monotone"] for x in v.values())
-    n_loss = sum(x["n_loss_monotone"] for x in v.values())
-    n_int = sum(x["n_interior"] for x in v.values())
-    earlier = [x["larger_lr_earlier"] for x in v.values() if x["larger_lr_earlier"] is not None]
-    overall = (f"forgetting measured in log-perplexity (OOD loss after − before) grows monotonically with "
-               f"pre-training tokens for {n_loss} of {n_lr} (task, learning rate) pairs; in absolute perplexity "
-               f"(after − before) it is monotone for {n_mono} of {n_lr}. ")
-    if n_int:
-        lrs = "; ".join(f"{t}: " + ", ".join(f"{lr:g}" for lr in x["interior_lrs"])
-                        for t, x in v.items() if x["interior_lrs"])
-        overall += (f"The OOD perplexity after fine-tuning turns up inside the token range (an inflection point) "
-                    f"for {n_int} of {n_lr} pairs (learning rates {lrs}); for the others the base model's "
-                    "improvement outweighs the growing forgetting over this range, so the perplexity after "
-                    "fine-tuning keeps falling. ")
-        if earlier:
-            overall += ("Larger learning rates reach the inflection with the same or fewer tokens, as the paper "
-                        "reports." if all(earlier) else
-                        "Larger learning rates do not reach it earlier here, unlike the paper.")
-        else:
-            overall += "With a single interior minimum per task, the ordering across learning rates cannot be judged."
-    else:
-        overall += ("No inflection point appears in this token range: the base model's improvement outweighs the "
-                    "growing forgetting, so the perplexity after fine-tuning keeps falling.")
-    overall += (" One fine-tuning seed per point: a rise of a few percent after the minimum is within what "
-                "another seed could change, so read the percentages in the text above.")
-    grows = n_loss == n_lr or n_mono == n_lr
-    order = all(earlier) if earlier else None
-    measured = (f"{', '.join(cfg.tasks)} on {series.name}: forgetting monotone in tokens for {n_loss}/{n_lr} "
-                f"(loss) and {n_mono}/{n_lr} (ppl) learning rates; inflection inside the range for {n_int}/{n_lr}"
-                + ("" if order is None else "; larger LRs earlier" if order else "; larger LRs not earlier"))
-    return {"per_task": v, "text": text, "overall": overall,
-            "claim_verdict": ("observed" if grows and n_int and order else
-                              "partly observed" if grows or n_int else "not observed"),
-            "claim_measured": measured,
-            "numbers": {t: {k: x[k] for k in ("n_lrs", "n_monotone", "n_loss_monotone", "n_interior",
-                                              "interior_lrs", "larger_lr_earlier")} for t, x in v.items()}}
+    texts, rows = [], {}
+    n_seeds = int(df.groupby(["task", "lr", "checkpoint"]).size().min()) if len(df) else 0
+    for task, x in v.items():
+        g, u, e = x["rows"]["forgetting_grows"], x["rows"]["ushape_fixed_lr"], x["rows"]["earlier_larger_lr"]
+        per_lr = "; ".join(f"lr={lr:g}: forgetting {x['grow'][lr].label} ({x['grow'][lr].stat_text()}), "
+                           f"minimum at {_minimum_text(x['u'][lr], x['labels'])}, U-shape {x['u'][lr].label}"
+                           for lr in sorted(x["grow"]))
+        texts.append(f"On {task} ({n_seeds} seeds per point): forgetting rising with tokens is **{g.label}** "
+                     f"({g.reason}); a U-shape of the OOD perplexity after fine-tuning is **{u.label}** ({u.reason}); "
+                     f"the minimum coming earlier for larger learning rates is **{e.label}** ({e.stat_text()}). "
+                     f"Per learning rate: {per_lr}.")
+        where = f"{task} on {series.name}, {n_seeds} seeds, LRs {_lrs_text(sorted(x['grow']))}"
+        rows.setdefault("forgetting_grows", (g, f"{where}: OOD loss after − before rising with tokens, {g.reason}"))
+        rows.setdefault("ushape_fixed_lr", (u, f"{where}: interior minimum of OOD perplexity after fine-tuning, {u.reason}"))
+        rows.setdefault("earlier_larger_lr", (e, f"{where}: minima at " + ", ".join(
+            f"{lr:g}: {_minimum_text(x['u'][lr], x['labels'])}" for lr in sorted(x["u"]))))
+    first = next(iter(v.values())) if v else None
+    headline = (f"Forgetting rising with tokens: {first['rows']['forgetting_grows'].label}; U-shape after "
+                f"fine-tuning: {first['rows']['ushape_fixed_lr'].label}; earlier for larger LRs: "
+                f"{first['rows']['earlier_larger_lr'].label}." if first else "no units")
+    return {"per_task": v, "text": " ".join(texts), "overall": headline, "claims": rows,
+            "label": first["rows"]["ushape_fixed_lr"].label if first else "inconclusive",
+            "numbers": {t: {k: r.to_dict() for k, r in x["rows"].items()} for t, x in v.items()}}
 
 
-def sweep_verdict(df, best, grid, early_frac: float = 0.34) -> dict:
+def sweep_verdict(df, best, grid, early_frac: float = 0.34, alpha: float = verdicts.ALPHA) -> dict:
+    """Per task: the LR regime, and the two claim rows: is the OOD perplexity after fine-tuning
+    at the tuned LR still U-shaped (``lr_tuning_remains``), and does its minimum come later than
+    at a fixed LR, the one tuned at the first checkpoint (``lr_tuning_later``)?"""
     reg = lr_regime(best, grid)
     out = {}
     for task, r in reg.items():
         d = best[best.task == task].sort_values("tokens")
-        after = d.ood_ppl_after.to_numpy()
-        i = int(np.nanargmin(after))
-        interior = 0 < i < len(d) - 1
-        delta = d.ood_delta.to_numpy()
-        mono = bool(np.all(np.diff(delta) >= 0))
-        fixed = inflection_table(df[df.task == task])
-        fixed_int = fixed[fixed.interior_min]
-        txt = (f"On {task}, the learning rate chosen on validation moves {r['path']} — "
+        tok, labels, P = tuned_replicates(df, best, task)
+        remains = verdicts.u_shape(tok, P, alpha=alpha)
+        lr0 = float(d.lr.iloc[0])
+        _, _, P0 = replicates(df, task, lr0, "ood_ppl_after")
+        later = verdicts.minimum_shift(tok, {0: P0, 1: P}, direction="later", what="tuning (fixed → tuned)")
+        txt = (f"On {task}, the learning rate chosen on the seed-mean validation metric moves {r['path']} — "
                f"'{r['regime']}' by our rule ({r['grid_steps_down']} grid steps down over "
                f"{r['doublings']:.0f} doublings of tokens"
                + ("; the optimum touches the edge of the grid at some checkpoint, so the grid may be too narrow"
-                  if r["at_grid_edge"] else "") + "). "
-               f"At the tuned learning rate the OOD perplexity after fine-tuning is lowest at {d.checkpoint.iloc[i]}"
-               + (" — an interior minimum: the inflection point remains after tuning" if interior else
-                  " — at the edge of the token range: no inflection point inside it") + "; "
-               f"Δ OOD at the tuned LR is {'monotone' if mono else 'not monotone'} in tokens. "
-               f"At fixed LRs, interior minima of OOD-after were at "
-               + ("; ".join(f"lr={x.lr:g}: {x.argmin_after}" for x in fixed_int.itertuples()) or "none")
-               + ".")
-        j = int(np.nanargmin(d.select_margin_pct.to_numpy()))
+                  if r["at_grid_edge"] else "") + "). Seeds choosing the chosen LR: "
+               + ", ".join(f"{c}: {w}" for c, w in zip(d.checkpoint, d.wins_chosen)) + ". "
+               f"At the tuned learning rate the U-shape of the OOD perplexity after fine-tuning is **{remains.label}** "
+               f"({remains.stat_text()}; minimum at {_minimum_text(remains, labels)}). Against the fixed LR {lr0:g} "
+               f"(the one tuned at the first checkpoint, minimum at "
+               f"{labels[int(np.argmin(P0.mean(0)))] if np.isfinite(P0).all() else '—'}), tuning moving the minimum "
+               f"later is **{later.label}** ({later.stat_text()}).")
+        j = int(np.nanargmin(d.select_margin_pct.to_numpy())) if np.isfinite(d.select_margin_pct.to_numpy()).any() else 0
         txt += (f" The closest call of the selection: at {d.checkpoint.iloc[j]} the runner-up learning rate is "
                 f"{d.select_margin_pct.iloc[j]:.1f} % worse on validation.")
         fc = front_comparison(df, task, early_frac)
         txt += f" ID–OOD trade-off over all learning rates: {fc['text']}."
-        out[task] = {"text": txt, "regime": r["regime"], "interior": interior, "argmin": d.checkpoint.iloc[i],
-                     "delta_monotone": mono, "fronts": fc, **r}
+        out[task] = {"text": txt, "regime": r["regime"], "remains": remains, "later": later, "fixed_lr": lr0,
+                     "labels": labels, "fronts": fc, **r}
     return out
 
 
-# --------------------------------------------------------------------------- command line
-
 def sweep_summary(df, best, cfg, series) -> dict:
-    """The sweep chapter's verdict from its own records: per-task text, an overall paragraph,
-    and the claims-page verdict ("lr_tuning") with what was measured."""
+    """The sweep chapter's verdict from its own records: per-task text and the claim rows
+    ``lr_tuning_later`` and ``lr_tuning_remains`` (Verdicts) with what was measured."""
     v = sweep_verdict(df, best, cfg.lrs, cfg.early_frac)
-    text = " ".join(x["text"] for x in v.values())
-    regimes = {t: x["regime"] for t, x in v.items()}
-    interior = [t for t, x in v.items() if x["interior"]]
-    fixed_inf = inflection_table(df)
-    fixed_int = sorted(set(fixed_inf[fixed_inf.interior_min].task))
-    reg_txt = ", ".join(f"{t}: {r}" for t, r in regimes.items())
-    if interior:
-        overall = (f"after tuning the learning rate per checkpoint, an inflection point of the OOD perplexity "
-                   f"remains inside the token range for {', '.join(interior)}: tuning does not remove it here, as "
-                   f"the paper reports. Optimal learning rate: {reg_txt}.")
-    elif fixed_int:
-        overall = (f"at fixed learning rates an inflection point appears inside the token range "
-                   f"({', '.join(fixed_int)}), but at the learning rate tuned for ID the OOD perplexity after "
-                   f"fine-tuning has no interior minimum over this range: here, tuning avoids the inflection, which "
-                   f"does not confirm the paper's claim that tuning cannot remove it (at this small scale and token "
-                   f"range). Optimal learning rate: {reg_txt}.")
-    else:
-        overall = (f"no inflection point appears inside the token range, neither at fixed nor at tuned learning "
-                   f"rates, so the paper's claim that tuning does not remove it is not tested at this scale. "
-                   f"Optimal learning rate: {reg_txt}.")
-    overall += " Trade-off: " + "; ".join(f"{t}: {x['fronts']['text']}" for t, x in v.items()) + "."
-    measured = (f"{', '.join(cfg.tasks)} on {series.name}, grid {', '.join(f'{x:g}' for x in cfg.lrs)}: "
-                f"inflection at the tuned LR for {', '.join(interior) or 'no task'}; at fixed LRs for "
-                f"{', '.join(fixed_int) or 'no task'}; optimal LR {reg_txt}")
-    return {"per_task": v, "text": text, "overall": overall,
-            "claim_verdict": "observed" if interior else "not observed" if fixed_int else "inconclusive",
-            "claim_measured": measured,
-            "numbers": {t: {k: x[k] for k in ("regime", "interior", "argmin", "path", "grid_steps_down")}
-                        for t, x in v.items()}}
+    rows = {}
+    for task, x in v.items():
+        where = f"{task} on {series.name}, grid {_lrs_text(cfg.lrs)}, {x['remains'].n_replicates} seeds"
+        rows.setdefault("lr_tuning_later", (x["later"], f"{where}: minimum of OOD-after at the tuned LR vs the fixed "
+                                            f"LR {x['fixed_lr']:g}; optimal LR {x['regime']}"))
+        rows.setdefault("lr_tuning_remains", (x["remains"], f"{where}: interior minimum of OOD-after at the tuned LR "
+                                              f"(at {_minimum_text(x['remains'], x['labels'])})"))
+    first = next(iter(v.values())) if v else None
+    headline = (f"At the tuned learning rate the inflection point remains: {first['remains'].label}; tuning moves "
+                f"it later: {first['later'].label}." if first else "no units")
+    overall = headline + " Trade-off: " + "; ".join(f"{t}: {x['fronts']['text']}" for t, x in v.items()) + "."
+    return {"per_task": v, "text": " ".join(x["text"] for x in v.values()), "overall": overall, "claims": rows,
+            "headline": headline, "label": first["remains"].label if first else "inconclusive",
+            "numbers": {t: {"remains": x["remains"].to_dict(), "later": x["later"].to_dict(), "regime": x["regime"],
+                            "path": x["path"]} for t, x in v.items()}}
 
 
+# --------------------------------------------------------------------------- command line
 def main(argv=None) -> int:
     """``python -m coft_utils.finetune --chapter 04_lr_sweep --profile paper [-o '{"lrs": [...]}']``.
 

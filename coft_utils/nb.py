@@ -81,5 +81,7 @@ def glue(name: str, value, display: bool = False):
         from myst_nb import glue as _glue
     except ImportError:  # pragma: no cover - myst-nb is a dependency
         return value
+    if isinstance(value, str):  # glued text is inserted verbatim: no Markdown emphasis in it
+        value = value.replace("**", "")
     _glue(name, value, display=display)
     return value

@@ -15,7 +15,7 @@ deviation (``scale="empirical"``: the protocol of the Pythia-70M reproduction re
     cfg = profiles.resolve("02_gaussian_sensitivity", "cpu")
     df = perturb.sweep(perturb.load_series(cfg), cfg)              # records in results.Store; resumes
     s = perturb.summarize(df)                                      # mean/std over noise seeds, Δppl
-    perturb.verdict(s, "gutenberg")                                # monotone? U-shape? per γ
+    perturb.scale_verdicts(df, "gutenberg")                        # calibrated tests (coft_utils.verdicts)
 
 Noise is drawn tensor by tensor from a ``torch.Generator`` seeded with a hash of
 ``(checkpoint label, γ, noise seed, tensor name)``, so any point of a sweep can be recomputed
@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from . import evaluate, models, profiles, results
+from . import evaluate, models, profiles, results, verdicts
 from .profiles import param
 
 __all__ = ["Config", "PRESETS", "Perturber", "perturb_", "noise_seed", "select_tensors",
@@ -72,6 +72,8 @@ class Config(profiles.SeriesConfig):
     batch_size: int = param(16, "evaluation batch size", min=1)
     dtype: str = param("float32", "model dtype", choices=("float32", "bfloat16"))
     threads: int = param(0, "torch CPU threads (0: leave as is)", min=0)
+    workers: int = param(1, "worker processes for the checkpoints (1 thread each; 1: in-process)",
+                         min=1, max=64)
 
     def check(self):
         if "c4" in self.sources and profiles.get_profile(self.profile).offline:
@@ -104,8 +106,8 @@ PRESETS: dict[str, Config] = {
     # init scale (0.02) the damage saturates and a U needs γ ≈ 3, with a large seed spread.
     # One torch thread: on 2 shared cores a 2-thread evaluation of this tiny model is 3-8x slower.
     "cpu": Config(profile="cpu", scale="empirical", gammas=(0.05, 0.1, 0.2, 0.4, 0.8),
-                  compare_gammas=(0.8, 1.6, 3.2, 6.4), n_seeds=3, n_blocks=128, seq_len=128,
-                  batch_size=16, threads=1),
+                  compare_gammas=(0.8, 1.6, 3.2, 6.4), n_seeds=5, n_blocks=128, seq_len=128,
+                  batch_size=16, threads=1, workers=2),
     "gpu": Config(profile="gpu", scale="empirical", gammas=(0.025, 0.05, 0.1, 0.2, 0.4, 0.8),
                   compare_gammas=(0.4, 0.8, 1.6, 3.2, 6.4), n_seeds=5, n_blocks=512, seq_len=256,
                   batch_size=32),
@@ -337,8 +339,36 @@ def _units(series, cfg: Config, ckpt) -> list[dict]:
             if g == 0.0:
                 continue
             for i in range(cfg.n_seeds):
-                out.append({**base, "gamma": float(g), "noise_seed": cfg.seed + i, "source": src})
+                out.append({**base, "gamma": float(g), "noise_seed": cfg.seed * cfg.n_seeds + i, "source": src})
     return out
+
+
+def _sweep_checkpoint(job) -> int:
+    """All (γ, seed, source) units of one checkpoint that are not yet in the store: load once,
+    perturb once per (γ, seed), evaluate every source, write each record atomically."""
+    import torch
+    series, cfg, ckpt, todo, store_dir, device, data_names = job
+    store = results.Store(EXPERIMENT, cfg.profile, root=store_dir)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
+    model = models.load_model(ckpt, device=device, dtype=dtype)
+    tok = models.load_tokenizer(ckpt, series)
+    blocks = {src: heldout(tok, src, cfg.n_blocks, cfg.seq_len) for src in cfg.sources}
+    init_std = init_std_of(model, series, cfg.init_std) if cfg.scale == "init" else None
+    pert = Perturber(model, scale=cfg.scale, targets=cfg.targets, init_std=init_std)
+    # group the units of one perturbation (γ, seed) over sources: perturb once, evaluate all
+    groups: dict[tuple, list[dict]] = {}
+    for u in todo:
+        groups.setdefault((u["gamma"], u["noise_seed"]), []).append(u)
+    for (gamma, ns), us in groups.items():
+        with pert.perturbed(gamma, key=(ckpt.label, gamma, ns)):
+            for u in us:
+                t1 = time.perf_counter()
+                r = evaluate.perplexity(model, blocks[u["source"]].to(device), cfg.batch_size)
+                r["diverged"] = bool(r["diverged"] or not math.isfinite(r["ppl"]))
+                r["eval_s"] = round(time.perf_counter() - t1, 4)
+                r["init_std_used"] = init_std
+                store.write(u, r, config=cfg, data_names=data_names)
+    return len(todo)
 
 
 def sweep(series, cfg: Config, store: results.Store | None = None, progress: bool = True,
@@ -347,10 +377,12 @@ def sweep(series, cfg: Config, store: results.Store | None = None, progress: boo
     (checkpoint, γ, seed, source) in ``store`` (default ``results.Store(EXPERIMENT, profile)``).
 
     Finished units are skipped (a killed sweep resumes). A diverged point (inf/NaN loss) is
-    recorded with ``diverged=True`` and the sweep goes on. Returns ``store.frame()`` restricted
-    to this config's units.
+    recorded with ``diverged=True`` and the sweep goes on. Checkpoints are independent units:
+    ``cfg.workers`` > 1 evaluates them in that many processes of one thread each
+    (``coft_utils.parallel``). Returns ``store.frame()`` restricted to this config's units.
     """
     import torch
+    from . import parallel
     series = models.get_series(series)
     store = store or results.Store(EXPERIMENT, cfg.profile)
     if cfg.threads:
@@ -358,49 +390,18 @@ def sweep(series, cfg: Config, store: results.Store | None = None, progress: boo
     if device is None:
         dev = profiles.get_profile(cfg.profile).device
         device = "cuda" if dev == "auto" and torch.cuda.is_available() else "cpu"
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
     data_names = [_DATA_NAMES[s] for s in cfg.sources if s in _DATA_NAMES]
-    all_units, blocks_cache = [], {}
-    todo_ck = [(c, _units(series, cfg, c)) for c in series]
-    n_total = sum(len(u) for _, u in todo_ck)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=n_total, desc=f"{EXPERIMENT} [{cfg.profile}]", leave=False)
-    for ckpt, units in todo_ck:
+    all_units, jobs = [], []
+    for ckpt in series:
+        units = _units(series, cfg, ckpt)
         all_units += units
         todo = [u for u in units if not store.done(u)]
-        if bar is not None:
-            bar.update(len(units) - len(todo))
-        if not todo:
-            continue
-        model = models.load_model(ckpt, device=device, dtype=dtype)
-        tok = models.load_tokenizer(ckpt, series)
-        fp = evaluate.tokenizer_fingerprint(tok)
-        for src in cfg.sources:
-            if (fp, src) not in blocks_cache:
-                blocks_cache[(fp, src)] = heldout(tok, src, cfg.n_blocks, cfg.seq_len)
-        init_std = init_std_of(model, series, cfg.init_std) if cfg.scale == "init" else None
-        pert = Perturber(model, scale=cfg.scale, targets=cfg.targets, init_std=init_std)
-        # group the units of one perturbation (γ, seed) over sources: perturb once, evaluate all
-        groups: dict[tuple, list[dict]] = {}
-        for u in todo:
-            groups.setdefault((u["gamma"], u["noise_seed"]), []).append(u)
-        for (gamma, ns), us in groups.items():
-            with pert.perturbed(gamma, key=(ckpt.label, gamma, ns)):
-                for u in us:
-                    t1 = time.perf_counter()
-                    r = evaluate.perplexity(model, blocks_cache[(fp, u["source"])].to(device),
-                                            cfg.batch_size)
-                    r["diverged"] = bool(r["diverged"] or not math.isfinite(r["ppl"]))
-                    r["eval_s"] = round(time.perf_counter() - t1, 4)
-                    r["init_std_used"] = init_std
-                    store.write(u, r, config=cfg, data_names=data_names)
-                    if bar is not None:
-                        bar.update(1)
-        del pert, model
-    if bar is not None:
-        bar.close()
+        if todo:
+            jobs.append((series, cfg, ckpt, todo, store.dir, device, data_names))
+    workers = 1 if device != "cpu" else min(cfg.workers, max(1, len(jobs)))
+    parallel.map_units(_sweep_checkpoint, jobs, workers=workers, threads=cfg.threads or None,
+                       label=lambda j: f"checkpoint {j[2].label}", progress=progress,
+                       desc=f"{EXPERIMENT} [{cfg.profile}]")
     import pandas as pd
     recs = [store.get(u) for u in all_units]
     return pd.DataFrame([{**r["unit"], **r["metrics"]} for r in recs if r is not None])
@@ -424,7 +425,8 @@ def weight_stats(series, targets: str = "all"):
 
 def summarize(df):
     """Per (source, γ, checkpoint): perturbed ppl mean/std over seeds, base ppl, Δppl mean/std,
-    number of diverged seeds. γ = 0 rows are the unperturbed base."""
+    the half-widths of their 95 % CIs (``*_ci``), number of diverged seeds (left out of these
+    descriptive means only; the verdicts see them). γ = 0 rows are the unperturbed base."""
     import numpy as np
     import pandas as pd
     df = df.copy()
@@ -442,54 +444,70 @@ def summarize(df):
         "n_diverged": d.groupby(["source", "gamma", "checkpoint", "tokens"], sort=False)["diverged"].sum()
                         .astype(int),
     }).reset_index()
+    from scipy import stats
+    n = out["n_seeds"].clip(lower=1)
+    q = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)), 0.0)
+    out["ppl_ci"] = q * out["ppl_std"] / np.sqrt(n)      # half-width of the 95 % CI of the mean
+    out["delta_ci"] = q * out["delta_std"] / np.sqrt(n)
     return out.sort_values(["source", "gamma", "tokens"]).reset_index(drop=True)
 
 
-def verdict(summary, source: str) -> dict:
-    """Per γ from our own numbers: is Δppl monotone in tokens? is perturbed ppl U-shaped?
-
-    *monotone*: the mean Δppl never decreases from one checkpoint to the next; a drop smaller than
-    the seed spread (sum of the two std's) counts as *monotone within noise*.
-    *U-shape*: the minimum of the mean perturbed ppl is at an interior checkpoint (not the first,
-    not the last) and a later checkpoint is higher by more than the seed spread (sum of the std's).
-    """
+def replicates(df, source: str, gamma: float):
+    """(tokens, checkpoints, Δppl, perturbed ppl): the per-seed values of one (source, γ), each
+    ``(noise seeds × checkpoints)`` in token order. A diverged seed stays in as inf/NaN."""
     import numpy as np
+    d = df[(df.source == source)]
+    base = d[d.gamma == 0.0].groupby("checkpoint")["ppl"].first()
+    g = d[d.gamma == float(gamma)]
+    ck = g.drop_duplicates("checkpoint").sort_values("tokens")
+    piv = g.pivot_table(index="noise_seed", columns="checkpoint", values="ppl", aggfunc="first", dropna=False)
+    piv = piv[ck.checkpoint.tolist()]
+    P = piv.to_numpy(float)
+    D = P - base[ck.checkpoint].to_numpy(float)[None, :]
+    return ck.tokens.to_numpy(float), ck.checkpoint.tolist(), D, P
+
+
+def verdict(df, source: str, alpha: float = verdicts.ALPHA) -> dict:
+    """Per γ, from the per-seed records (not the means): does the damage (Δppl) rise with
+    tokens, is the perturbed perplexity U-shaped? Each test at α / (number of γ)."""
+    import numpy as np
+    gammas = sorted(g for g in df[df.source == source].gamma.unique() if g > 0)
+    a = verdicts.alpha_for(len(gammas), alpha)
     out = {}
-    s = summary[summary.source == source]
-    for gamma, d in s.groupby("gamma"):
-        d = d.sort_values("tokens")
-        dm, ds = d.delta_mean.to_numpy(float), d.delta_std.to_numpy(float)
-        pm, ps = d.ppl_mean.to_numpy(float), d.ppl_std.to_numpy(float)
-        tok = d.tokens.to_numpy(float)
-        steps = np.diff(dm)
-        drops = [(i, -st) for i, st in enumerate(steps) if not st >= 0]  # NaN counts as a drop
-        monotone = len(drops) == 0
-        within = all(np.isfinite(dr) and dr <= ds[i] + ds[i + 1] for i, dr in drops)
-        finite = np.isfinite(pm)
-        k = int(np.nanargmin(np.where(finite, pm, np.nan))) if finite.any() else -1
-        rise, u = 0.0, False
-        if 0 < k < len(pm) - 1:
-            later = pm[k + 1:]
-            later_std = ps[k + 1:]
-            j = int(np.argmax(np.where(np.isfinite(later), later, np.inf)))
-            rise = float(later[j] - pm[k])
-            u = bool(rise > ps[k] + later_std[j] or not np.isfinite(later[j]))
-        out[float(gamma)] = {
-            "monotone": bool(monotone), "monotone_within_noise": bool(monotone or within),
-            "n_drops": len(drops), "u_shape": u, "argmin_tokens": float(tok[k]) if k >= 0 else float("nan"),
-            "argmin_label": str(d.checkpoint.iloc[k]) if k >= 0 else "", "argmin_interior": 0 < k < len(pm) - 1,
-            "rise_after_min": rise, "delta_first": float(dm[0]), "delta_last": float(dm[-1]),
-            "n_diverged": int(d.n_diverged.sum()),
-        }
+    for g in gammas:
+        tok, labels, D, P = replicates(df, source, g)
+        out[float(g)] = {"rises": verdicts.rises(tok, D, alpha=a, unit="ppl per doubling of tokens"),
+                         "u": verdicts.u_shape(tok, P, alpha=a), "labels": labels, "tokens": tok,
+                         "n_diverged": int((~np.isfinite(P)).sum())}
     return out
 
 
-def verdict_table(summary, sources: Iterable[str]):
+def scale_verdicts(df, source: str, alpha: float = verdicts.ALPHA) -> dict:
+    """One scale's claim rows: damage rises (over γ), U-shape (over γ), minimum earlier for larger γ."""
+    v = verdict(df, source, alpha)
+    rises = verdicts.combine({g: x["rises"] for g, x in v.items()}, over="γ")
+    u = verdicts.combine({g: x["u"] for g, x in v.items()}, over="γ")
+    curves = {}
+    for g in v:
+        curves[g] = replicates(df, source, g)[3]
+    tok = next(iter(v.values()))["tokens"] if v else []
+    earlier = verdicts.minimum_shift(tok, curves, direction="earlier", what="γ") if v else None
+    return {"per_gamma": v, "rises": rises, "u": u, "earlier": earlier}
+
+
+def verdict_table(df, sources: Iterable[str]):
+    """One row per (source, γ): each test's label, statistic, CI and where the minimum is."""
     import pandas as pd
     rows = []
     for src in sources:
-        for g, v in verdict(summary, src).items():
-            rows.append({"source": src, "gamma": g, **v})
+        for g, x in verdict(df, src).items():
+            r, u = x["rises"], x["u"]
+            k = u.detail.get("argmin")
+            rows.append({"source": src, "gamma": g, "damage rises": r.label, "Δppl per doubling": r.statistic,
+                         "CI": f"[{r.ci[0]:.3g}, {r.ci[1]:.3g}]", "U-shape": u.label,
+                         "U statistic (%)": u.statistic, "U CI (%)": f"[{u.ci[0]:.3g}, {u.ci[1]:.3g}]",
+                         "minimum at": x["labels"][k] if k is not None else "", "seeds": r.n_replicates,
+                         "diverged": x["n_diverged"]})
     return pd.DataFrame(rows)
 
 
@@ -513,7 +531,7 @@ def plot_delta(summary, source: str, ax=None, theirs: bool = False):
     positive = True
     for gamma, d in s.groupby("gamma"):
         d = d.sort_values("tokens")
-        ax.errorbar(d.tokens, d.delta_mean, yerr=d.delta_std, marker="o", ms=4, capsize=2,
+        ax.errorbar(d.tokens, d.delta_mean, yerr=d.delta_ci, marker="o", ms=4, capsize=2,
                     label=f"γ = {gamma:g}")
         positive &= bool((d.delta_mean > 0).all())
     if theirs:
@@ -542,15 +560,14 @@ def plot_absolute(summary, source: str, ax=None):
     s = summary[summary.source == source]
     base = s.drop_duplicates("checkpoint").sort_values("tokens")
     ax.plot(base.tokens, base.base_ppl, "k-o", ms=4, label="base (γ = 0)")
-    v = verdict(summary, source)
     for gamma, d in s.groupby("gamma"):
         d = d.sort_values("tokens")
-        line = ax.errorbar(d.tokens, d.ppl_mean, yerr=d.ppl_std, marker="o", ms=4, capsize=2,
+        line = ax.errorbar(d.tokens, d.ppl_mean, yerr=d.ppl_ci, marker="o", ms=4, capsize=2,
                            label=f"γ = {gamma:g}")
-        vv = v[float(gamma)]
-        if np.isfinite(vv["argmin_tokens"]):
-            y = float(d.loc[d.tokens == vv["argmin_tokens"], "ppl_mean"].iloc[0])
-            ax.plot([vv["argmin_tokens"]], [y], marker="*", ms=14, color=line[0].get_color(),
+        pm = d.ppl_mean.to_numpy(float)
+        if np.isfinite(pm).any():
+            k = int(np.nanargmin(np.where(np.isfinite(pm), pm, np.nan)))
+            ax.plot([d.tokens.iloc[k]], [pm[k]], marker="*", ms=14, color=line[0].get_color(),
                     mec="k", ls="none")
     ax.plot([], [], "k*", ms=10, ls="none", label="minimum (inflection point)")
     _token_axis(ax, s)
@@ -571,21 +588,19 @@ def fmt_gammas(gs) -> str:
     return ", ".join(f"{g:g}" for g in gs) if gs else "none"
 
 
-def describe(summary, source: str):
-    """One sentence on monotonicity and U-shapes per γ at one held-out source, and the lists."""
-    v = verdict(summary, source)
-    mono = [g for g, x in v.items() if x["monotone"]]
-    mono_n = [g for g, x in v.items() if x["monotone_within_noise"] and not x["monotone"]]
-    u = [g for g, x in v.items() if x["u_shape"]]
-    mins = "; ".join(f"γ={g:g}: {x['argmin_label']}" for g, x in v.items())
-    div = sum(x["n_diverged"] for x in v.values())
-    text = (f"Δ perplexity is monotone in tokens for {len(mono)} of {len(v)} γ ({fmt_gammas(mono)})"
-            + (f", monotone within the seed spread for {fmt_gammas(mono_n)}" if mono_n else "")
-            + ("; an interior minimum of the perturbed perplexity (U-shape) appears for "
-               + (f"γ = {fmt_gammas(u)}. " if u else "no γ. "))
-            + f"Minimum of the perturbed perplexity at: {mins}."
-            + (f" {div} perturbed evaluations diverged." if div else ""))
-    return text, v, mono, u
+def describe(df, source: str, scale: str):
+    """One paragraph on one noise scale at one source, from :func:`scale_verdicts`."""
+    V = scale_verdicts(df, source)
+    r, u, e = V["rises"], V["u"], V["earlier"]
+    mins = "; ".join(f"γ={g:g}: {x['labels'][x['u'].detail['argmin']]}" if "argmin" in x["u"].detail
+                     else f"γ={g:g}: —" for g, x in V["per_gamma"].items())
+    div = sum(x["n_diverged"] for x in V["per_gamma"].values())
+    text = (f"With noise scaled by {SCALE_TEXT[scale]}: the damage (Δ perplexity) rising with tokens is "
+            f"**{r.label}** ({r.reason}; strongest: {r.stat_text()}); a U-shape of the perturbed perplexity is "
+            f"**{u.label}** ({u.reason}; strongest: {u.stat_text()}). Minimum of the mean perturbed perplexity at: "
+            f"{mins}." + (f" Minimum earlier for larger γ: **{e.label}** ({e.stat_text()})." if e is not None else "")
+            + (f" {div} perturbed evaluations diverged (inf/NaN): those γ are inconclusive, not dropped." if div else ""))
+    return text, V
 
 
 def base_text(summary, source: str) -> str:
@@ -610,38 +625,27 @@ def weights_text(ws, init_s: float | None) -> str:
             + (f", while the initialization scale stays {init_s:g}" if init_s is not None else ""))
 
 
-def overall_verdict(summary, src_in: str, src_out: str) -> dict:
-    """The chapter's verdict from its own numbers: per source, base models, and overall."""
-    verdict_in, v_in, mono_in, u_in = describe(summary, src_in)
-    verdict_out, _, _, _ = describe(summary, src_out)
+def chapter_verdict(df, summary, src_in: str, src_out: str, cfg, df2=None, cfg2=None) -> dict:
+    """The chapter's verdict from its own records: per scale and source, the base models, and
+    the claim rows (one pair per noise scale) for the claims page."""
+    text_in, V_in = describe(df, src_in, cfg.scale)
+    text_out = describe(df, src_out, cfg.scale)[0] if src_out != src_in else ""
     base = base_text(summary, src_in) + ("; " + base_text(summary, src_out) if src_out != src_in else "") + "."
-    n_g = len(v_in)
-    u_tokens = [v_in[g]["argmin_tokens"] for g in sorted(u_in)]
-    earlier = len(u_tokens) >= 2 and all(b <= a for a, b in zip(u_tokens, u_tokens[1:]))
-    if u_in and len(mono_in) == n_g:
-        overall = ("both parts of the claim hold here: progressive sensitivity for every γ and a U-shape "
-                   f"for γ = {fmt_gammas(u_in)}" + (", with the minimum no later for larger γ." if earlier else "."))
-    elif u_in:
-        overall = (f"a U-shape appears for γ = {fmt_gammas(u_in)}, but Δ perplexity is not monotone for every γ "
-                   f"(monotone for {len(mono_in)} of {n_g}).")
-    elif len(mono_in) == n_g:
-        overall = ("progressive sensitivity holds for every γ, but no U-shape appears in this token range: "
-                   "the base model still improves faster than its sensitivity to noise grows.")
-    else:
-        overall = (f"neither part holds cleanly here: Δ perplexity is monotone for {len(mono_in)} of {n_g} γ "
-                   "and no γ shows an interior minimum.")
-    return {"in": verdict_in, "out": verdict_out, "base": base, "overall": overall, "v": v_in,
-            "mono": mono_in, "u": u_in, "n_g": n_g, "earlier": earlier, "src_in": src_in}
-
-
-def claim_verdicts(V: dict, cfg) -> dict:
-    """Verdicts for the claims page: {claim id: (verdict, what was measured)}."""
-    n_g, mono, u = V["n_g"], V["mono"], V["u"]
-    where = f"{V['src_in']}, {cfg.scale} scale"
-    return {
-        "sensitivity_noise": ("observed" if len(mono) == n_g else "partly observed" if mono else "not observed",
-                              f"{where}: Δ perplexity monotone in tokens for {len(mono)} of {n_g} γ"),
-        "ushape_noise": ("observed" if u else "not observed",
-                         f"{where}: interior minimum of perturbed perplexity for γ = {fmt_gammas(u)} of {n_g}"
-                         + (" (no later for larger γ)" if V["earlier"] else "")),
-    }
+    scales = {cfg.scale: (V_in, cfg)}
+    text_cmp = ""
+    if df2 is not None and cfg2 is not None:
+        text_cmp, V2 = describe(df2, src_in, cfg2.scale)
+        scales[cfg2.scale] = (V2, cfg2)
+    rows = {}
+    for sc, (V, c) in scales.items():
+        where = f"{src_in}, {sc} scale, γ = {fmt_gammas(sorted(V['per_gamma']))}"
+        rows[f"sensitivity_noise_{sc}"] = (V["rises"], f"{where}: Δ perplexity rising with tokens, {V['rises'].reason}")
+        rows[f"ushape_noise_{sc}"] = (V["u"], f"{where}: interior minimum of the perturbed perplexity, {V['u'].reason}"
+                                      + (f"; minimum earlier for larger γ: {V['earlier'].label}" if V["earlier"] else ""))
+    main = V_in
+    headline = (f"Noise scaled by {SCALE_TEXT[cfg.scale]}: damage rising with tokens is {main['rises'].label}, "
+                f"a U-shape is {main['u'].label}.")
+    return {"in": text_in, "out": text_out, "cmp": text_cmp, "base": base, "claims": rows, "headline": headline,
+            "label": main["u"].label, "V": V_in, "numbers": {
+                sc: {str(g): {"rises": x["rises"].to_dict(), "u": x["u"].to_dict()} for g, x in V["per_gamma"].items()}
+                for sc, (V, _) in scales.items()}}

@@ -11,9 +11,16 @@ a hub series::
     series = pretrain.get_suite("cpu", schedule="wsd")    # cosine (default) | wsd | constant
     model = models.load_model(series.checkpoints[-1]); tok = models.load_tokenizer(series.checkpoints[-1])
     series.meta["init_std"], series.meta["config"]
-    pretrain.suite_records(series)                        # tokens, tokens/param, val ppl, wall time
+    pretrain.suite_records(series)                        # peak lr, tokens, tokens/param, val ppl, wall time
+    suites = pretrain.all_suites("cpu")                   # {schedule: series}; their jobs share one pool
 
+    # a peak LR per schedule (lr_cosine, lr_wsd, lr_constant; 0 = lr), chosen by a scan:
+    scan = pretrain.lr_scan("cpu", schedules=("cosine", "wsd"), lrs=[3e-3, 6e-3], budgets=3)
+    pretrain.choose_lr(scan)                              # {"cosine": ..., "wsd": ...}
+
+    # independent jobs on `workers` processes of one thread each (coft_utils.parallel), or
     # the same training code on several processes / GPUs (DDP through accelerate):
+    #   python -m coft_utils.pretrain_launch --profile cpu --schedule all --workers 2
     #   accelerate launch --num_processes 2 -m coft_utils.pretrain_launch --profile gpu --schedule all
     #   accelerate launch --cpu --num_processes 2 -m coft_utils.pretrain_launch --profile smoke   # gloo
     #   torchrun --nproc_per_node 2 -m coft_utils.pretrain_launch --profile smoke
@@ -25,13 +32,28 @@ Schedules (a geometric series of ``n_budgets`` token budgets, each double the la
                that budget is taken off the stable trunk (cheaper: the trunk is shared);
 * ``constant`` one warmup-constant run, saved at every budget (no annealing).
 
+Each schedule trains at its own peak LR, ``cfg.peak_lr(schedule)`` (``lr_<schedule>``, else
+``lr``); ``wsd`` and ``constant`` share the trunk when theirs are equal. :func:`lr_scan` trains
+every schedule at every LR of a grid on the smallest budgets and :func:`choose_lr` picks, per
+schedule, the LR with the lowest mean validation log-perplexity over them; the ``cpu`` preset
+holds the values it chose there.
+
+Parallel: the jobs of a plan (every cosine budget, the trunk, each decay branch once its branch
+point exists) are independent units; :func:`train_suites` runs those of several schedules and
+configs together on ``cfg.workers`` processes (:mod:`coft_utils.parallel`), longest first. Each
+job writes its own state, checkpoints and records atomically, so a killed run resumes, and the
+weights do not depend on ``workers`` (one torch thread per process either way).
+
 Data: the Gutenberg book bodies (``paper``: C4 streamed from the hub), tokenized once by the
 project's BPE (trained on the same corpus) and cached on disk as packed ``seq_len`` blocks; the
 block order is a permutation drawn from the seed (a fresh one per epoch), so the batch of global
 step ``k`` is a pure function of (seed, k) and every budget sees a prefix of the same stream.
 
 Cache and resume: everything lives under ``results.runs_dir()/suite/<key>/`` where ``key`` hashes
-the full resolved config, the tokenizer fingerprint and :data:`CODE_VERSION`. Each run saves its
+the resolved config (the schedule's peak LR as ``lr``; not ``workers``, ``threads``, ``save_every``
+or the scan's settings, which change no weights), the tokenizer fingerprint and
+:data:`CODE_VERSION`. The LR scan's runs live in the same folders: the suite at a scanned LR
+reuses its small runs and continues its trunk. Each run saves its
 full state (weights, optimizer, scheduler, step = data position, RNG, elapsed time) atomically
 every ``save_every`` steps; a killed run restarts from it and ends bit-identical to an
 uninterrupted one. A finished suite (``series.json`` present) is loaded, never retrained.
@@ -39,6 +61,7 @@ uninterrupted one. A finished suite (``series.json`` present) is loaded, never r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -50,12 +73,13 @@ from typing import Callable
 
 import numpy as np
 
-from . import data, models, profiles, results
+from . import data, models, parallel, profiles, results
 from .profiles import param
 
 __all__ = ["Config", "PRESETS", "SCHEDULES", "CODE_VERSION", "get_suite", "cached_suite", "suite_records",
            "load_records", "suite_dir", "get_tokenizer", "token_blocks", "plan", "train_job",
-           "lr_multiplier", "budget_steps", "n_params", "cost_ratio", "fmt_tokens", "chapter_series"]
+           "lr_multiplier", "budget_steps", "n_params", "cost_ratio", "fmt_tokens", "chapter_series",
+           "train_suites", "run_unit", "Unit", "lr_scan", "choose_lr", "lr_scan_summary", "plot_lr_scan"]
 
 CHAPTER = "00_pretraining_suite"
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -71,7 +95,11 @@ class Config(profiles.ChapterConfig):
     min_budget: float = param(250_000.0, "smallest token budget", min=1.0)
     n_budgets: int = param(6, "number of budgets (each double the last)", min=1, max=30)
     schedule: str = param("cosine", "learning-rate schedule", choices=SCHEDULES)
-    lr: float = param(3e-3, "peak learning rate (AdamW)", min=0.0, min_exclusive=True)
+    lr: float = param(3e-3, "peak learning rate (AdamW) of every schedule without its own lr_<schedule>",
+                      min=0.0, min_exclusive=True)
+    lr_cosine: float = param(0.0, "peak learning rate of the cosine runs (0: use lr)", min=0.0)
+    lr_wsd: float = param(0.0, "peak learning rate of the wsd trunk and its decay branches (0: use lr)", min=0.0)
+    lr_constant: float = param(0.0, "peak learning rate of the constant run (0: use lr)", min=0.0)
     warmup_steps: int = param(20, "linear warmup steps (same for every budget)", min=0)
     decay_frac: float = param(0.2, "wsd: decay branch length as a fraction of its budget", min=0.0,
                               max=1.0, min_exclusive=True)
@@ -83,10 +111,21 @@ class Config(profiles.ChapterConfig):
     val_blocks: int = param(64, "held-out blocks for validation perplexity (0: skip)", min=0)
     save_every: int = param(200, "steps between resumable state saves", min=1)
     mixed_precision: str = param("no", "autocast precision (bf16 on GPU)", choices=("no", "bf16", "fp16"))
-    threads: int = param(0, "torch CPU threads (0: torch default)", min=0)
+    threads: int = param(0, "torch CPU threads per process (0: torch default)", min=0)
+    workers: int = param(1, "processes that train independent runs at once (results do not depend on it)",
+                         min=1, max=64)
+    lr_scan_lrs: tuple = param((3e-3, 6e-3, 1.2e-2, 2.4e-2), "peak learning rates of the LR scan "
+                               "(lr_scan; empty: no scan)", min=0.0, min_exclusive=True)
+    lr_scan_budgets: int = param(3, "the LR scan trains the smallest this many budgets (at most n_budgets)",
+                                 min=1, max=30)
 
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
+
+    def peak_lr(self, schedule: str | None = None) -> float:
+        """Peak learning rate of ``schedule`` (default: this config's): ``lr_<schedule>``, else ``lr``."""
+        v = getattr(self, f"lr_{schedule or self.schedule}")
+        return v if v > 0 else self.lr
 
     def check(self):
         s0 = budget_steps(self)[0]
@@ -106,6 +145,9 @@ class Config(profiles.ChapterConfig):
             raise profiles.ProfileError(
                 f"parameter 'decay_frac' = {self.decay_frac}: the smallest budget's decay would start "
                 f"at step 0 or inside the warmup ({self.warmup_steps} steps); allowed: < {1 - max(1, self.warmup_steps) / s0:.3g}")
+        if len(set(self.lr_scan_lrs)) != len(self.lr_scan_lrs):
+            raise profiles.ProfileError(f"parameter 'lr_scan_lrs' = {self.lr_scan_lrs!r} repeats a value; "
+                                        f"allowed: distinct learning rates > 0")
         if self.corpus == "c4" and self.profile != "paper":
             raise profiles.ProfileError(f"parameter 'corpus' = 'c4' needs the hub (paper profile); "
                                         f"allowed at profile {self.profile!r}: 'gutenberg'")
@@ -115,21 +157,28 @@ PRESETS: dict[str, Config] = {
     # olmo-pico (2 x 32) with a 512 BPE; 4k..128k tokens: whole suite in seconds.
     "smoke": Config(profile="smoke", model="olmo-pico", vocab_size=512, seq_len=64, batch_size=8,
                     min_budget=2048.0, n_budgets=6, lr=3e-3, warmup_steps=2, tokenizer_chars=400_000,
-                    val_blocks=16, save_every=20, threads=1),
+                    val_blocks=16, save_every=20, threads=1, workers=1, lr_scan_lrs=(3e-3, 1.2e-2),
+                    lr_scan_budgets=2),
     # olmo-pico with a 1024 BPE: ~65k parameters (embeddings included); 0.25M..8M tokens
-    # -> ~123 tokens/param at the largest budget. All three schedules in <= 15 min on 2 cores.
+    # -> ~123 tokens/param at the largest budget. Peak LRs: chosen by lr_scan at this profile
+    # (its lr_scan_lrs on the 0.25M, 0.5M, 1M budgets; see chapter 00). Scan + all three
+    # schedules on 2 workers in ~12 min on 2 cores.
     "cpu": Config(profile="cpu", model="olmo-pico", vocab_size=1024, seq_len=128, batch_size=32,
-                  min_budget=262_144.0, n_budgets=6, lr=3e-3, warmup_steps=20,
-                  tokenizer_chars=3_000_000, val_blocks=64, save_every=200, threads=1),
+                  min_budget=262_144.0, n_budgets=6, lr=6e-3, lr_cosine=2.4e-2, lr_wsd=6e-3,
+                  lr_constant=6e-3, warmup_steps=20,
+                  tokenizer_chars=3_000_000, val_blocks=64, save_every=200, threads=1, workers=2,
+                  lr_scan_lrs=(3e-3, 6e-3, 1.2e-2, 2.4e-2), lr_scan_budgets=3),
     # olmo-micro (4 x 128) with a 2048 BPE: ~1.31M params; 42M..1.34B tokens (~1,020 tokens/param),
     # bf16 on one H100/A100 (Gutenberg repeated for several epochs at the largest budgets).
     "gpu": Config(profile="gpu", model="olmo-micro", vocab_size=2048, seq_len=256, batch_size=512,
                   min_budget=41_943_040.0, n_budgets=6, lr=2e-3, warmup_steps=100,
-                  tokenizer_chars=20_000_000, val_blocks=256, save_every=500, mixed_precision="bf16"),
+                  tokenizer_chars=20_000_000, val_blocks=256, save_every=500, mixed_precision="bf16",
+                  lr_scan_lrs=()),
     # the paper's OLMo-30M on C4 (hub) for 4B..128B tokens, cosine to zero; 50k BPE trained on C4.
     "paper": Config(profile="paper", model="olmo-30m", vocab_size=50_304, seq_len=1024, batch_size=256,
                     min_budget=4e9, n_budgets=6, lr=1e-3, warmup_steps=1000, corpus="c4",
-                    tokenizer_chars=200_000_000, val_blocks=512, save_every=1000, mixed_precision="bf16"),
+                    tokenizer_chars=200_000_000, val_blocks=512, save_every=1000, mixed_precision="bf16",
+                    lr_scan_lrs=()),
 }
 
 
@@ -310,23 +359,34 @@ class Job:
     parent: str | None = None  # file name of the state to start from (None: fresh init)
     saves: tuple = ()  # ((step, label), ...): export a checkpoint after this many steps
     keep: tuple = ()  # steps whose full state is kept for child jobs (wsd branch points)
+    lineage: str | None = None  # kept states are "<lineage>@<step>.pt"; a fresh job resumes from the latest
 
 
-def plan(cfg: Config) -> list[Job]:
-    """The jobs of ``cfg.schedule``.
+def budget_labels(cfg: Config) -> list[str]:
+    return [fmt_tokens(s * cfg.tokens_per_step()) for s in budget_steps(cfg)]
+
+
+def plan(cfg: Config, budgets: int | None = None) -> list[Job]:
+    """The jobs of ``cfg.schedule`` (``budgets``: only the smallest this many budgets).
 
     ``constant`` and the stable part of ``wsd`` are the same warmup-constant run (the "trunk"):
     it is trained once per config, exports the ``constant`` checkpoints at every budget and keeps
     its full state at every wsd branch point, from which each ``wsd`` decay branch starts.
+    A truncated plan (the LR scan) has the same cosine runs and decay branches; its trunk is the
+    same run stopped at its last budget (job ``trunk-<label>``), which keeps its final state so
+    that the full trunk later continues from it instead of starting again.
     """
-    steps = budget_steps(cfg)
-    labels = [fmt_tokens(s * cfg.tokens_per_step()) for s in steps]
+    steps, labels = budget_steps(cfg), budget_labels(cfg)
+    n = len(steps) if budgets is None else max(1, min(int(budgets), len(steps)))
+    steps, labels, truncated = steps[:n], labels[:n], n < cfg.n_budgets
     if cfg.schedule == "cosine":
         return [Job(f"cosine-{lab}", "cosine", 0, s, "cosine", s, saves=((s, lab),))
                 for s, lab in zip(steps, labels)]
     starts = [s - decay_steps(cfg, s) for s in steps]
-    trunk = Job("trunk", "constant", 0, steps[-1], "constant", steps[-1], saves=tuple(zip(steps, labels)),
-                keep=tuple(sorted(set(starts))))
+    top = budget_steps(cfg)[-1]  # the constant schedule's horizon is the full trunk's (no decay)
+    trunk = Job(f"trunk-{labels[-1]}" if truncated else "trunk", "constant", 0, steps[-1], "constant", top,
+                saves=tuple(zip(steps, labels)),
+                keep=tuple(sorted(set(starts) | ({steps[-1]} if truncated else set()))), lineage="trunk")
     if cfg.schedule == "constant":
         return [trunk]
     branches = [Job(f"wsd-decay-{lab}", "wsd", p, s, "wsd_decay", s, decay_start=p, parent=f"trunk@{p}",
@@ -336,7 +396,6 @@ def plan(cfg: Config) -> list[Job]:
 
 def planned_steps(cfg: Config, schedule: str | None = None) -> int:
     """Training steps a schedule costs on its own (wsd: the trunk up to its last branch point)."""
-    import dataclasses
     jobs = plan(dataclasses.replace(cfg, schedule=schedule or cfg.schedule))
     if (schedule or cfg.schedule) == "wsd":
         branches = [j for j in jobs if j.name != "trunk"]
@@ -374,6 +433,21 @@ def _save_state(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def _latest_lineage_state(state_dir: Path, job: Job, after: int) -> Path | None:
+    """The kept state of ``job``'s lineage with the most steps in ``(after, job.end]``, if any."""
+    if job.lineage is None or job.parent is not None:
+        return None
+    best, best_step = None, after
+    for p in state_dir.glob(f"{job.lineage}@*.pt"):
+        try:
+            k = int(p.stem.rsplit("@", 1)[1])
+        except ValueError:
+            continue
+        if best_step < k <= job.end:
+            best, best_step = p, k
+    return best
+
+
 def _model_config(cfg: Config, tokenizer):
     return models.olmo_config(cfg.model, vocab_size=len(tokenizer), max_len=cfg.seq_len,
                               pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.eos_token_id,
@@ -386,7 +460,7 @@ def _make_optimizer(model, cfg: Config):
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), eps=1e-8,
+    return torch.optim.AdamW(groups, lr=cfg.peak_lr(), betas=(0.9, cfg.beta2), eps=1e-8,
                              fused=False, foreach=True)
 
 
@@ -422,6 +496,10 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
     st = None
     if src is not None:
         st = torch.load(src, map_location="cpu", weights_only=False)
+    lin = _latest_lineage_state(state_dir, job, st["step"] if (st is not None and src == resume) else job.start)
+    if lin is not None:  # the same run went further before (e.g. the LR scan's shorter trunk)
+        src, st = resume, torch.load(lin, map_location="cpu", weights_only=False)
+    if st is not None:
         model.load_state_dict(st["model"])
         optimizer.load_state_dict(st["optimizer"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
@@ -454,7 +532,7 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
                 "scheduler": scheduler.state_dict(), "step": step, "elapsed": elapsed, "own": own,
                 "rng": _rng_state()}
 
-    new = 0
+    new, first = 0, step
     t0 = time.perf_counter()
     while step < job.end:
         x = stream.batch(step).to(accelerator.device)
@@ -477,7 +555,7 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
             if accelerator.is_main_process:
                 st = state()
                 if step in keep:
-                    _save_state(state_dir / f"{job.name}@{step}.pt", st)
+                    _save_state(state_dir / f"{job.lineage or job.name}@{step}.pt", st)
                 if step in saves and on_export is not None:
                     on_export(accelerator.unwrap_model(model), job.series, saves[step], step, elapsed)
                 _save_state(resume, st)
@@ -489,7 +567,7 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
             return {"wall_s": elapsed, "own_wall_s": own, "steps": step, "stopped": True}
     if bar is not None:
         bar.close()
-    info = {"wall_s": elapsed, "own_wall_s": own, "steps": step}
+    info = {"wall_s": elapsed, "own_wall_s": own, "steps": step, "resumed_at": first}
     if accelerator.is_main_process:
         results.atomic_write_json(done_file, info)
         resume.unlink(missing_ok=True)
@@ -498,11 +576,24 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
 
 
 # --------------------------------------------------------------------------- the suite
+# fields that do not change what is trained (or, for the lr_* fields, enter through the
+# schedule's effective peak LR): not part of the cache key, so e.g. `workers` reuses a suite
+_KEY_SKIP = ("threads", "save_every", "schedule", "workers", "lr_cosine", "lr_wsd", "lr_constant",
+             "lr_scan_lrs", "lr_scan_budgets")
+
+
 def suite_key(cfg: Config, tokenizer) -> str:
+    """Hash of everything that changes the trained weights of ``cfg.schedule``.
+
+    Schedules of a config with the same effective peak LR share one folder (``wsd`` and
+    ``constant`` then share the trunk); ``lr`` stands for ``cfg.peak_lr()``, so a config without
+    ``lr_<schedule>`` overrides has the key it had before those fields existed.
+    """
     from . import evaluate
-    skip = ("threads", "save_every", "schedule")  # every schedule of a config shares one folder
-    return results.config_hash({"config": {k: v for k, v in cfg.to_dict().items() if k not in skip},
-                  "tokenizer": evaluate.tokenizer_fingerprint(tokenizer), "code": CODE_VERSION})
+    c = {k: v for k, v in cfg.to_dict().items() if k not in _KEY_SKIP}
+    c["lr"] = cfg.peak_lr()
+    return results.config_hash({"config": c, "tokenizer": evaluate.tokenizer_fingerprint(tokenizer),
+                                "code": CODE_VERSION})
 
 
 def suite_dir(cfg: Config, tokenizer) -> Path:
@@ -531,43 +622,61 @@ def _series_name(cfg: Config) -> str:
     return f"coft-{cfg.model}-{cfg.schedule}-{cfg.profile}"
 
 
-def run_suite(cfg: Config, progress: bool = True, accelerator=None, stop_after: int | None = None):
-    """Train every job of ``cfg``'s plan not done yet; return the series (None if stopped early)."""
-    tok = get_tokenizer(cfg)
-    root = suite_dir(cfg, tok)
-    series_file = root / cfg.schedule / "series.json"
-    if series_file.is_file():
-        return models.CheckpointSeries.from_dict(json.loads(series_file.read_text()))
-    with contextlib.ExitStack() as stack:
-        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-            # one process at a time per suite folder: a second caller waits, then loads the result
-            import fcntl
-            root.mkdir(parents=True, exist_ok=True)
-            fh = stack.enter_context(open(root / ".lock", "w"))
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            if series_file.is_file():
-                return models.CheckpointSeries.from_dict(json.loads(series_file.read_text()))
-        return _train_suite(cfg, tok, root, series_file, progress, accelerator, stop_after)
+def _train_cfg(cfg: Config) -> Config:
+    """``cfg`` as one training run sees it: ``lr`` is the schedule's peak LR (one value per folder)."""
+    return dataclasses.replace(cfg, lr=cfg.peak_lr(), lr_cosine=0.0, lr_wsd=0.0, lr_constant=0.0)
 
 
-def _train_suite(cfg, tok, root, series_file, progress, accelerator, stop_after):
-    accelerator = accelerator or _accelerator(cfg)
-    blocks = token_blocks(cfg, tok)
-    stream = BlockStream(blocks, cfg.batch_size, cfg.seed, accelerator.process_index, accelerator.num_processes)
-    if accelerator.is_main_process:
-        results.atomic_write_json(root / "config.json", {"config": cfg.to_dict(), "code": CODE_VERSION})
-    val = _val_blocks(cfg, tok) if (cfg.val_blocks and accelerator.is_main_process) else None
-    nparams = None
+@dataclass(frozen=True)
+class Unit:
+    """One job of one suite folder: what a worker process needs to train it (picklable)."""
 
+    cfg: Config  # _train_cfg of a config whose plan holds ``job``
+    root: str
+    job: Job
+    progress: bool = False
+
+    def steps_left(self) -> int:
+        return self.job.end - self.job.start
+
+    def label(self) -> str:
+        return f"{self.job.name} (lr {self.cfg.lr:g}, {Path(self.root).name})"
+
+
+def _context_key(cfg: Config) -> tuple:
+    from . import data
+    return (cfg.corpus, cfg.vocab_size, cfg.tokenizer_chars, cfg.seq_len, cfg.batch_size, _tokens_needed(cfg),
+            cfg.seed, cfg.val_blocks, cfg.profile, cfg.mixed_precision, str(data.cache_dir()))
+
+
+_CONTEXT: dict = {}
+
+
+def _context(cfg: Config, accelerator=None):
+    """(tokenizer, block stream, validation blocks, accelerator) of ``cfg``, cached per process."""
+    key = _context_key(cfg) + (id(accelerator),)
+    if key not in _CONTEXT:
+        if parallel.in_worker():  # no progress bars / chatty loggers from the worker processes
+            from . import nb
+            nb.quiet()
+        acc = accelerator or _accelerator(cfg)
+        tok = get_tokenizer(cfg)
+        stream = BlockStream(token_blocks(cfg, tok), cfg.batch_size, cfg.seed, acc.process_index, acc.num_processes)
+        val = _val_blocks(cfg, tok) if (cfg.val_blocks and acc.is_main_process) else None
+        _CONTEXT.clear()  # one suite family at a time: keep memory flat
+        _CONTEXT[key] = (tok, stream, val, acc)
+    return _CONTEXT[key]
+
+
+def _exporter(cfg: Config, tok, root: Path, val, accelerator):
     def export(model, series, label, step, elapsed):
-        nonlocal nparams
         from . import evaluate
         out = root / series / "ckpt" / label
         models.save_model(model, out, tok)
         nparams = models.count_params(model)
         rec = {"label": label, "tokens": step * cfg.tokens_per_step(), "step": step, "params": nparams,
                "tokens_per_param": step * cfg.tokens_per_step() / nparams, "wall_s": elapsed,
-               "schedule": series, "model": cfg.model, "seed": cfg.seed}
+               "schedule": series, "model": cfg.model, "seed": cfg.seed, "lr": cfg.lr}
         if val is not None:
             was = model.training
             model.eval()
@@ -577,29 +686,129 @@ def _train_suite(cfg, tok, root, series_file, progress, accelerator, stop_after)
             model.train(was)
             rec.update(val_ppl=r["ppl"], val_loss=r["loss"])
         results.atomic_write_json(out.with_name(label + ".record.json"), rec)
+    return export
 
-    jobs = plan(cfg)
-    job_info = {}
-    for job in jobs:
-        info = train_job(cfg, job, root, stream, tok, accelerator, export, progress, stop_after)
-        job_info[job.name] = info
-        if info.get("stopped"):
-            return None
+
+def run_unit(unit: Unit, accelerator=None, stop_after: int | None = None) -> dict:
+    """Train (or resume, or skip if done) one job; the worker function of :func:`train_suites`."""
+    tok, stream, val, acc = _context(unit.cfg, accelerator)
+    root = Path(unit.root)
+    return train_job(unit.cfg, unit.job, root, stream, tok, acc, _exporter(unit.cfg, tok, root, val, acc),
+                     unit.progress, stop_after)
+
+
+def _done(root: Path, job: Job) -> dict | None:
+    f = root / "state" / f"{job.name}.done.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def _ready(root: Path, job: Job) -> bool:
+    return job.parent is None or (root / "state" / f"{job.parent}.pt").is_file() or \
+        (root / "state" / f"{job.name}.pt").is_file()
+
+
+def train_suites(cfgs, budgets: int | None = None, progress: bool = True, workers: int | None = None,
+                 accelerator=None, stop_after: int | None = None) -> dict | None:
+    """Train every job of the plans of ``cfgs`` that is not done, sharing what can be shared.
+
+    The jobs of all configs go into one pool of ``workers`` processes (default: the largest
+    ``cfg.workers``), longest first; a job whose parent state (a wsd branch point) does not exist
+    yet waits for the next round. Jobs that two configs share (the trunk of ``wsd`` and
+    ``constant`` at one peak LR) run once. Returns ``{(schedule, peak lr): series}`` for the full
+    plans (``budgets`` None; series.json written) or ``{...: suite folder}`` for truncated ones;
+    None when ``stop_after`` (tests) stopped a job early. Under ``torchrun``/``accelerate launch``
+    (or with an ``accelerator``) the jobs run one after the other in this process, on every rank.
+    """
+    cfgs = list(cfgs)
+    if not cfgs:
+        return {}
+    roots, out, todo = {}, {}, []
+    for cfg in cfgs:
+        tok = get_tokenizer(cfg)
+        root = suite_dir(cfg, tok)
+        sf = root / cfg.schedule / "series.json"
+        if budgets is None and sf.is_file():
+            out[(cfg.schedule, cfg.peak_lr())] = models.CheckpointSeries.from_dict(json.loads(sf.read_text()))
+        else:
+            todo.append((cfg, root))
+            roots.setdefault(str(root), (cfg, tok))
+    if not todo:
+        return out
+    distributed = accelerator is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    with contextlib.ExitStack() as stack:
+        if not distributed:
+            # one process at a time per suite folder: a second caller waits, then loads the result
+            import fcntl
+            for r in sorted(roots):
+                Path(r).mkdir(parents=True, exist_ok=True)
+                fh = stack.enter_context(open(Path(r) / ".lock", "w"))
+                fcntl.flock(fh, fcntl.LOCK_EX)
+        acc0 = accelerator or (_accelerator(todo[0][0]) if distributed else None)
+        main = acc0.is_main_process if acc0 is not None else True
+        for r, (cfg, tok) in roots.items():  # the shared inputs, made once here, not in the workers
+            token_blocks(cfg, tok)
+            if cfg.val_blocks and main:
+                _val_blocks(cfg, tok)
+            if main:
+                results.atomic_write_json(Path(r) / "config.json",
+                                          {"config": _train_cfg(cfg).to_dict(), "code": CODE_VERSION})
+        units, seen = [], set()
+        for cfg, root in todo:
+            for job in plan(cfg, budgets):
+                if (str(root), job.name) not in seen:
+                    seen.add((str(root), job.name))
+                    units.append(Unit(_train_cfg(cfg), str(root), job))
+        nw = max(c.workers for c, _ in todo) if workers is None else workers
+        pending = [u for u in units if _done(Path(u.root), u.job) is None]
+        while pending:
+            ready = [u for u in pending if _ready(Path(u.root), u.job)]
+            if not ready:
+                raise RuntimeError("pre-training jobs wait for parent states that no job makes: "
+                                   + ", ".join(f"{u.job.name} <- {u.job.parent}" for u in pending))
+            ready.sort(key=lambda u: -u.steps_left())  # longest first: the pool ends with short jobs
+            if distributed or stop_after is not None:
+                for u in ready:
+                    if run_unit(dataclasses.replace(u, progress=progress), acc0, stop_after).get("stopped"):
+                        return None
+            else:  # nw == 1: in this process, one job after the other, each with its own bar
+                parallel.map_units(run_unit, [dataclasses.replace(u, progress=progress and nw == 1) for u in ready],
+                                   nw, threads=ready[0].cfg.threads or (1 if nw > 1 else None), label=Unit.label,
+                                   progress=progress and nw > 1,
+                                   desc=f"pre-training [{ready[0].cfg.profile}]: jobs on {nw} workers")
+            pending = [u for u in pending if _done(Path(u.root), u.job) is None]
+        for cfg, root in todo:
+            if budgets is not None:
+                out[(cfg.schedule, cfg.peak_lr())] = root
+                continue
+            series = _assemble(cfg, root, roots[str(root)][1])
+            if main:
+                series.save(root / cfg.schedule / "series.json")
+            out[(cfg.schedule, cfg.peak_lr())] = series
+    if acc0 is not None:
+        acc0.wait_for_everyone()
+    return out
+
+
+def _assemble(cfg: Config, root: Path, tok) -> models.CheckpointSeries:
+    job_info = {j.name: _done(root, j) for j in plan(cfg)}
     ckdir = root / cfg.schedule / "ckpt"
-    recs = load_records_dir(ckdir)
+    labels = set(budget_labels(cfg))
+    recs = [r for r in load_records_dir(ckdir) if r["label"] in labels]
     cks = tuple(models.Checkpoint(r["label"], float(r["tokens"]), path=str(ckdir / r["label"])) for r in recs)
-    series = models.CheckpointSeries(
+    return models.CheckpointSeries(
         _series_name(cfg), cks,
         f"{cfg.model} pre-trained on {cfg.corpus} with a {cfg.schedule} schedule ({cfg.profile} profile)",
         meta={"config": cfg.to_dict(), "init_std": _model_config(cfg, tok).initializer_range,
-              "params": recs[0]["params"] if recs else nparams, "schedule": cfg.schedule, "key": root.name,
-              "jobs": job_info, "total_train_wall_s": _total_wall(cfg.schedule, job_info),
+              "params": recs[0]["params"] if recs else n_params(cfg), "schedule": cfg.schedule, "key": root.name,
+              "peak_lr": cfg.peak_lr(), "jobs": job_info, "total_train_wall_s": _total_wall(cfg.schedule, job_info),
               "total_train_steps": planned_steps(cfg),
               "tokens_per_step": cfg.tokens_per_step(), "code": CODE_VERSION})
-    if accelerator.is_main_process:
-        series.save(series_file)
-    accelerator.wait_for_everyone()
-    return series
+
+
+def run_suite(cfg: Config, progress: bool = True, accelerator=None, stop_after: int | None = None):
+    """Train every job of ``cfg``'s plan not done yet; return the series (None if stopped early)."""
+    res = train_suites([cfg], progress=progress, accelerator=accelerator, stop_after=stop_after)
+    return None if res is None else res[(cfg.schedule, cfg.peak_lr())]
 
 
 def _total_wall(schedule: str, job_info: dict) -> float:
@@ -640,9 +849,10 @@ def load_records(series: models.CheckpointSeries) -> list[dict]:
 
 
 def suite_records(series: models.CheckpointSeries):
-    """One row per checkpoint: label, tokens, tokens/param, val ppl, wall time, schedule."""
+    """One row per checkpoint: schedule, peak LR, label, tokens, tokens/param, val ppl, wall time."""
     import pandas as pd
-    cols = ["schedule", "label", "tokens", "params", "tokens_per_param", "val_ppl", "val_loss", "wall_s", "step"]
+    cols = ["schedule", "lr", "label", "tokens", "params", "tokens_per_param", "val_ppl", "val_loss", "wall_s",
+            "step"]
     df = pd.DataFrame(load_records(series))
     return df[[c for c in cols if c in df.columns]]
 
@@ -650,9 +860,115 @@ def suite_records(series: models.CheckpointSeries):
 # --------------------------------------------------------------------------- the book's page
 def all_suites(profile: str = "cpu", seed: int = 0, overrides: dict | None = None,
                schedules=SCHEDULES, progress: bool = True) -> dict[str, models.CheckpointSeries]:
-    """{schedule: series} for every schedule (``overrides`` may not set the schedule)."""
+    """{schedule: series} for every schedule (``overrides`` may not set the schedule); the jobs
+    of all schedules not cached yet are trained together on ``cfg.workers`` processes."""
     over = {k: v for k, v in (overrides or {}).items() if k != "schedule"}
-    return {s: get_suite(profile, s, seed, over, progress) for s in schedules}
+    cfgs = [resolve(profile, s, seed, over) for s in schedules]
+    res = train_suites(cfgs, progress=progress)
+    return {c.schedule: res[(c.schedule, c.peak_lr())] for c in cfgs}
+
+
+# --------------------------------------------------------------------------- peak-LR scan
+def lr_scan(profile: str = "cpu", schedules=SCHEDULES, lrs=None, budgets: int | None = None, seed: int = 0,
+            overrides: dict | None = None, progress: bool = True):
+    """Validation perplexity of every schedule at every peak LR on the smallest ``budgets`` budgets.
+
+    ``lrs`` / ``budgets`` default to the profile's ``lr_scan_lrs`` / ``lr_scan_budgets``. Each
+    (schedule, lr) is the suite at that peak LR, truncated to its smallest budgets: the same jobs,
+    cache folders and resumable state as the suite itself (so the suite at a scanned LR reuses
+    them: its small cosine runs and decay branches, and its trunk continues from the scan's).
+    All jobs run together on ``cfg.workers`` processes. Returns a DataFrame with one row per
+    (schedule, lr, budget): ``schedule, lr, label, tokens, val_ppl, val_loss``.
+    """
+    import pandas as pd
+    over = {k: v for k, v in (overrides or {}).items() if k != "schedule"}
+    base = resolve(profile, "cosine", seed, over)
+    lrs = tuple(base.lr_scan_lrs if lrs is None else lrs)
+    budgets = min(base.lr_scan_budgets, base.n_budgets) if budgets is None else budgets
+    bad = [x for x in lrs if isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0]
+    if not lrs or bad:
+        raise profiles.ProfileError(f"lr_scan needs peak learning rates > 0, got {lrs!r}")
+    if not (isinstance(budgets, int) and 1 <= budgets <= base.n_budgets):
+        raise profiles.ProfileError(f"lr_scan: budgets = {budgets!r}; allowed: an integer in 1..{base.n_budgets}")
+    if not base.val_blocks:
+        raise profiles.ProfileError("lr_scan compares validation perplexity: parameter 'val_blocks' must be > 0")
+    bad = [s for s in schedules if s not in SCHEDULES]
+    if bad:
+        raise profiles.ProfileError(f"unknown schedule(s) {bad!r}; allowed: {', '.join(SCHEDULES)}")
+    flat = {"lr_cosine": 0.0, "lr_wsd": 0.0, "lr_constant": 0.0}
+    cfgs = [resolve(profile, s, seed, {**over, **flat, "lr": float(x)}) for s in schedules for x in lrs]
+    roots = train_suites(cfgs, budgets=budgets, progress=progress)
+    rows = []
+    for cfg in cfgs:
+        root = roots[(cfg.schedule, cfg.peak_lr())]
+        keep = budget_labels(cfg)[:budgets]
+        for r in load_records_dir(root / cfg.schedule / "ckpt"):
+            if r["label"] in keep:
+                rows.append({"schedule": cfg.schedule, "lr": cfg.peak_lr(), "label": r["label"],
+                             "tokens": r["tokens"], "val_ppl": r["val_ppl"], "val_loss": r["val_loss"]})
+    return pd.DataFrame(rows, columns=["schedule", "lr", "label", "tokens", "val_ppl", "val_loss"])
+
+
+def choose_lr(scan) -> dict[str, float]:
+    """The rule: per schedule, the peak LR with the lowest mean validation log-perplexity
+    (``val_loss``) over the scanned budgets; a diverged point counts as +inf; ties go to the
+    smaller LR."""
+    out = {}
+    for sched, g in scan.groupby("schedule", sort=False):
+        m = g.assign(v=g["val_loss"].astype(float).where(np.isfinite(g["val_loss"].astype(float)), np.inf)) \
+             .groupby("lr")["v"].mean()
+        best = m.min()
+        out[sched] = float(min(lr for lr, v in m.items() if v == best))
+    return out
+
+
+def lr_scan_summary(scan, cfg: Config) -> dict:
+    """The chosen LRs, the preset's LRs, and a sentence stating both (for the book)."""
+    chosen = choose_lr(scan)
+    preset = {s: cfg.peak_lr(s) for s in chosen}
+    labels = list(dict.fromkeys(scan.sort_values("tokens")["label"]))
+    parts = [f"{s} {lr:g}" for s, lr in chosen.items()]
+    same = all(abs(preset[s] - lr) <= 1e-12 * lr for s, lr in chosen.items())
+    text = (f"Lowest mean validation log-perplexity over the {', '.join(labels)} budgets: peak LR "
+            + ", ".join(parts) + ". " +
+            ("The suite below is trained with these values (the profile's preset)." if same else
+             "The suite below is trained with the profile's preset, "
+             + ", ".join(f"{s} {preset[s]:g}" for s in chosen) + ", which differs from this scan."))
+    return {"chosen": chosen, "preset": preset, "matches_preset": same, "budgets": labels, "text": text}
+
+
+def plot_lr_scan(scan, chosen: dict | None = None):
+    """Validation perplexity against peak LR (log x), one panel per schedule, one line per
+    budget; the chosen LR of each schedule marked with a dashed line and open circles."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator, ScalarFormatter
+    chosen = choose_lr(scan) if chosen is None else chosen
+    scheds = list(dict.fromkeys(scan["schedule"]))
+    fig, axes = plt.subplots(1, len(scheds), figsize=(3.6 * len(scheds), 3.6), sharey=True, squeeze=False)
+    labels = list(dict.fromkeys(scan.sort_values("tokens")["label"]))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, sched in zip(axes[0], scheds):
+        g = scan[scan["schedule"] == sched]
+        for i, lab in enumerate(labels):
+            h = g[g["label"] == lab].sort_values("lr")
+            ax.plot(h["lr"], h["val_ppl"], marker="osD^v<>"[i % 7], color=colors[i % len(colors)],
+                    label=f"{lab} tokens")
+            c = h[np.isclose(h["lr"], chosen[sched])]
+            ax.plot(c["lr"], c["val_ppl"], "o", ms=13, mfc="none", mec="k", mew=1.2)
+        ax.axvline(chosen[sched], color="k", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        lrs = sorted(set(g["lr"]))
+        ax.set_xticks(lrs, labels=[f"{x:g}" for x in lrs], rotation=30)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.set_title(f"{sched}: chosen {chosen[sched]:g}")
+        ax.set_xlabel("peak learning rate")
+    axes[0][0].set_ylabel("validation perplexity")
+    axes[0][-1].legend(title="budget", fontsize="small", loc="best")
+    fig.tight_layout()
+    return fig
 
 
 def records_frame(suites: dict[str, models.CheckpointSeries]):
@@ -678,15 +994,26 @@ def plot_ppl(table, ax=None):
 
 
 def monotone_verdict(table) -> dict:
-    """Does validation perplexity decrease with every doubling of tokens, per schedule?"""
-    per = {}
+    """Does validation perplexity improve with tokens, per schedule? A calibrated test
+    (``coft_utils.verdicts.improves`` on log perplexity: the slope per doubling of tokens with
+    its 95 % CI; one trained model per budget, so the s.e. comes from the fit's residuals); the
+    claim row requires every schedule (an intersection-union test, each at α). Whether every
+    doubling helps (strict monotonicity) is reported beside it."""
+    from . import verdicts
+    per, tests = {}, {}
     for sched, g in table.groupby("schedule", sort=False):
-        p = list(g.sort_values("tokens")["val_ppl"])
-        per[sched] = {"monotone": all(b < a for a, b in zip(p, p[1:])), "first": p[0], "last": p[-1]}
-    parts = [f"{s}: {'decreases monotonically' if v['monotone'] else 'does NOT decrease monotonically'} "
-             f"({v['first']:.1f} -> {v['last']:.1f})" for s, v in per.items()]
-    return {"per_schedule": per, "all_monotone": all(v["monotone"] for v in per.values()),
-            "text": "Validation perplexity against tokens: " + "; ".join(parts) + "."}
+        g = g.sort_values("tokens")
+        p = list(g["val_ppl"])
+        tests[sched] = verdicts.improves(g.tokens.to_numpy(float), np.asarray(p, float)[None, :], log=True)
+        per[sched] = {"monotone": all(b < a for a, b in zip(p, p[1:])), "first": p[0], "last": p[-1],
+                      "verdict": tests[sched].label, "statistic": tests[sched].stat_text()}
+    row = verdicts.combine(tests, over="schedules", require="all")
+    parts = [f"{s}: {v['first']:.1f} -> {v['last']:.1f}, {v['verdict']} "
+             f"({v['statistic']}; {'every doubling helps' if v['monotone'] else 'NOT every doubling helps'})"
+             for s, v in per.items()]
+    return {"per_schedule": per, "all_monotone": all(v["monotone"] for v in per.values()), "verdict": row,
+            "text": f"Validation perplexity improving with tokens is **{row.label}** for every schedule: "
+                    + "; ".join(parts) + "."}
 
 
 def cost_summary(suites: dict[str, models.CheckpointSeries]) -> dict:

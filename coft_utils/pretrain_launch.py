@@ -1,12 +1,16 @@
 """Script entry point of the pre-training suite, for one or several processes.
 
     python -m coft_utils.pretrain_launch --profile smoke --schedule cosine
+    python -m coft_utils.pretrain_launch --profile cpu --schedule all --workers 2      # 2 worker processes
     accelerate launch --num_processes 2 -m coft_utils.pretrain_launch --profile cpu   # DDP, e.g. GPUs
     torchrun --nproc_per_node 2 -m coft_utils.pretrain_launch --profile smoke         # 2 CPU procs (gloo)
 
 Options: ``--seed N``, ``--overrides '{"n_budgets": 2}'`` (JSON), ``--schedule all`` (every
-schedule in turn), ``--no-progress``. The process group is set up by ``accelerate`` from the
-launcher's environment; this script has no process-group code of its own.
+schedule; in one process their independent jobs share the ``workers`` pool), ``--workers N``
+(the config's ``workers``: independent jobs on N processes of one thread each; ignored under a
+distributed launcher, where every rank runs every job together), ``--no-progress``. The
+process group is set up by ``accelerate`` from the launcher's environment; this script has no
+process-group code of its own. Prints one JSON line per schedule.
 """
 from __future__ import annotations
 
@@ -21,17 +25,22 @@ def main(argv=None) -> int:
     ap.add_argument("--schedule", default="cosine")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--overrides", default="{}", help="JSON dict of config overrides")
+    ap.add_argument("--workers", type=int, default=None, help="worker processes (default: the profile's)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     from coft_utils import pretrain
+    over = json.loads(a.overrides)
+    if a.workers is not None:
+        over["workers"] = a.workers
     scheds = pretrain.SCHEDULES if a.schedule == "all" else (a.schedule,)
-    for sched in scheds:
-        cfg = pretrain.resolve(a.profile, sched, a.seed, json.loads(a.overrides))
-        series = pretrain.run_suite(cfg, progress=not a.no_progress)
-        from accelerate import PartialState
-        if PartialState().is_main_process:
-            print(json.dumps({"schedule": sched, "series": series.name, "key": series.meta["key"],
-                              "checkpoints": [c.path for c in series]}), flush=True)
+    cfgs = [pretrain.resolve(a.profile, s, a.seed, over) for s in scheds]
+    res = pretrain.train_suites(cfgs, progress=not a.no_progress)
+    from accelerate import PartialState
+    if PartialState().is_main_process:
+        for cfg in cfgs:
+            series = res[(cfg.schedule, cfg.peak_lr())]
+            print(json.dumps({"schedule": cfg.schedule, "series": series.name, "key": series.meta["key"],
+                              "peak_lr": cfg.peak_lr(), "checkpoints": [c.path for c in series]}), flush=True)
     return 0
 
 

@@ -71,6 +71,7 @@ CHAPTERS: dict[str, str] = {
     "03_fixed_lr_finetuning": "coft_utils.finetune",
     "04_lr_sweep": "coft_utils.finetune",
     "05_linear_theory": "coft_utils.theory",
+    "98_verdicts": "coft_utils.calibration",
     "99_claims": "coft_utils.claims",
 }
 

@@ -10,6 +10,7 @@ more sensitive to noise and to fine-tuning. Everything of the chapter lives here
     res = theory.run_all(cfg)            # simulation (full matrices) + theory curves
     res.perturb_sim_min, res.perturb_pred_ckpt      # simulated vs predicted inflection
     fig = theory.fig_ushape(res)         # the U-shapes, predicted inflection marked
+    V = theory.claim_verdicts(res)       # {claim id: (Verdict, measured text)} for the claims page
     d = theory.derive_mode_dynamics()    # sympy: ODE, dsolve solution, learning time
     d["solution"], d["checks"]           # sympy expressions, substitution checks
 
@@ -21,6 +22,15 @@ Conventions (used everywhere below):
 * noise  W1 + gamma E1, W2 + gamma E2 with iid N(0, 1) entries (not scaled by width)
 * B      misaligned target: B = cos(theta) A + sin(theta) ||A||_F N, N a unit-norm Gaussian
          matrix orthogonal to A (so cos-similarity(A, B) = cos(theta), ||B|| = ||A||)
+
+Verdicts (:func:`claim_verdicts`). Pre-training, fine-tuning and regularised fine-tuning are
+exact gradient descent on population losses: deterministic, without noise, so their verdicts are
+exact (``method`` = :data:`EXACT`, the interval has zero width). The one random part is the
+Monte Carlo over Gaussian perturbations: its ``n_draws`` draws, averaged in
+:data:`N_GROUPS` groups of equal size (batch means, independent replicates), are the replicates
+of :func:`coft_utils.verdicts.u_shape` / ``rises`` / ``minimum_shift``. The same draws are used
+at every checkpoint, which makes the per-checkpoint Welch standard errors of those tests
+conservative (the pairing is not used).
 """
 from __future__ import annotations
 
@@ -31,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import profiles
+from . import verdicts as _V
 from .profiles import param
 
 __all__ = [
@@ -38,6 +49,7 @@ __all__ = [
     "pretrain", "mode_strengths", "expected_perturbed_loss", "perturbed_loss_modes",
     "perturbed_loss_mc", "perturb_inflection_time", "perturb_inflection_rule", "finetune",
     "lazy_finetune_losses", "ft_harmful_modes", "nearest_checkpoint", "run_all", "Results",
+    "perturbed_loss_draws", "draw_groups", "exact_verdict", "claim_verdicts", "EXACT", "N_GROUPS",
     "derive_mode_dynamics", "derive_perturbation", "derive_inflection", "derive_finetune",
     "derive_regularized", "fig_incremental", "fig_sensitivity", "fig_ushape",
     "fig_regularization",
@@ -502,10 +514,15 @@ def perturbed_loss_modes(s, a, gamma, dims) -> np.ndarray:
             + gamma ** 4 / 2 * d_in * h * d_out)
 
 
+def perturbed_loss_draws(prob: Problem, W1, W2, gamma, E1, E2) -> np.ndarray:
+    """The perturbed pre-training loss of every draw E1 (n,h,d_in), E2 (n,d_out,h): shape (n,)."""
+    M = (W2[None] + gamma * E2) @ (W1[None] + gamma * E1) - prob.A[None]
+    return 0.5 * np.sum(M ** 2, axis=(1, 2))
+
+
 def perturbed_loss_mc(prob: Problem, W1, W2, gamma, E1, E2) -> float:
     """Monte Carlo mean of the perturbed pre-training loss over the draws E1 (n,h,d_in), E2."""
-    M = (W2[None] + gamma * E2) @ (W1[None] + gamma * E1) - prob.A[None]
-    return float(0.5 * np.mean(np.sum(M ** 2, axis=(1, 2))))
+    return float(np.mean(perturbed_loss_draws(prob, W1, W2, gamma, E1, E2)))
 
 
 def _theory_grid(cfg: Config, times):
@@ -629,6 +646,7 @@ class Results:
     learn_times: np.ndarray                 # per-mode learning times (a = s/2)
     loss_ckpt: np.ndarray                   # pre-training loss at checkpoints
     perturb_mc: dict = field(default_factory=dict)     # gamma -> MC perturbed loss (ckpts)
+    perturb_draws: dict = field(default_factory=dict)  # gamma -> per-draw loss (n_draws, ckpts)
     perturb_theory: dict = field(default_factory=dict)  # gamma -> expected loss on t_grid
     perturb_sim_min: dict = field(default_factory=dict)   # gamma -> argmin checkpoint (MC)
     perturb_pred_t: dict = field(default_factory=dict)    # gamma -> exact theory t*
@@ -671,7 +689,9 @@ def run_all(cfg: Config, *, finetuning: bool = True) -> Results:
     E1 = rng.standard_normal((cfg.n_draws, h, d_in))
     E2 = rng.standard_normal((cfg.n_draws, d_out, h))
     for g in cfg.gammas:
-        mc = np.array([perturbed_loss_mc(prob, W1, W2, g, E1, E2) for W1, W2 in zip(W1s, W2s)])
+        draws = np.stack([perturbed_loss_draws(prob, W1, W2, g, E1, E2) for W1, W2 in zip(W1s, W2s)], axis=1)
+        mc = draws.mean(axis=0)
+        res.perturb_draws[g] = draws
         res.perturb_mc[g] = mc
         res.perturb_theory[g] = perturbed_loss_modes(prob.s, a_grid, g, prob.dims)
         res.perturb_sim_min[g] = int(np.argmin(mc))
@@ -698,6 +718,193 @@ def run_all(cfg: Config, *, finetuning: bool = True) -> Results:
         res.reg_pred_ckpt[lam] = nearest_checkpoint(times, res.reg_pred_t[lam])
         res.reg_harmful[lam] = ft_harmful_modes(prob, cfg.reg_lr, cfg.ft_steps, lam)
     return res
+
+
+# --------------------------------------------------------------------------------------------
+# verdicts for the claims page
+# --------------------------------------------------------------------------------------------
+EXACT = "exact (deterministic simulation, no noise)"
+N_GROUPS = 8  # Monte Carlo draws are averaged in this many equal groups: the replicates
+
+
+def draw_groups(draws, n_groups: int = N_GROUPS) -> np.ndarray:
+    """Batch means of per-draw values (n_draws, K) -> (G, K), G = min(n_groups, n_draws) groups of
+    n_draws // G draws each (the last n_draws mod G draws are left out). Independent replicates
+    of the Monte Carlo mean; fewer groups keep the simulated critical values of the U test cheap."""
+    draws = np.asarray(draws, float)
+    n = draws.shape[0]
+    G = max(1, min(int(n_groups), n))
+    m = n // G
+    return draws[:G * m].reshape(G, m, -1).mean(axis=1)
+
+
+def _kendall(x, y) -> float:
+    """Kendall's tau-b of two sequences (0 when either has no order at all)."""
+    from scipy import stats
+    if len(x) < 2:
+        return 0.0
+    t = stats.kendalltau(x, y).statistic
+    return float(t) if np.isfinite(t) else 0.0
+
+
+def exact_verdict(claim: str, label: str, statistic: float, unit: str, reason: str = "",
+                  detail: dict | None = None, n_checkpoints: int = 0) -> "_V.Verdict":
+    """A verdict of a deterministic computation: the statistic is exact (zero-width interval)."""
+    return _V.Verdict(claim=claim, label=label, statistic=float(statistic),
+                      ci=(float(statistic), float(statistic)), n_replicates=1,
+                      n_checkpoints=n_checkpoints, method=EXACT, unit=unit,
+                      p_value=0.0 if label in ("observed", "contradicted") else 1.0,
+                      reason=reason, detail=detail or {})
+
+
+def _exact_u(times, y, rtol: float = 1e-9) -> "_V.Verdict":
+    """U-shape of a deterministic curve: observed = an interior minimum that the curve falls to
+    and rises from (by more than ``rtol`` relative, i.e. beyond float round-off); contradicted =
+    an interior maximum (inverted U); otherwise 'within noise' (the minimum is at an end).
+    The statistic is the smaller of the fall and the rise, in % (as in ``verdicts.u_shape``)."""
+    claim = "U-shaped (interior minimum)"
+    y = np.asarray(y, float)
+    K = len(y)
+    if K < 3 or not np.all(np.isfinite(y)) or np.any(y <= 0):
+        return _V.Verdict(claim=claim, label="inconclusive", n_replicates=1, n_checkpoints=K, method=EXACT,
+                          reason="non-finite or non-positive values, or fewer than 3 checkpoints")
+    k = int(np.argmin(y))
+    fall, rise = (y[:k].max() / y[k] - 1) if k > 0 else 0.0, (y[k + 1:].max() / y[k] - 1) if k < K - 1 else 0.0
+    kx = int(np.argmax(y))
+    inverted = 0 < kx < K - 1 and min(1 - y[:kx].min() / y[kx], 1 - y[kx + 1:].min() / y[kx]) > rtol
+    if 0 < k < K - 1 and min(fall, rise) > rtol:
+        label, reason = "observed", ""
+    elif inverted:
+        label, reason = "contradicted", f"an interior maximum (checkpoint {kx}): an inverted U"
+    else:
+        where = "first" if k == 0 else "last" if k == K - 1 else "interior, but flat on one side"
+        label, reason = "within noise", f"the minimum is at the {where} checkpoint: no interior minimum"
+    return exact_verdict(claim, label, 100.0 * min(fall, rise), "% (smaller of fall and rise)", reason,
+                         {"argmin": k, "fall_pct": 100.0 * fall, "rise_pct": 100.0 * rise}, K)
+
+
+def _all_of(parts: dict, main: str, claim: str) -> "_V.Verdict":
+    """One claim that needs every part (an intersection-union test: each part at its own level):
+    observed only when every part is; contradicted when any part is; inconclusive when any part
+    is (and none contradicted); else within noise. Statistic and CI of the part ``main``."""
+    labels = {k: v.label for k, v in parts.items()}
+    vals = list(labels.values())
+    label = ("contradicted" if "contradicted" in vals else "inconclusive" if "inconclusive" in vals
+             else "observed" if all(x == "observed" for x in vals) else "within noise")
+    m = parts[main]
+    reason = "; ".join(f"{k}: {v.label}" + (f" ({v.reason})" if v.reason else "") for k, v in parts.items())
+    method = " | ".join(f"{k}: {v.method}" for k, v in parts.items())
+    return _V.Verdict(claim=claim, label=label, statistic=m.statistic, ci=m.ci,
+                      n_replicates=min(v.n_replicates for v in parts.values()),
+                      n_checkpoints=max(v.n_checkpoints for v in parts.values()), method=method,
+                      unit=m.unit, p_value=max((v.p_value for v in parts.values() if np.isfinite(v.p_value)),
+                                               default=float("nan")),
+                      alpha=m.alpha, reason=reason,
+                      detail={"parts": {k: v.to_dict() for k, v in parts.items()}, "labels": labels})
+
+
+def _verdict_incremental(res: Results):
+    prob = res.prob
+    rec_t, rec_a = np.asarray(res.pre["rec_t"]), np.asarray(res.pre["rec_a"])
+    half = np.array([rec_t[np.argmax(rec_a[:, i] >= prob.s[i] / 2)] if (rec_a[:, i] >= prob.s[i] / 2).any()
+                     else np.inf for i in range(prob.r)])
+    learned = np.nonzero(np.isfinite(half))[0]
+    t = half[learned]
+    d = np.diff(t)
+    n_inv, n_tie = int(np.sum(d < 0)), int(np.sum(d == 0))
+    tau = _kendall(learned, t)
+    claim = "modes learned one at a time, largest first"
+    if len(learned) < 2:
+        label, reason = "inconclusive", f"{len(learned)} of {prob.r} modes reach half strength within the run"
+    elif n_inv:
+        label, reason = "contradicted", f"{n_inv} consecutive learned mode(s) cross half strength before a larger one"
+    elif n_tie:
+        label, reason = "within noise", (f"{n_tie} pair(s) of consecutive modes cross half strength between the "
+                                         "same recorded steps (the record's resolution)")
+    else:
+        label, reason = "observed", ""
+    v = exact_verdict(claim, label, tau, "τ (mode index vs time of half strength)", reason,
+                      {"half_times": half.tolist(), "n_learned": len(learned), "inversions": n_inv, "ties": n_tie,
+                       "max_rel_err": res.pre["max_rel_err"]}, len(rec_t))
+    measured = (f"{len(learned)} of {prob.r} modes reach half strength, in order of decreasing s: "
+                f"{'yes' if label == 'observed' else 'no'} (Kendall τ = {tau:+.3f}); GD vs closed form "
+                f"max rel. error {res.pre['max_rel_err']:.2%}")
+    return v, measured
+
+
+def _verdict_ushape(res: Results, n_groups: int = N_GROUPS):
+    cfg, times = res.cfg, res.times
+    gammas = sorted(cfg.gammas)
+    lrs = list(cfg.ft_lrs) if res.ft_sim else []
+    groups = {g: draw_groups(res.perturb_draws[g], n_groups) for g in gammas}
+    # progressive sensitivity: the damage of the perturbation rises with t, for every gamma
+    a_s = _V.alpha_for(len(gammas))
+    sens = _V.combine({f"γ={g:g}": _V.rises(times, groups[g] - res.loss_ckpt[None], alpha=a_s,
+                                           unit="per doubling of t (Δ L_A)")
+                       for g in gammas}, over="γ", require="all")
+    # U-shape: the perturbed loss (Monte Carlo replicates) and the fine-tuned loss (exact)
+    a_u = _V.alpha_for(len(gammas) + len(lrs))
+    members = {f"perturbation γ={g:g}": _V.u_shape(times, groups[g], log=True, alpha=a_u) for g in gammas}
+    members.update({f"fine-tuning lr={lr:g}": _exact_u(times, res.ft_sim[lr][0]) for lr in lrs})
+    ushape = _V.combine(members, over="curves (γ and fine-tuning LRs)")
+    v = _all_of({"progressive sensitivity": sens, "U-shape": ushape}, "U-shape",
+                "progressive sensitivity and a U-shaped perturbed / fine-tuned pre-training loss")
+    n_pu = sum(members[f"perturbation γ={g:g}"].observed for g in gammas)
+    n_fu = sum(members[f"fine-tuning lr={lr:g}"].observed for lr in lrs)
+    n_s = sum(m["label"] == "observed" for m in sens.detail["members"].values())
+    shift = _V.minimum_shift(times, groups, direction="earlier", what="γ") if len(gammas) > 1 else None
+    v.detail.update(n_u_perturb=n_pu, n_u_finetune=n_fu, n_sensitivity=n_s,
+                    earlier=shift.to_dict() if shift is not None else None)
+    measured = (f"damage of the perturbation rising with t beyond noise for {n_s} of {len(gammas)} γ; "
+                f"interior minimum of the perturbed loss beyond noise for {n_pu} of {len(gammas)} γ "
+                f"({res.perturb_draws[gammas[0]].shape[0]} Monte Carlo draws in {groups[gammas[0]].shape[0]} groups), "
+                f"of the fine-tuned loss for {n_fu} of {len(lrs)} learning rates (exact)"
+                + (f"; minimum earlier for larger γ: {shift.label} (τ = {shift.statistic:+.2f})" if shift else ""))
+    return v, measured
+
+
+def _verdict_regularization(res: Results):
+    cfg = res.cfg
+    lams = sorted(cfg.reg_lambdas)
+    K = len(res.times)
+    mins = [int(res.reg_sim_min[l]) for l in lams]
+    LB = [float(res.reg_sim[l][1][-1]) for l in lams]
+    tau = _kendall(lams, mins)
+    dm, dl = np.diff(mins), np.diff(LB)
+    claim = "the penalty moves the minimum later, at a cost in fine-tuning loss"
+    finite = all(np.all(np.isfinite(res.reg_sim[l][0])) for l in lams) and np.all(np.isfinite(LB))
+    if len(lams) < 2 or not finite:
+        label, reason = "inconclusive", ("fewer than two λ" if len(lams) < 2 else "non-finite losses")
+    elif all(k == K - 1 for k in mins):
+        label, reason = "inconclusive", "the minimum is at the last checkpoint for every λ: no inflection in the run"
+    elif tau < 0 or LB[-1] < LB[0]:
+        label, reason = "contradicted", ("the minimum comes earlier with the penalty" if tau < 0
+                                         else "the fine-tuning loss is lower with the penalty")
+    elif np.all(dm >= 0) and mins[-1] > mins[0] and np.all(dl > 0):
+        label, reason = "observed", ""
+    elif len(set(mins)) == 1:
+        label, reason = "within noise", f"the minimum stays at checkpoint {mins[0]} for every λ (the checkpoint grid)"
+    else:
+        label, reason = "inconclusive", "not monotone in λ"
+    v = exact_verdict(claim, label, tau, "τ (λ vs checkpoint of the minimum)", reason,
+                      {"lambdas": lams, "argmin": mins, "argmin_times": [float(res.times[k]) for k in mins],
+                       "L_B_last": LB}, K)
+    measured = (f"minimum of the fine-tuned pre-training loss at checkpoints {mins} for λ = {lams} "
+                f"(τ = {tau:+.2f}); fine-tuning loss L_B at the last checkpoint {[round(x, 3) for x in LB]}")
+    return v, measured
+
+
+def claim_verdicts(res: Results, n_groups: int = N_GROUPS) -> dict:
+    """The chapter's verdicts for the claims page: ``{claim id: (Verdict, measured text)}`` for
+    ``linear_incremental`` (exact), ``linear_ushape`` (progressive sensitivity for every γ and a
+    U-shape for at least one curve: Monte Carlo replicates for the perturbation, exact for
+    fine-tuning; Bonferroni over the curves) and ``linear_regularization`` (exact). Needs
+    ``run_all(cfg)`` with fine-tuning."""
+    out = {"linear_incremental": _verdict_incremental(res),
+           "linear_ushape": _verdict_ushape(res, n_groups)}
+    if res.reg_sim:
+        out["linear_regularization"] = _verdict_regularization(res)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

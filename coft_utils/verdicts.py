@@ -95,6 +95,10 @@ class Verdict:
         """``+3.1 % per doubling [1.2, 5.0] (95 % CI, 5 replicates)``."""
         if not math.isfinite(self.statistic):
             return self.reason or "no statistic"
+        if "exact" in self.method and self.ci[0] == self.ci[1] == self.statistic:
+            return f"{_num(self.statistic)} {self.unit} (exact: no noise)"
+        if not all(math.isfinite(x) for x in self.ci):
+            return f"{_num(self.statistic)} {self.unit} ({self.reason or 'no interval'})"
         lvl = f"{100 * (1 - self.alpha):.3g} % CI"
         return (f"{_num(self.statistic)} {self.unit} [{_num(self.ci[0])}, {_num(self.ci[1])}] "
                 f"({lvl}, {self.n_replicates} replicate{'s' if self.n_replicates != 1 else ''})").replace("  ", " ")
@@ -115,6 +119,7 @@ class Verdict:
 def _num(x: float) -> str:
     if not math.isfinite(x):
         return str(x)
+    x = x + 0.0  # no "-0"
     a = abs(x)
     return f"{x:+.3g}" if a >= 1e-3 or a == 0 else f"{x:+.2e}"
 

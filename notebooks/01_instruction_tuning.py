@@ -21,8 +21,9 @@
 #
 # This chapter runs the paper's protocol as a capability: take every checkpoint of a
 # pre-training series, evaluate it, instruction-tune it with TRL's `SFTTrainer` at several
-# learning rates (the best one chosen per checkpoint on held-out instruction data), evaluate
-# the tuned model the same way, and plot both curves against pre-training tokens. At the
+# learning rates and several fine-tuning seeds (the rate chosen per checkpoint on held-out
+# instruction data), evaluate every seed's tuned model the same way, and plot both curves
+# against pre-training tokens; the seeds are the replicates of the verdict. At the
 # `paper` profile the series is the OLMo-1B-hf revisions from 0.04T to 3.1T tokens; at
 # `smoke`/`cpu`/`gpu` it is this book's own pre-training suite (chapter 00), which is many
 # orders of magnitude smaller.
@@ -32,18 +33,37 @@ profile = "cpu"
 seed = 0
 overrides = {}
 
-# %%
+# %% tags=["remove-input"]
 import time
 
 import matplotlib.pyplot as plt
-import matplotlib.ticker as mticker
 import pandas as pd
-from IPython.display import display
+from IPython.display import HTML, Markdown, display
 
-from coft_utils import instruct, nb
+from coft_utils import claims, instruct, nb
 
 cfg = nb.setup("01_instruction_tuning", profile, seed, overrides)
+t0 = time.perf_counter()
+series = instruct.get_series(cfg)
+out = instruct.run(cfg, series=series, progress=False)
+cv = instruct.claim_verdict(out, cfg)
+wall = time.perf_counter() - t0
+
+# %% [markdown]
+# ## The answer
+
+# %% tags=["remove-input"]
+v = cv["verdict"]
+display(HTML(claims.badge(v.label) + f" <b>{v.stat_text()}</b>"))
+display(Markdown(cv["sentence"] + " Details and the other metrics: [the verdict](#verdict)."))
+
+# %% [markdown]
+# ## Parameters of this run
+
+# %% tags=["hide-output"]
 nb.show_params(cfg)
+print(f"series {series.name!r}: {len(series)} checkpoints ({', '.join(c.label for c in series)}); "
+      f"seeds {out['seeds']}; {wall:.1f} s")
 
 # %% [markdown]
 # ## What the paper reports (theirs)
@@ -80,25 +100,32 @@ nb.glue("paper_arc", f"{instruct.PAPER['arc_3T_vs_2p3T']:+.0f}")
 # * **SFT.** TRL `SFTTrainer`, chat template with `<|user|>`/`<|assistant|>` and a
 #   `{% generation %}` block, `assistant_only_loss=True` (the loss is on response tokens only),
 #   sequences cut at the model's context; AdamW, warmup then the `lr_schedule` decay, for
-#   `sft_steps` steps at every learning rate of `lrs`.
+#   `sft_steps` steps at every learning rate of `lrs`, for each of `seeds` fine-tuning seeds
+#   (`seed·seeds`, `seed·seeds + 1`, ...; a seed sets the subsample and order of the training
+#   mix and the trainer's seed).
 # * **ID metric.** Response perplexity: exp of the mean next-token loss over the held-out
-#   dialogues' assistant tokens. The best learning rate minimizes it on the validation half.
+#   dialogues' assistant tokens. The learning rate of each checkpoint minimizes its mean over
+#   the seeds on the validation half; the table of the experiment section shows how many seeds
+#   on their own would have chosen each rate.
 # * **Benchmarks.** Zero-shot ARC-Easy, ARC-Challenge, PIQA, HellaSwag, Winogrande, BoolQ,
 #   COPA and OpenBookQA through `lm_eval.simple_evaluate` with task configs generated on the
 #   local files (`coft_utils.lmeval_tasks`; lm-eval's standard tasks at `paper`), `acc` and
 #   `acc_norm` (the log-likelihood divided by the choice's length in characters), the first
-#   `bench_limit` items of each (0 = all). Every checkpoint is evaluated before tuning and with
-#   its best learning rate after. Contexts are cut from the left at `eval_max_length` tokens
-#   (raised where a long answer would not fit); for the suite's tiny models this exceeds their
-#   pre-training context, which their rotary positions extrapolate.
+#   `bench_limit` items of each (0 = all). Every checkpoint is evaluated before tuning, and every
+#   seed's model at the chosen learning rate after. Contexts are cut from the left at
+#   `eval_max_length` tokens (raised where a long answer would not fit); for the suite's tiny
+#   models this exceeds their pre-training context, which their rotary positions extrapolate.
+# * **Verdict.** Declared before any run: the claim row is decided on the average `acc_norm`
+#   (`instruct.CLAIM_METRIC`), with `coft_utils.verdicts.bends_down`: the seed-mean tuned curve's
+#   last checkpoint against its best checkpoint of the later half of the series, with the
+#   seeds as replicates and a critical value that accounts for picking that checkpoint; the
+#   same test on the base curve (with its lm-eval standard error) must not fire. The average
+#   `acc` and the ID perplexity are tested the same way and reported, but do not count.
 
 # %%
-series = instruct.get_series(cfg)
 ck_table = pd.DataFrame([{"checkpoint": c.label, "tokens": c.tokens, "source": c.source} for c in series])
 display(ck_table.set_index("checkpoint"))
-sources = instruct.sft_sources(cfg)
-display(pd.DataFrame({s: {p: len(v[p]) for p in ("train", "val", "test")} for s, v in sources.items()}).T
-        .rename_axis("source"))
+display(pd.DataFrame(out["n_examples"]).T.rename_axis("source"))
 nb.glue("n_ckpt", len(series))
 nb.glue("series_name", series.name)
 nb.glue("tok_lo", f"{series.checkpoints[0].tokens:,.0f}")
@@ -111,118 +138,60 @@ nb.glue("tok_hi", f"{series.checkpoints[-1].tokens:,.0f}")
 #
 # ## The experiment
 #
-# One record per unit (checkpoint × stage, and × learning rate for SFT) is written to the
-# results store as it finishes, so a rerun only computes what is missing.
+# One record per unit (checkpoint × stage, and × learning rate × seed for SFT, × seed for the
+# tuned evaluation) is written to the results store as it finishes, so a rerun only computes
+# what is missing. The experiment took {glue:text}`exp_wall` s here (records already in the
+# store are not recomputed). The learning rate of each checkpoint, the seed-mean validation
+# perplexity of every rate of the grid, and how many seeds on their own would choose each:
 
 # %%
-t0 = time.perf_counter()
-out = instruct.run(cfg, series=series, progress=False)
-summary, sft_df, chance = out["summary"], out["sft"], out["chance"]
-nb.glue("exp_wall", f"{time.perf_counter() - t0:.0f}")
-base = summary[summary.stage == "base"].sort_values("tokens")
-tuned = summary[summary.stage == "tuned"].sort_values("tokens")
-best_lr = tuned.set_index("checkpoint")["best_lr"]
-
-
-def token_axis(ax):
-    """Log-scaled pre-training tokens, ticks at the checkpoints, labelled with their names."""
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
-    ax.set_xticks(list(ck_table.tokens), list(ck_table.checkpoint), rotation=45, fontsize=7)
-display(best_lr.rename("best learning rate").to_frame().T)
+nb.glue("exp_wall", f"{out['wall_s']:.0f}")
+display(out["lr_choice"].set_index("checkpoint").round(3))
 
 # %% [markdown]
-# The experiment cell took {glue:text}`exp_wall` s (records already in the store are not
-# recomputed).
-#
 # ## Fig. 1: average benchmark score against pre-training tokens
 
 # %%
-V = instruct.verdict(summary, chance, "avg_acc")
-V_norm = instruct.verdict(summary, chance, "avg_acc_norm")
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-for ax, metric, title in ((axes[0], "avg_acc", "acc"), (axes[1], "avg_acc_norm", "acc_norm")):
-    for df, lab, c in ((base, "base", "tab:gray"), (tuned, "instruction-tuned (best LR)", "tab:blue")):
-        ax.errorbar(df.tokens, df[metric], yerr=df[metric + "_stderr"], marker="o", capsize=3, label=lab, color=c)
-    ax.axhline(chance["avg"], ls=":", color="k", label="chance")
-    token_axis(ax)
-    ax.set_xlabel("pre-training tokens")
-    ax.set_title(f"average {title} over {len(cfg.benchmarks)} benchmarks (ours)")
-axes[0].set_ylabel("average accuracy (± 1 s.e.)")
-axes[0].legend(loc="best", fontsize=8)
-axes[1].text(0.02, 0.02, "Paper (theirs), OLMo-1B: tuned 3T ≈ 3 pts worse on AlpacaEval,\n"
-             "≈ 2 pts worse on ARC than tuned 2.3T; base rises monotonically.",
-             transform=axes[1].transAxes, fontsize=7.5, va="bottom",
-             bbox=dict(boxstyle="round", fc="lightyellow", alpha=0.9))
-fig.tight_layout()
+fig = instruct.fig_average(out, cfg)
 plt.show()
 
 # %% [markdown]
 # ## Fig. 2: every benchmark
 
 # %%
-fig, axes = plt.subplots(2, 4, figsize=(13, 6), sharex=True)
-for ax, b in zip(axes.flat, cfg.benchmarks):
-    for df, lab, c in ((base, "base", "tab:gray"), (tuned, "tuned", "tab:blue")):
-        ax.plot(df.tokens, df[f"{b}/acc_norm"], marker="o", color=c, label=f"{lab} acc_norm")
-        ax.plot(df.tokens, df[f"{b}/acc"], marker="x", ls="--", color=c, alpha=0.6, label=f"{lab} acc")
-    ax.axhline(chance[b], ls=":", color="k")
-    ax.set_title(b, fontsize=10)
-    token_axis(ax)
-for ax in axes.flat[len(cfg.benchmarks):]:
-    ax.axis("off")
-axes.flat[0].legend(fontsize=7)
-fig.supxlabel("pre-training tokens")
-fig.supylabel("accuracy (ours; dotted: chance)")
-fig.tight_layout()
+fig = instruct.fig_benchmarks(out, cfg)
 plt.show()
 
 # %% [markdown]
 # ## Fig. 3: the in-distribution metric, response perplexity
 #
 # Left: held-out response perplexity (the test half) before and after tuning. Right: the
-# validation perplexity of every learning rate of the grid, the one that picks the best LR.
+# validation perplexity of every learning rate of the grid (mean over seeds, band: min–max),
+# the one that picks the learning rate; the chosen one is ringed.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-ax = axes[0]
-for df, lab, c in ((base, "base", "tab:gray"), (tuned, "instruction-tuned (best LR)", "tab:blue")):
-    ax.plot(df.tokens, df.test_ppl, marker="o", color=c, label=lab)
-token_axis(ax)
-ax.set_yscale("log")
-ax.set_xlabel("pre-training tokens")
-ax.set_ylabel("held-out response perplexity")
-ax.legend(fontsize=8)
-ax = axes[1]
-for lr, g in sft_df.groupby("lr"):
-    g = g.sort_values("tokens")
-    ax.plot(g.tokens, g.val_ppl, marker="o", label=f"lr {lr:g}")
-token_axis(ax)
-ax.set_yscale("log")
-ax.set_xlabel("pre-training tokens")
-ax.set_ylabel("validation response perplexity after SFT")
-ax.legend(fontsize=8)
-fig.tight_layout()
+fig = instruct.fig_id(out, cfg)
 plt.show()
 
 # %% [markdown]
 # ## The numbers
+#
+# Tuned: mean over the seeds ± the half-width of its 95 % t-interval; base: ± 1.96 lm-eval
+# standard errors (the binomial noise of the items; test perplexity: from the standard error
+# of its log over the held-out dialogues). Then every benchmark, and the per-seed records.
 
 # %%
-cols = ["checkpoint", "tokens", "stage", "avg_acc", "avg_acc_stderr", "avg_acc_norm", "avg_acc_norm_stderr",
-        "test_ppl", "best_lr"]
-display(summary[cols].sort_values(["stage", "tokens"]).set_index(["stage", "checkpoint"]).round(4))
-per_bench = summary.set_index(["stage", "checkpoint"])[[f"{b}/{m}" for b in cfg.benchmarks for m in ("acc", "acc_norm")]]
-display(per_bench.round(3))
-display(sft_df.pivot_table(index="checkpoint", columns="lr", values="val_ppl", sort=False).round(2)
-        .rename_axis(columns="validation ppl at lr"))
+display(instruct.table_summary(out, cfg))
+display(instruct.table_summary(out, cfg, per_benchmark=True))
+display(out["tuned"][["checkpoint", "seed", "lr", "avg_acc", "avg_acc_norm", "test_ppl", "val_ppl"]]
+        .set_index(["checkpoint", "seed"]).round(4))
 
 # %% [markdown]
 # ## AlpacaEval
 
 # %%
 if cfg.alpacaeval_judge:
-    ae = out["tuned"][["checkpoint", "tokens"] + [c for c in out["tuned"].columns if c.startswith("alpacaeval")]]
+    ae = out["tuned"][["checkpoint", "seed", "tokens"] + [c for c in out["tuned"].columns if c.startswith("alpacaeval")]]
     display(ae)
     nb.glue("alpaca_status", f"run with the judge {cfg.alpacaeval_judge!r}; win rates in the table above.")
 else:
@@ -232,51 +201,41 @@ print("AlpacaEval:", "run" if cfg.alpacaeval_judge else "skipped (alpacaeval_jud
 
 # %% [markdown]
 # AlpacaEval: {glue:text}`alpaca_status`
-#
-# ## Verdict
-
-# %%
-nb.glue("verdict_acc", V["text"])
-nb.glue("verdict_norm", V_norm["text"])
-nb.glue("chance_avg", f"{chance['avg']:.3f}")
-nb.glue("best_lrs", ", ".join(f"{k}: {v:g}" for k, v in best_lr.items()))
-n_edge = int((best_lr == max(cfg.lrs)).sum())
-nb.glue("lr_edge", (f"The best learning rate is the largest of the grid for {n_edge} of {len(best_lr)} "
-                    "checkpoints, so a larger one might do better still." if n_edge and len(cfg.lrs) > 1
-                    else "The best learning rate lies inside the grid or at its lower end for every checkpoint."))
-nb.glue("bench_n", str(int(out["base"][f"{cfg.benchmarks[0]}/n"].iloc[0])))
-bends = V["bends_down"] or V_norm["bends_down"]
-verdict_short_text = ("the instruction-tuned curve bends down at the last checkpoint in this run"
-                      if bends else "the instruction-tuned curve does not bend down measurably in this run")
-nb.glue("verdict_short", verdict_short_text)
-print(V["text"])
-print(V_norm["text"])
-
-from coft_utils import claims
-claims.record("olmo_instruction", cfg.profile,
-              "observed" if bends else "inconclusive" if (V["near_chance"] or V_norm["near_chance"]) else "not observed",
-              f"{series.name} ({len(series)} checkpoints): {verdict_short_text}",
-              numbers={"acc": {k: v for k, v in V.items() if k != "text"},
-                       "acc_norm": {k: v for k, v in V_norm.items() if k != "text"}},
-              chapter="01_instruction_tuning", config=cfg)
 
 # %% [markdown]
-# **At the scale run here, {glue:text}`verdict_short`.**
+# <a id="verdict"></a>
 #
-# * Average `acc`: {glue:text}`verdict_acc`
-# * Average `acc_norm`: {glue:text}`verdict_norm`
+# ## Verdict
+#
+# **At the scale run here: {glue:text}`verdict_sentence`**
+#
+# * Average `acc_norm` (the claim's metric, declared beforehand): {glue:text}`verdict_norm`
+# * Average `acc` (reported, does not count): {glue:text}`verdict_acc`
+# * The ID metric, held-out response perplexity (tuned per seed against base, log scale; a
+#   tuned curve that gets *worse* at the last checkpoint while the base does not would be
+#   "observed"): {glue:text}`verdict_id`
 #
 # Chance (uniform guessing on the same {glue:text}`bench_n` items per benchmark) averages
-# {glue:text}`chance_avg`. Best learning rate per checkpoint: {glue:text}`best_lrs`.
-# {glue:text}`lr_edge`
+# {glue:text}`chance_avg`. {glue:text}`lr_text`
 #
 # How to read this: the paper's effect is a few points of accuracy for a 1B-parameter model
 # trained on trillions of tokens. The suite's models at `smoke`/`cpu` have tens of thousands of
-# parameters; their benchmark accuracies sit at chance, where a few points are below the
+# parameters; their benchmark accuracies sit near chance, where a few points are below the
 # binomial noise of a hundred items, so the benchmark curves here can neither show nor refute
 # the effect. The in-distribution response perplexity (Fig. 3) is the quantity that moves at
 # this scale. The claim is tested for real at `gpu` (larger suite, every item) and `paper`
-# (OLMo-1B revisions, lm-eval's standard tasks).
+# (OLMo-1B revisions, lm-eval's standard tasks). Each test and its calibration: the book's
+# "How verdicts are decided" page.
+
+# %%
+for k, val in dict(verdict_sentence=cv["sentence"], verdict_norm=cv["acc_norm"]["text"], verdict_acc=cv["acc"]["text"],
+                   verdict_id=cv["id"]["text"], chance_avg=f"{out['chance']['avg']:.3f}", lr_text=cv["lr_text"],
+                   bench_n=str(int(out["base"][f"{cfg.benchmarks[0]}/n"].iloc[0]))).items():
+    nb.glue(k, val)
+claims.record("olmo_instruction", cfg.profile, v, measured=cv["measured"], numbers=cv["numbers"],
+              chapter="01_instruction_tuning", config=cfg)
+print(v.text())
+print("method:", v.method)
 
 # %% [markdown]
 # ````{admonition} Rerun this

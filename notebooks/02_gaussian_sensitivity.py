@@ -20,7 +20,43 @@
 # U-shaped in tokens: it first falls as pre-training improves the base model, then rises once the
 # growing sensitivity outweighs the improvement (*catastrophic overtraining*; the minimum is the
 # *inflection point*).
-#
+
+# %% tags=["parameters"]
+profile = "cpu"
+seed = 0
+overrides = {}
+
+# %% tags=["remove-input"]
+import time
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import HTML, Markdown, display
+
+from coft_utils import claims, nb, perturb
+
+cfg = nb.setup("02_gaussian_sensitivity", profile, seed, overrides)
+t0 = time.time()
+series = perturb.load_series(cfg)
+df = perturb.sweep(series, cfg, progress=False)
+summary = perturb.summarize(df)
+src_in, src_out = cfg.sources[0], cfg.sources[-1]
+cfg2 = cfg.other_scale()
+df2 = perturb.sweep(series, cfg2, progress=False) if cfg2 is not None else None
+V = perturb.chapter_verdict(df, summary, src_in, src_out, cfg, df2, cfg2)
+wall = time.time() - t0
+
+# %% [markdown]
+# ## The answer
+
+# %% tags=["remove-input"]
+display(HTML(claims.badge(V["label"]) + f" <b>{V['headline']}</b>"))
+fig, ax = plt.subplots(figsize=(7.0, 4.2))
+perturb.plot_absolute(summary, src_in, ax=ax)
+plt.show()
+display(Markdown(V["in"]))
+
+# %% [markdown]
 # **What the paper reports (theirs).** Springer et al. (2025), Section 3.3 and Fig. 3: on OLMo-1B
 # intermediate checkpoints with noise scaled by the initialization covariance, the increase in C4
 # perplexity caused by the noise grows monotonically with pre-training tokens for every γ, and
@@ -46,42 +82,17 @@
 # and the initialization scale is run beside it in section (e). Every statement in the verdict below is
 # recomputed from this run's records.
 
-# %% tags=["parameters"]
-profile = "cpu"
-seed = 0
-overrides = {}
+# ## Parameters of this run
 
-# %%
-import time
-
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-from IPython.display import Markdown, display
-
-from coft_utils import nb, perturb
-
-cfg = nb.setup("02_gaussian_sensitivity", profile, seed, overrides)
+# %% tags=["hide-output"]
 nb.show_params(cfg)
-
-# %% [markdown]
-# ## Run the sweep
-# One record per (checkpoint, γ, noise seed, held-out source) goes into the results store with
-# its provenance; a rerun skips the records that exist, so a killed run resumes.
-
-# %%
-t0 = time.time()
-series = perturb.load_series(cfg)
-df = perturb.sweep(series, cfg, progress=False)
-summary = perturb.summarize(df)
-src_in, src_out = cfg.sources[0], cfg.sources[-1]
 print(f"series {series.name!r}: {len(series)} checkpoints "
-      f"({', '.join(c.label for c in series)}); {len(df)} records; {time.time() - t0:.1f} s")
+      f"({', '.join(c.label for c in series)}); {len(df)} records; {wall:.1f} s")
 
 # %% [markdown]
 # ## (a) Damage from the noise against pre-training tokens
 # Δ perplexity = perplexity of the perturbed model − perplexity of the same checkpoint without
-# noise, mean over noise seeds (bars: one standard deviation over seeds).
+# noise, mean over noise seeds (bars: 95 % confidence interval of the mean over seeds).
 
 # %%
 fig, axes = plt.subplots(1, len(cfg.sources), figsize=(6.0 * len(cfg.sources), 4.2), squeeze=False)
@@ -104,8 +115,9 @@ plt.show()
 
 # %% [markdown]
 # ## (c) The numbers
-# Mean and standard deviation over noise seeds; `n_diverged` counts seeds whose loss was not
-# finite (left out of the means).
+# Mean, standard deviation and 95 % CI half-width over noise seeds; `n_diverged` counts seeds
+# whose loss was not finite (left out of these descriptive means; the verdicts see them and
+# call that γ inconclusive).
 
 # %%
 table = summary.copy()
@@ -145,9 +157,7 @@ print("Paper (theirs):", perturb.THEIRS["paper"])
 # the weights grow, while the empirical scale grows with them.
 
 # %%
-cfg2 = cfg.other_scale()
 if cfg2 is not None:
-    df2 = perturb.sweep(series, cfg2, progress=False)
     summary2 = perturb.summarize(df2)
     fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.2))
     perturb.plot_delta(summary2, src_in, ax=axes[0])
@@ -156,10 +166,7 @@ if cfg2 is not None:
         ax.set_title(ax.get_title() + f", scale={cfg2.scale}")
     fig.tight_layout()
     plt.show()
-    verdict_cmp = f"with scale = {cfg2.scale}: " + perturb.describe(summary2, src_in)[0]
-    display(perturb.verdict_table(summary2, (src_in,)).round(3))
-else:
-    verdict_cmp = "not run (`compare_gammas` is empty)."
+    display(perturb.verdict_table(df2, (src_in,)).round(3))
 ws = perturb.weight_stats(series, cfg.targets)
 display(ws.round(4))
 init_df = df if cfg.scale == "init" else (df2 if cfg2 is not None else None)
@@ -169,12 +176,17 @@ weights_text = perturb.weights_text(ws, init_s)
 nb.glue("weights_text", weights_text)
 nb.glue("scale_main", perturb.SCALE_TEXT[cfg.scale])
 nb.glue("scale_cmp", perturb.SCALE_TEXT[cfg2.scale] if cfg2 is not None else "none: not run")
-nb.glue("verdict_cmp", verdict_cmp)
 
 # %% [markdown]
+# <a id="verdict"></a>
+#
 # ## Verdict, from our own numbers
 #
-# Noise scaled by {glue:text}`scale_main`.
+# Each statement is a calibrated test on the per-seed records (`coft_utils.verdicts`; see
+# "How verdicts are decided"): the damage rising with tokens is the slope of Δ perplexity on
+# log2(tokens) with its 95 % CI over noise seeds; the U-shape needs both the fall to the minimum
+# and the rise after it beyond noise, with the choice of the minimum from the same data
+# accounted for; every γ is tested at α / (number of γ).
 #
 # Pre-training domain ({glue:text}`src_in`): {glue:text}`verdict_in`
 #
@@ -182,26 +194,16 @@ nb.glue("verdict_cmp", verdict_cmp)
 #
 # Base models: {glue:text}`verdict_base`
 #
-# The other noise scale, {glue:text}`verdict_cmp`
-#
-# Overall: {glue:text}`verdict_overall`
+# The other noise scale: {glue:text}`verdict_cmp`
 
 # %%
-V = perturb.overall_verdict(summary, src_in, src_out)
-verdict_in, verdict_out, verdict_base, verdict_overall = V["in"], V["out"], V["base"], V["overall"]
-for k, val in dict(src_in=src_in, src_out=src_out, verdict_in=verdict_in, verdict_out=verdict_out,
-                   verdict_base=verdict_base, verdict_overall=verdict_overall,
-                   n_monotone_in=len(V["mono"]), n_gammas=V["n_g"], u_gammas_in=perturb.fmt_gammas(V["u"])).items():
+for k, val in dict(src_in=src_in, src_out=src_out, verdict_in=V["in"], verdict_out=V["out"] or "—",
+                   verdict_base=V["base"], verdict_cmp=V["cmp"] or "not run (`compare_gammas` is empty).").items():
     nb.glue(k, val)
-display(Markdown(f"**Scale:** {perturb.SCALE_TEXT[cfg.scale]}\n\n**{src_in}:** {verdict_in}\n\n"
-                 f"**{src_out}:** {verdict_out}\n\n**base:** {verdict_base}\n\n"
-                 f"**other scale:** {verdict_cmp}\n\n**overall:** {verdict_overall}"))
-display(perturb.verdict_table(summary, cfg.sources).round(3))
-
-from coft_utils import claims
-for cid, (verdict, measured) in perturb.claim_verdicts(V, cfg).items():
-    claims.record(cid, cfg.profile, verdict, measured, numbers={str(g): x for g, x in V["v"].items()},
-                  chapter="02_gaussian_sensitivity", config=cfg)
+display(perturb.verdict_table(df, cfg.sources).round(3))
+for cid, (v, measured) in V["claims"].items():
+    claims.record(cid, cfg.profile, v, measured, numbers=V["numbers"], chapter="02_gaussian_sensitivity",
+                  config=cfg)
 
 # %% [markdown]
 # ```{admonition} Rerun this

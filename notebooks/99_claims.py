@@ -16,17 +16,23 @@
 # when it ran (`coft_utils.claims.record`), with its configuration, package versions, git
 # commit and data checksums. Rows that no chapter has tested yet say "not run".
 #
-# Verdicts: *observed* (the run shows the claimed behaviour), *partly observed*, *not
-# observed* (the run does not show it at that scale; this does not refute the paper, whose
-# models are orders of magnitude larger), *contradicted* (the run shows the opposite), and
-# *inconclusive* (differences within noise).
+# Every verdict is a calibrated test on replicates (seeds), computed by `coft_utils.verdicts`
+# ("How verdicts are decided" gives the tests, their measured false-positive rates and power):
+# *observed* (significant in the claimed direction), *contradicted* (significant in the
+# opposite direction), *within noise* (the effect does not show at this scale beyond the noise
+# of these seeds: a result, and it does not refute the paper, whose models are orders of
+# magnitude larger), *inconclusive* (non-finite values from a diverged run, too few
+# checkpoints or seeds). Each cell gives the statistic with its 95 % confidence interval and
+# the number of replicates; the chapter link leads to the chapter's verdict.
 
 # %% tags=["parameters"]
 profile = "cpu"
 seed = 0
 overrides = {}
 
-# %%
+# %% tags=["remove-input"]
+from IPython.display import HTML, display
+
 from coft_utils import claims, nb
 
 cfg = nb.setup("99_claims", profile, seed, overrides)
@@ -40,17 +46,16 @@ _ = nb.glue("claims_profiles", ", ".join(profiles_run) if profiles_run else "non
 # Of the {glue:text}`claims_n` claims, {glue:text}`claims_tested` have a recorded verdict;
 # profiles run: {glue:text}`claims_profiles`.
 
-# %%
-import pandas as pd
-
-pd.set_option("display.max_colwidth", None)
-claims.table().style.hide(axis="index")
+# %% tags=["remove-input"]
+display(HTML(claims.html_table()))
 
 # %% [markdown]
 # Each record's provenance (when, from which commit, on which device) is in
 # `runs/<profile>/claims/*.json`; committed reference results from larger machines, if any, in
 # `results/<profile>/claims/`.
 
-# %%
-pd.DataFrame([{k: r[k] for k in ("claim", "profile", "source", "verdict", "chapter", "commit", "time")}
+# %% tags=["hide-input"]
+import pandas as pd
+
+pd.DataFrame([{k: r.get(k) for k in ("claim", "profile", "source", "verdict", "n_replicates", "chapter", "commit", "time")}
               for r in recs]) if recs else "no claim has been recorded yet"

@@ -131,7 +131,7 @@ def test_ood_same_tokens_before_and_after(env):
     from coft_utils import evaluate, finetune, models, results
     cfg = finetune.resolve("03_fixed_lr_finetuning", "smoke",
                            {"series": env["series_json"], "tasks": ["sst2"], "lrs": [1e-2],
-                            "checkpoints": ["64k"], "steps": 4, "experiment": "ft_ood"})
+                            "checkpoints": ["64k"], "steps": 4, "experiment": "ft_ood", "seeds": 1})
     series = finetune.load_series(cfg)
     df = finetune.sweep(series, cfg)
     assert len(df) == 1
@@ -168,7 +168,7 @@ def _records(d: Path):
 
 
 def test_killed_sweep_resumes_to_same_records(env):
-    ov = {"series": env["series_json"], "tasks": ["gsm8k"], "lrs": [1e-3, 1e-2],
+    ov = {"series": env["series_json"], "tasks": ["gsm8k"], "lrs": [1e-3, 1e-2], "seeds": 1,
           "checkpoints": ["2k", "8k", "32k", "64k"], "steps": 8, "experiment": "ft_resume"}
     n_units = 8
     a, b = env["root"] / "runs_killed", env["root"] / "runs_full"
@@ -208,28 +208,37 @@ def test_killed_sweep_resumes_to_same_records(env):
 def test_analysis_on_synthetic_records():
     import pandas as pd
     from coft_utils import finetune
+    rng = np.random.default_rng(0)
     rows = []
     toks = [1e6, 2e6, 4e6, 8e6]
     for lr, shift in ((1e-3, 0), (1e-2, 1)):
         for i, t in enumerate(toks):
-            before = 100 - 30 * i
-            delta = (1 + i) ** 2 * (1 + 4 * shift)
-            rows.append(dict(task="x", checkpoint=f"c{i}", tokens=t, lr=lr, ood_ppl_before=before,
-                             ood_ppl_after=before + delta, ood_delta=delta, ood_loss_before=np.log(before),
-                             ood_loss_after=np.log(before + delta),
-                             val_id_ppl=5 - i * 0.1 + (0.5 if (lr == 1e-2) == (i < 2) else 0),
-                             test_id_ppl=5.0, base_test_id_ppl=9.0, val_accuracy=0.5))
+            for seed in range(3):
+                before = 100 - 30 * i
+                delta = (1 + i) ** 2 * (1 + 4 * shift) * (1 + 0.01 * rng.standard_normal())
+                rows.append(dict(task="x", checkpoint=f"c{i}", tokens=t, lr=lr, seed=seed, ood_ppl_before=before,
+                                 ood_ppl_after=before + delta, ood_delta=delta, ood_loss_before=np.log(before),
+                                 ood_loss_after=np.log(before + delta),
+                                 val_id_ppl=5 - i * 0.1 + (0.5 if (lr == 1e-2) == (i < 2) else 0) + 0.01 * seed,
+                                 test_id_ppl=5.0, base_test_id_ppl=9.0, val_accuracy=0.5))
     df = pd.DataFrame(rows)
     inf = finetune.inflection_table(df).set_index("lr")
-    assert inf.delta_monotone.all()
+    assert inf.delta_monotone.all() and (inf.n_seeds == 3).all()
     assert inf.loc[1e-2, "interior_min"] and inf.loc[1e-2, "argmin_after"] == "c2"
     assert not inf.loc[1e-3, "interior_min"] and inf.loc[1e-3, "argmin_after"] == "c3"
     best = finetune.best_lr(df)
     assert best.lr.tolist() == [1e-3, 1e-3, 1e-2, 1e-2]
+    assert best.wins_chosen.tolist() == ["3/3"] * 4
     reg = finetune.lr_regime(best, [1e-3, 1e-2])
     assert reg["x"]["regime"] == "increasing"
     reg2 = finetune.lr_regime(best.assign(lr=[1e-2, 1e-2, 1e-2, 1e-2]), [1e-3, 1e-2])
     assert reg2["x"]["regime"] == "constant"
     assert list(finetune.pareto_front([1, 2, 3, 2], [3, 2, 1, 3])) == [0, 1, 2]
     v = finetune.fixed_lr_verdict(df)["x"]
-    assert v["n_monotone"] == 2 and v["n_interior"] == 1 and "monotone" in v["text"]
+    assert v["grow"][1e-3].label == "observed" and v["grow"][1e-3].n_replicates == 3
+    assert v["u"][1e-2].label == "observed" and v["u"][1e-3].label == "within noise"
+    assert v["rows"]["earlier_larger_lr"].detail["argmin"] == [3, 2]
+    # a diverged seed makes its learning rate inconclusive, never a rise or an interior minimum
+    df.loc[(df.lr == 1e-2) & (df.checkpoint == "c3") & (df.seed == 0), ["ood_ppl_after", "ood_loss_after"]] = np.inf
+    v = finetune.fixed_lr_verdict(df)["x"]
+    assert v["u"][1e-2].label == "inconclusive" and v["grow"][1e-2].label == "inconclusive"

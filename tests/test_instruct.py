@@ -125,16 +125,23 @@ def test_response_perplexity_by_hand(tiny_lm):
            [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hello there, friend!"}]]
     toks = instruct.tokenize_dialogues(tok, dia, 512)
     r = instruct.response_perplexity(model, toks, batch_size=2, pad_id=tok.pad_token_id)
-    nll, n = 0.0, 0
+    nll, n, per = 0.0, 0, []
     for t in toks:
         ids = torch.tensor([t["input_ids"]])
         with torch.no_grad():
             logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+        y, x = 0.0, 0
         for i in range(1, len(t["input_ids"])):
             if t["assistant_masks"][i]:
-                nll -= float(logp[i - 1, t["input_ids"][i]])
-                n += 1
+                y -= float(logp[i - 1, t["input_ids"][i]])
+                x += 1
+        per.append((y, x))
+        nll, n = nll + y, n + x
     assert r["n_tokens"] == n and r["ppl"] == pytest.approx(math.exp(nll / n), rel=1e-4)
+    # the ratio estimator's s.e. of the mean NLL over the dialogues
+    R = nll / n
+    se = math.sqrt(sum((y - R * x) ** 2 for y, x in per) / (len(per) * (len(per) - 1))) / (n / len(per))
+    assert r["loss_se"] == pytest.approx(se, rel=1e-3)
 
 
 def test_hh_parsing():
@@ -149,6 +156,13 @@ def test_presets_and_validation():
     for p in profiles.PROFILES:
         cfg = profiles.resolve(CH, p)
         assert cfg.profile == p and cfg.lrs and set(cfg.benchmarks) == set(lmeval_tasks.BENCHMARKS)
+        assert cfg.seeds == (2 if p == "smoke" else 3)  # replicates everywhere, paper included
+        assert instruct.seed_list(cfg) == list(range(cfg.seeds))  # seed 0: 0, 1, ...
+    # another global seed: new, disjoint fine-tuning seeds
+    assert instruct.seed_list(profiles.resolve(CH, "smoke", {"seeds": 4}, seed=7)) == [28, 29, 30, 31]
+    for bad in (0, 21):
+        with pytest.raises(profiles.ProfileError, match="seeds"):
+            profiles.resolve(CH, "smoke", {"seeds": bad})
     paper = profiles.resolve(CH, "paper")
     assert paper.series == "olmo-1b" and paper.bench_local is False and paper.bench_limit == 0
     assert paper.sft_data == ("hh_rlhf",) and len(paper.lrs) >= 3
@@ -171,23 +185,101 @@ def test_presets_and_validation():
     assert Path(profiles.__file__).with_name("configs").joinpath("accelerate_fsdp_instruct.yaml").is_file()
 
 
-def test_verdict_detects_a_bend_and_chance():
+def _frames(tuned_curves, base_curve, se=0.01, base_se=0.01, ppl=None):
+    """Synthetic out["tuned"] / out["base"]: tuned_curves (seeds x K), base_curve (K)."""
     import pandas as pd
-    rows = []
-    for i, (b, t) in enumerate([(0.40, 0.45), (0.50, 0.60), (0.60, 0.50)]):
-        for stage, v in (("base", b), ("tuned", t)):
-            rows.append({"checkpoint": f"c{i}", "tokens": 10.0 ** i, "stage": stage, "avg_acc": v,
-                         "avg_acc_stderr": 0.01, "test_ppl": 10.0 - i})
-    v = instruct.verdict(pd.DataFrame(rows), {"avg": 0.25})
-    assert v["bends_down"] and v["best_checkpoint"] == "c1" and not v["near_chance"]
-    rows2 = [dict(r, avg_acc_stderr=0.2) for r in rows]
-    v2 = instruct.verdict(pd.DataFrame(rows2), {"avg": 0.45})
-    assert not v2["bends_down"] and v2["near_chance"] and "chance" in v2["text"]
+    K = len(base_curve)
+    ppl = ppl if ppl is not None else [[20.0 - i for i in range(K)]] * len(tuned_curves)
+    tuned = pd.DataFrame([{"checkpoint": f"c{i}", "tokens": 2.0 ** (10 + i), "seed": s, "lr": 1e-3,
+                           "avg_acc": y, "avg_acc_stderr": se, "avg_acc_norm": y, "avg_acc_norm_stderr": se,
+                           "test_ppl": ppl[s][i]}
+                          for s, c in enumerate(tuned_curves) for i, y in enumerate(c)])
+    base = pd.DataFrame([{"checkpoint": f"c{i}", "tokens": 2.0 ** (10 + i), "avg_acc": y, "avg_acc_stderr": base_se,
+                          "avg_acc_norm": y, "avg_acc_norm_stderr": base_se, "test_ppl": 30.0 - 2 * i,
+                          "test_loss_se": 0.01} for i, y in enumerate(base_curve)])
+    return tuned, base
+
+
+def test_choose_lr_on_the_seed_mean_and_votes():
+    val = {(1e-3, 0): 10.0, (1e-3, 1): 10.0, (1e-3, 2): 30.0,   # mean 16.7, best for seeds 0 and 1
+           (3e-3, 0): 11.0, (3e-3, 1): 11.0, (3e-3, 2): 12.0}   # mean 11.3, best for seed 2 only
+    c = instruct.choose_lr(val, (1e-3, 3e-3), [0, 1, 2])
+    assert c["best_lr"] == 3e-3 and c["votes"] == {1e-3: 2, 3e-3: 1}
+    assert c["mean_val_ppl"][3e-3] == pytest.approx(34 / 3)
+    val[(3e-3, 2)] = float("nan")  # a diverged seed makes that LR's mean inf
+    assert instruct.choose_lr(val, (1e-3, 3e-3), [0, 1, 2])["best_lr"] == 1e-3
+
+
+def test_verdict_goes_through_bends_down():
+    import numpy as np
+    from coft_utils import verdicts
+    g = np.random.default_rng(0)
+    bend = np.array([0.30, 0.33, 0.36, 0.39, 0.42, 0.36])
+    tuned, base = _frames(bend + 0.005 * g.standard_normal((3, 6)), np.linspace(0.3, 0.45, 6))
+    v = instruct.verdict(tuned, base, {"avg": 0.25}, "avg_acc_norm")
+    assert isinstance(v["verdict"], verdicts.Verdict) and v["label"] == "observed" and v["n_seeds"] == 3
+    assert v["best_checkpoint"] == "c4" and not v["near_chance"] and "observed" in v["text"]
+    assert v["verdict"].method.startswith("best of the later half")
+    # the base bending down too: no claim
+    tb, bb = _frames(bend + 0.005 * g.standard_normal((3, 6)), bend, base_se=0.001)
+    assert instruct.verdict(tb, bb, {"avg": 0.25})["label"] == "within noise"
+    # flat and near chance, with wide item noise
+    tf, bf = _frames(0.45 + 0.01 * g.standard_normal((3, 6)), np.full(6, 0.45), se=0.2, base_se=0.2)
+    f = instruct.verdict(tf, bf, {"avg": 0.45})
+    assert f["label"] != "observed" and f["near_chance"] and "chance" in f["text"]
+    assert f["label"] in verdicts.LABELS
+
+
+def test_one_seed_is_inconclusive_and_missing_seeds_are_named():
+    tuned, base = _frames([[0.3, 0.4, 0.5, 0.3]], [0.3, 0.35, 0.4, 0.45])
+    v = instruct.verdict(tuned, base, {"avg": 0.25})
+    assert v["label"] == "inconclusive" and "replicate" in v["verdict"].reason
+    tuned, base = _frames([[0.3, 0.4, 0.5, 0.3]] * 2, [0.3, 0.35, 0.4, 0.45])
+    v = instruct.verdict(tuned.iloc[:-1], base, {"avg": 0.25})
+    assert v["label"] == "inconclusive" and "missing" in v["verdict"].reason
+
+
+def test_id_verdict_on_perplexity():
+    import numpy as np
+    g = np.random.default_rng(1)
+    better = [list(20.0 * 0.8 ** np.arange(5) * (1 + 0.01 * g.standard_normal(5))) for _ in range(3)]
+    tuned, base = _frames([[0.3] * 5] * 3, [0.3] * 5, ppl=better)
+    v = instruct.id_verdict(tuned, base)
+    assert v["label"] == "contradicted"  # the tuned ppl is best at the last checkpoint
+    worse = [list(np.array([20.0, 15.0, 12.0, 10.0, 13.0]) * (1 + 0.01 * g.standard_normal(5))) for _ in range(3)]
+    tuned, base = _frames([[0.3] * 5] * 3, [0.3] * 5, ppl=worse)
+    v = instruct.id_verdict(tuned, base)
+    assert v["label"] == "observed" and "perplexity" in v["verdict"].unit and v["verdict"].statistic > 20
+
+
+def test_claim_verdict_declares_acc_norm(tmp_path):
+    import numpy as np
+    import pandas as pd
+    from coft_utils import claims, verdicts
+    g = np.random.default_rng(2)
+    # acc bends down, acc_norm does not: the claim row follows acc_norm only ("either" never counts)
+    tuned, base = _frames(0.4 + 0.005 * g.standard_normal((3, 5)), np.linspace(0.3, 0.4, 5))
+    tuned["avg_acc"] = tuned["avg_acc"] - np.where(tuned.checkpoint == "c4", 0.1, 0.0)
+    cfg = profiles.resolve(CH, "smoke")
+    from types import SimpleNamespace
+    series = SimpleNamespace(name="toy")
+    out = {"tuned": tuned, "base": base, "chance": {"avg": 0.25}, "series": series, "seeds": [0, 1, 2],
+           "lr_choice": pd.DataFrame([{"checkpoint": f"c{i}", "best_lr": 1e-3, "seeds choosing lr=0.001": 3}
+                                      for i in range(5)])}
+    cv = instruct.claim_verdict(out, cfg)
+    assert instruct.CLAIM_METRIC == "avg_acc_norm" and cv["metric"] == "avg_acc_norm"
+    assert cv["acc"]["label"] == "observed" and cv["verdict"].label != "observed"
+    assert cv["verdict"] is cv["acc_norm"]["verdict"]
+    assert "3 fine-tuning seeds" in cv["measured"] and "acc_norm" in cv["measured"] and "5 checkpoints" in cv["measured"]
+    assert cv["sentence"] and cv["lr_text"].startswith("Learning rate per checkpoint")
+    import json
+    json.dumps(results._jsonable(cv["numbers"]))  # storable
+    assert set(verdicts.LABELS) == set(claims.VERDICTS)
 
 
 def test_notebook_runs_at_smoke_and_rerun_is_free(tmp_runs):
     import nbformat
-    from coft_utils import run
+    from coft_utils import claims, run, verdicts
     out = run.run_notebook(CH, "smoke", out_dir=tmp_runs / "nb", force=True, progress=False)
     nb = nbformat.read(out, as_version=4)
     outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
@@ -195,24 +287,44 @@ def test_notebook_runs_at_smoke_and_rerun_is_free(tmp_runs):
     assert sum("image/png" in o.get("data", {}) for o in outs) >= 3
     text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outs)
     assert "AlpacaEval: skipped" in text
+    # the page opens with its answer (a verdict badge) before the method; the anchor heads the verdict
+    md = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    i_answer = next(i for i, m in enumerate(md) if "## The answer" in m)
+    assert i_answer < next(i for i, m in enumerate(md) if "## Method" in m)
+    assert any('<a id="verdict"></a>' in m and "## Verdict" in m for m in md)
+    html = "".join(str(o.get("data", {}).get("text/html", "")) for o in outs)
+    assert any(lab in html for lab in verdicts.LABELS) and "border-radius" in html
+    tags = [c.metadata.get("tags", []) for c in nb.cells if c.cell_type == "code" and "show_params" in c.source]
+    assert tags and ("hide-output" in tags[0] or "hide-input" in tags[0])
     cfg = profiles.resolve(CH, "smoke")
+    seeds = instruct.seed_list(cfg)
     store = results.Store(CH, "smoke")
     recs = store.records()
     stages = [r["unit"]["stage"] for r in recs]
     n_ck = cfg.n_checkpoints
-    assert stages.count("base") == n_ck and stages.count("tuned") == n_ck
-    assert stages.count("sft") == n_ck * len(cfg.lrs)
-    for t in (r for r in recs if r["unit"]["stage"] == "tuned"):
-        sfts = {r["unit"]["lr"]: r["metrics"] for r in recs
-                if r["unit"]["stage"] == "sft" and r["unit"]["checkpoint"] == t["unit"]["checkpoint"]}
-        best = min(sfts, key=lambda lr: sfts[lr]["val_ppl"])
-        assert t["unit"]["lr"] == best == t["metrics"]["best_lr"]
-        for lr, m in sfts.items():  # only the best LR's weights are kept
+    assert stages.count("base") == n_ck and stages.count("tuned") == n_ck * len(seeds)
+    assert stages.count("sft") == n_ck * len(cfg.lrs) * len(seeds)
+    for ck in {r["unit"]["checkpoint"] for r in recs}:
+        sfts = {(r["unit"]["lr"], r["unit"]["seed"]): r["metrics"] for r in recs
+                if r["unit"]["stage"] == "sft" and r["unit"]["checkpoint"] == ck}
+        tuned = [r for r in recs if r["unit"]["stage"] == "tuned" and r["unit"]["checkpoint"] == ck]
+        mean = {lr: sum(sfts[(lr, s)]["val_ppl"] for s in seeds) / len(seeds) for lr in cfg.lrs}
+        best = min(mean, key=mean.get)  # the lowest seed-mean validation perplexity
+        assert sorted(t["unit"]["seed"] for t in tuned) == seeds
+        for t in tuned:
+            assert t["unit"]["lr"] == best == t["metrics"]["best_lr"]
+            assert 0 <= t["metrics"]["avg_acc"] <= 1 and t["metrics"]["test_ppl"] > 1
+        for (lr, s), m in sfts.items():  # only the chosen LR's weights are kept, for every seed
             assert Path(m["model_dir"]).is_dir() == (lr == best)
-        assert 0 <= t["metrics"]["avg_acc"] <= 1 and t["metrics"]["test_ppl"] > 1
-        assert all(m["steps"] == cfg.sft_steps and m["n_train"] > 0 for m in sfts.values())
+            assert m["steps"] == cfg.sft_steps and m["n_train"] > 0 and math.isfinite(m["val_loss_se"])
+        # different seeds are different fine-tuning runs
+        assert len({round(sfts[(best, s)]["train_loss"], 8) for s in seeds}) == len(seeds)
+    rec = [r for r in claims.collect() if r["claim"] == "olmo_instruction" and r["profile"] == "smoke"]
+    assert rec and rec[0]["verdict"] in verdicts.LABELS and rec[0]["n_replicates"] == len(seeds)
+    assert "acc_norm" in rec[0]["measured"] and f"{len(seeds)} fine-tuning seeds" in rec[0]["measured"]
     # a rerun computes nothing: same records, unchanged files
     mtimes = {p: p.stat().st_mtime_ns for p in store.dir.glob("*.json")}
     again = instruct.run(cfg, progress=False)
     assert {p: p.stat().st_mtime_ns for p in store.dir.glob("*.json")} == mtimes
-    assert len(again["summary"]) == 2 * n_ck
+    assert len(again["summary"]) == 2 * n_ck and len(again["tuned"]) == n_ck * len(seeds)
+    assert list(again["lr_choice"].columns[-len(cfg.lrs):]) == [f"seeds choosing lr={lr:g}" for lr in cfg.lrs]

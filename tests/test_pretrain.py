@@ -1,7 +1,9 @@
 """The controlled pre-training suite (coft_utils.pretrain) at smoke scale or smaller.
 
 Determinism, SIGKILL-and-resume equality, a 2-process (gloo, DDP through accelerate) run that
-matches one process with the same global batch, cache reuse, config validation, preset targets.
+matches one process with the same global batch, 2 worker processes that train the same suite as
+one, the LR scan (its rule, and the suite continuing the scan's runs bit for bit), cache reuse,
+config validation, preset targets.
 """
 from __future__ import annotations
 
@@ -146,7 +148,77 @@ def test_two_processes_match_one(tmp_path):
     assert moved > 1e-3, "training must have changed the weights"
 
 
+def _same_suites(a: dict, b: dict) -> None:
+    for sched in a:
+        ra, rb = pretrain.load_records(a[sched]), pretrain.load_records(b[sched])
+        assert [r["label"] for r in ra] == [r["label"] for r in rb]
+        for x, y in zip(ra, rb):
+            assert abs(x["val_ppl"] - y["val_ppl"]) <= 1e-6 * x["val_ppl"], (sched, x["label"])
+        for x, y in zip(a[sched], b[sched]):
+            assert _equal(_weights(x), _weights(y)), (sched, x.label)
+
+
+def test_two_workers_train_the_same_suite_as_one(tmp_path):
+    over = {**TINY, "n_budgets": 3, "val_blocks": 4}
+    one = {s: _suite(tmp_path / "one", s, **over) for s in pretrain.SCHEDULES}  # smoke: workers=1
+    assert pretrain.resolve("smoke").workers == 1
+    os.environ["COFT_RUNS_DIR"] = str(tmp_path / "two")
+    two = pretrain.all_suites("smoke", overrides={**over, "workers": 2}, progress=False)
+    _same_suites(one, two)
+    # `workers` changes no result, so it is not part of the cache key
+    assert all(one[s].meta["key"] == two[s].meta["key"] for s in one)
+    assert one["wsd"].meta["key"] == one["constant"].meta["key"], "wsd and constant share the trunk"
+
+
+def test_lr_scan_and_the_suite_share_their_runs(tmp_path):
+    os.environ["COFT_RUNS_DIR"] = str(tmp_path / "scan")
+    over = {**TINY, "n_budgets": 3, "val_blocks": 4}
+    scan = pretrain.lr_scan("smoke", lrs=[3e-3, 1e-2], budgets=2, overrides=over, progress=False)
+    assert list(scan.columns) == ["schedule", "lr", "label", "tokens", "val_ppl", "val_loss"]
+    assert len(scan) == 3 * 2 * 2 and set(scan["label"]) == {"2k", "4k"}
+    assert (scan["val_ppl"] > 1).all()
+    chosen = pretrain.choose_lr(scan)
+    for sched, g in scan.groupby("schedule"):  # the rule: lowest mean validation log-ppl
+        assert chosen[sched] == g.groupby("lr")["val_loss"].mean().idxmin()
+    # the suite at a scanned LR (per schedule) reuses the scan's runs and continues its trunk
+    lrs = {"lr_cosine": 1e-2, "lr_wsd": 1e-2, "lr_constant": 1e-2}
+    suites = pretrain.all_suites("smoke", overrides={**over, **lrs}, progress=False)
+    steps = pretrain.budget_steps(pretrain.resolve("smoke", overrides=over))
+    assert suites["wsd"].meta["jobs"]["trunk"]["resumed_at"] == steps[1]
+    assert suites["cosine"].meta["peak_lr"] == 1e-2
+    rec = {(r["schedule"], r["label"]): r["val_ppl"] for s in suites.values() for r in pretrain.load_records(s)}
+    for r in scan[scan["lr"] == 1e-2].itertuples():
+        assert rec[(r.schedule, r.label)] == r.val_ppl
+    # ... and ends exactly where a suite trained from scratch at that LR ends
+    fresh = {s: _suite(tmp_path / "fresh", s, **over, lr=1e-2) for s in pretrain.SCHEDULES}
+    _same_suites(fresh, suites)
+    assert all(fresh[s].meta["key"] == suites[s].meta["key"] for s in fresh), "lr_<schedule> = lr: same key"
+
+
+def test_choose_lr_rule():
+    import pandas as pd
+    rows = [("cosine", 1e-3, 5.0), ("cosine", 1e-3, 4.0), ("cosine", 2e-3, 4.4), ("cosine", 2e-3, 4.4),
+            ("wsd", 1e-3, 4.0), ("wsd", 2e-3, 4.0), ("wsd", 4e-3, float("inf")), ("wsd", 4e-3, 1.0)]
+    df = pd.DataFrame(rows, columns=["schedule", "lr", "val_loss"])
+    assert pretrain.choose_lr(df) == {"cosine": 2e-3, "wsd": 1e-3}  # mean; tie -> smaller; inf never wins
+
+
+def test_per_schedule_peak_lr_and_folders():
+    cfg = pretrain.resolve("smoke", "wsd", overrides={"lr_wsd": 1e-2})
+    assert cfg.peak_lr() == 1e-2 and cfg.peak_lr("cosine") == cfg.lr == 3e-3
+    tok = pretrain.get_tokenizer(cfg)
+    same = pretrain.resolve("smoke", "wsd", overrides={"lr": 1e-2})
+    assert pretrain.suite_key(cfg, tok) == pretrain.suite_key(same, tok)
+    const = pretrain.resolve("smoke", "constant", overrides={"lr_wsd": 1e-2})
+    assert pretrain.suite_key(const, tok) != pretrain.suite_key(cfg, tok), "other LR, own trunk"
+    scan_only = pretrain.resolve("smoke", overrides={"lr_scan_lrs": [1e-3], "workers": 3, "threads": 2})
+    assert pretrain.suite_key(scan_only, tok) == pretrain.suite_key(pretrain.resolve("smoke"), tok)
+
+
 @pytest.mark.parametrize("over, word", [
+    ({"workers": 0}, "workers"), ({"workers": 1.5}, "workers"), ({"lr_cosine": -1.0}, "lr_cosine"),
+    ({"lr_scan_lrs": [0.0]}, "lr_scan_lrs"), ({"lr_scan_lrs": [1e-3, 1e-3]}, "lr_scan_lrs"),
+    ({"lr_scan_budgets": 31}, "lr_scan_budgets"), ({"lr_scan_budgets": 0}, "lr_scan_budgets"),
     ({"schedule": "linear"}, "schedule"), ({"lr": -1.0}, "lr"), ({"lr": 0.0}, "lr"),
     ({"warmup_steps": 4}, "warmup_steps"), ({"min_budget": 10.0}, "min_budget"),
     ({"corpus": "c4"}, "corpus"), ({"model": "olmo-7b"}, "model"), ({"vocab_size": 100}, "vocab_size"),
@@ -173,6 +245,8 @@ def test_presets_meet_the_issue_targets():
     assert top(gpu) / pretrain.n_params(gpu) >= 1000 and gpu.mixed_precision == "bf16"
     assert paper.model == "olmo-30m" and paper.corpus == "c4" and paper.schedule == "cosine"
     assert 3.9e9 < paper.min_budget <= top(paper) / 32 * 1.01 and top(paper) >= 128e9
+    assert cpu.workers == 2 and pretrain.resolve("smoke").workers == 1
+    assert cpu.lr_scan_lrs and cpu.lr_scan_budgets <= 3 and not gpu.lr_scan_lrs
     m = models.build_model(models.olmo_config(cpu.model, cpu.vocab_size, cpu.seq_len), 0)
     assert models.count_params(m) == pretrain.n_params(cpu)
 

@@ -158,6 +158,71 @@ def test_smoke_finetuning_u_shape_and_regularization():
     assert res.reg_sim[lams[-1]][1][-1] > res.reg_sim[lams[0]][1][-1]    # worse on B
 
 
+# ------------------------------------------------------------------------- verdicts
+def test_claim_verdicts_at_smoke():
+    from coft_utils import claims, verdicts
+    cfg = profiles.resolve(CH, "smoke")
+    res = theory.run_all(cfg)
+    V = theory.claim_verdicts(res)
+    assert set(V) == {c for c, cl in claims.CLAIMS.items() if cl.chapter == CH}
+    for cid, (v, measured) in V.items():
+        assert isinstance(v, verdicts.Verdict) and v.label in verdicts.LABELS and measured
+        assert "partly" not in v.label and "not observed" not in v.label
+    inc, ush, reg = (V[k][0] for k in ("linear_incremental", "linear_ushape", "linear_regularization"))
+    assert inc.label == "observed" and inc.method == theory.EXACT and inc.statistic == pytest.approx(1.0)
+    assert reg.label == "observed" and reg.method == theory.EXACT and reg.ci == (reg.statistic, reg.statistic)
+    # the U row: Monte Carlo replicates for the perturbation, exact for fine-tuning, "k of n" counts
+    assert ush.label == "observed"
+    assert ush.n_replicates == 1  # the exact fine-tuning members carry one "replicate"
+    members = ush.detail["parts"]["U-shape"]["detail"]["members"]
+    pert = [m for k, m in members.items() if k.startswith("perturbation")]
+    assert len(pert) == len(cfg.gammas) and all(m["n_replicates"] == theory.N_GROUPS for m in pert)
+    assert all("re-selected" in m["method"] for m in pert)
+    assert f"of {len(cfg.gammas)} γ" in V["linear_ushape"][1]
+    assert f"for {ush.detail['n_u_finetune']} of {len(cfg.ft_lrs)} learning rates" in V["linear_ushape"][1]
+
+
+def test_draw_groups_are_batch_means():
+    x = np.arange(30.0).reshape(10, 3)
+    g = theory.draw_groups(x, 4)  # 4 groups of 2 draws, the last 2 draws left out
+    assert g.shape == (4, 3) and np.allclose(g[0], x[:2].mean(0)) and np.allclose(g[-1], x[6:8].mean(0))
+    assert theory.draw_groups(x, 50).shape == (10, 3)
+
+
+@pytest.mark.parametrize("y, label", [
+    ([3.0, 2.0, 1.0, 1.5, 2.0], "observed"),
+    ([3.0, 2.0, 1.5, 1.2, 1.0], "within noise"),   # minimum at the end: no interior minimum
+    ([1.0, 2.0, 3.0, 2.0, 1.5], "contradicted"),   # an inverted U
+    ([1.0, 1.0, 1.0, 1.0, 1.0 + 1e-14], "within noise"),  # float round-off is not a rise
+    ([1.0, np.nan, 1.0, 2.0, 3.0], "inconclusive"),
+])
+def test_exact_u_labels(y, label):
+    v = theory._exact_u(np.arange(1, 6.0), np.array(y))
+    assert v.label == label and (v.method == theory.EXACT or label == "inconclusive")
+
+
+def _fake_reg(mins, LB, K=10):
+    cfg = profiles.resolve(CH, "smoke", {"reg_lambdas": [0.0, 1.0, 3.0][:len(mins)]})
+    from types import SimpleNamespace
+    lams = sorted(cfg.reg_lambdas)
+    return SimpleNamespace(cfg=cfg, times=np.geomspace(1, 100, K),
+                           reg_sim_min=dict(zip(lams, mins)),
+                           reg_sim={l: (np.ones(K), np.full(K, b)) for l, b in zip(lams, LB)})
+
+
+@pytest.mark.parametrize("mins, LB, label", [
+    ([3, 5, 7], [1.0, 2.0, 3.0], "observed"),
+    ([3, 3, 3], [1.0, 2.0, 3.0], "within noise"),
+    ([7, 5, 3], [1.0, 2.0, 3.0], "contradicted"),
+    ([3, 5, 7], [3.0, 2.0, 1.0], "contradicted"),
+    ([3, 7, 5], [1.0, 2.0, 3.0], "inconclusive"),
+    ([9, 9, 9], [1.0, 2.0, 3.0], "inconclusive"),   # no inflection in the run at all
+])
+def test_regularization_verdict_labels(mins, LB, label):
+    v, measured = theory._verdict_regularization(_fake_reg(mins, LB))
+    assert v.label == label and str(mins) in measured
+
+
 # ------------------------------------------------------------------------- parameters
 @pytest.mark.parametrize("bad", [
     {"gammas": [-0.1]}, {"theta": 2.0}, {"spectrum": "geometric", "decay": 1.5},
