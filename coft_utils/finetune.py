@@ -1007,6 +1007,13 @@ def sweep_verdict(df, best, grid, early_frac: float = 0.34, alpha: float = verdi
                f"(the one tuned at the first checkpoint, minimum at "
                f"{labels[int(np.argmin(P0.mean(0)))] if np.isfinite(P0).all() else '—'}), tuning moving the minimum "
                f"later is **{later.label}** ({later.stat_text()}).")
+        k = remains.detail.get("argmin")
+        lrs_path = d.lr.to_list()
+        if remains.label == "observed" and k is not None and 0 < k < len(lrs_path) - 1 and \
+                len({lrs_path[k - 1], lrs_path[k], lrs_path[k + 1]}) > 1:
+            txt += (f" Read this with care: the minimum sits at {labels[k]}, where the chosen learning rate changes "
+                    f"({lrs_path[k - 1]:g} → {lrs_path[k]:g} → {lrs_path[k + 1]:g}), so part of the U comes from "
+                    "the switch of learning rate between checkpoints, not from more pre-training at one rate.")
         j = int(np.nanargmin(d.select_margin_pct.to_numpy())) if np.isfinite(d.select_margin_pct.to_numpy()).any() else 0
         txt += (f" The closest call of the selection: at {d.checkpoint.iloc[j]} the runner-up learning rate is "
                 f"{d.select_margin_pct.iloc[j]:.1f} % worse on validation.")
@@ -1027,7 +1034,7 @@ def sweep_summary(df, best, cfg, series) -> dict:
         rows.setdefault("lr_tuning_later", (x["later"], f"{where}: minimum of OOD-after at the tuned LR vs the fixed "
                                             f"LR {x['fixed_lr']:g}; optimal LR {x['regime']}"))
         rows.setdefault("lr_tuning_remains", (x["remains"], f"{where}: interior minimum of OOD-after at the tuned LR "
-                                              f"(at {_minimum_text(x['remains'], x['labels'])})"))
+                                              f"(at {_minimum_text(x['remains'], x['labels'])}); LR path {x['path']}"))
     first = next(iter(v.values())) if v else None
     headline = (f"At the tuned learning rate the inflection point remains: {first['remains'].label}; tuning moves "
                 f"it later: {first['later'].label}." if first else "no units")

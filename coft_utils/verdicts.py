@@ -35,9 +35,10 @@ are decided" page):
   side's difference ± critical value × its standard error, so *observed* ⇔ the interval
   excludes 0.
 * :func:`minimum_shift` -- Kendall's τ between the ordered parameter (γ, learning rate) and
-  the position of each curve's minimum; *observed* when ≥ 1 - α of bootstrap draws (replicates
-  resampled within each checkpoint, minima re-selected in every draw) give τ of the claimed
-  sign. Ties give τ = 0 and never count as "earlier".
+  the position of each curve's minimum; *observed* when ≥ 1 - α/2 of bootstrap draws
+  (replicates resampled within each checkpoint, minima re-selected in every draw) give τ of the
+  claimed sign, i.e. the (1 - α) percentile interval lies above 0. Ties give τ = 0 and never
+  count as "earlier".
 * :func:`bends_down` -- the last checkpoint of the tuned curve against its best checkpoint of
   the later half of the series (so an early spike is no bend), with a critical value for
   choosing that checkpoint (simulated as above), and the
@@ -386,14 +387,16 @@ def minimum_shift(tokens, curves: Mapping[float, object], direction: str = "earl
         A[:, i] = np.take_along_axis(np.broadcast_to(y, (n_boot, r, K)), idx, 1).mean(axis=1).argmin(-1)
     draws = sign * _tau_rows(A)
     frac_pos, frac_neg = float(np.mean(draws > 0)), float(np.mean(draws < 0))
-    label = ("observed" if t_obs > 0 and frac_pos >= 1 - alpha else
-             "contradicted" if t_obs < 0 and frac_neg >= 1 - alpha else "within noise")
+    # two-sided, like every other test here: observed <=> the (1 - α) percentile interval of τ
+    # lies above 0 (draws with τ = 0, i.e. tied minima, do not agree)
+    label = ("observed" if t_obs > 0 and frac_pos >= 1 - alpha / 2 else
+             "contradicted" if t_obs < 0 and frac_neg >= 1 - alpha / 2 else "within noise")
     lo, hi = (float(np.quantile(draws, alpha / 2)), float(np.quantile(draws, 1 - alpha / 2)))
     t_sorted = np.sort(np.asarray(tokens, float))
     return Verdict(label=label, statistic=t_obs, ci=(lo, hi), n_replicates=R,
                    method=(f"Kendall τ between {what} and the position of each curve's minimum (sign: +1 = "
                            f"{direction}); {n_boot} bootstrap draws resampling replicates within checkpoints, "
-                           f"minima re-selected in each; observed when ≥ {1 - alpha:.0%} of draws agree"),
+                           f"minima re-selected in each; observed when ≥ {1 - alpha / 2:.1%} of draws agree (two-sided)"),
                    unit="τ", p_value=1.0 - frac_pos, reason=(f"left out: {dropped}" if dropped else ""),
                    detail={"keys": use, "argmin": arg.tolist(), "argmin_tokens": [float(t_sorted[a]) for a in arg],
                            "frac_agree": frac_pos, "frac_opposite": frac_neg, "dropped": dropped}, **base)

@@ -42,12 +42,36 @@ profile = "cpu"
 seed = 0
 overrides = {}
 
-# %%
-from IPython.display import display
+# %% tags=["remove-input"]
+import matplotlib.pyplot as plt
+from IPython.display import HTML, Markdown, display
 
-from coft_utils import nb, pretrain
+from coft_utils import claims, nb, pretrain
 
 cfg = nb.setup("00_pretraining_suite", profile, seed, overrides)
+scan = None
+if cfg.lr_scan_lrs:
+    scan = pretrain.lr_scan(profile, lrs=cfg.lr_scan_lrs, budgets=min(cfg.lr_scan_budgets, cfg.n_budgets),
+                            seed=seed, overrides=overrides)
+    scan_summary = pretrain.lr_scan_summary(scan, cfg)
+suites = pretrain.all_suites(profile, seed=seed, overrides=overrides)
+table = pretrain.records_frame(suites)
+verdict = pretrain.monotone_verdict(table)
+
+# %% [markdown]
+# ## The answer
+
+# %% tags=["remove-input"]
+display(HTML(claims.badge(verdict["verdict"].label) + " <b>Base models improve with more pre-training tokens "
+             f"(every schedule): {verdict['verdict'].label}.</b>"))
+fig = pretrain.plot_ppl(table)
+plt.show()
+display(Markdown(verdict["text"]))
+
+# %% [markdown]
+# ## Parameters of this run
+
+# %% tags=["hide-output"]
 nb.show_params(cfg)
 
 # %% [markdown]
@@ -63,14 +87,10 @@ nb.show_params(cfg)
 # so the suite below reuses those at the chosen LRs.
 
 # %%
-if cfg.lr_scan_lrs:
-    scan = pretrain.lr_scan(profile, lrs=cfg.lr_scan_lrs, budgets=min(cfg.lr_scan_budgets, cfg.n_budgets),
-                            seed=seed, overrides=overrides)
-    scan_summary = pretrain.lr_scan_summary(scan, cfg)
+if scan is not None:
     scan_text = scan_summary["text"]
     fig_scan = pretrain.plot_lr_scan(scan, scan_summary["chosen"])
 else:
-    scan = None
     scan_text = ("The LR scan is skipped in this run (lr_scan_lrs is empty); the suite uses the preset's "
                  "peak LRs: " + ", ".join(f"{s} {cfg.peak_lr(s):g}" for s in pretrain.SCHEDULES) + ".")
 nb.glue("pt_lr_scan", scan_text)
@@ -96,8 +116,6 @@ if scan is not None:
 # on `workers`.
 
 # %%
-suites = pretrain.all_suites(profile, seed=seed, overrides=overrides)
-table = pretrain.records_frame(suites)
 table.style.format({"lr": "{:g}", "tokens": "{:,.0f}", "tokens_per_param": "{:,.1f}", "val_ppl": "{:.2f}",
                     "val_loss": "{:.3f}", "wall_s": "{:.1f}"}).hide(axis="index")
 
@@ -107,19 +125,11 @@ table.style.format({"lr": "{:g}", "tokens": "{:,.0f}", "tokens_per_param": "{:,.
 # wall time it took to produce it (for `wsd` and `constant` the time of the shared run up to
 # that point).
 
-# %% [markdown]
-# ## Base models get better with more tokens
-
 # %%
-fig = pretrain.plot_ppl(table)
-
-# %%
-verdict = pretrain.monotone_verdict(table)
 cost = pretrain.cost_summary(suites)
 nb.glue("pt_verdict", verdict["text"])
 nb.glue("pt_cost", cost["text"])
 nb.glue("pt_top_tpp", f"{table['tokens_per_param'].max():,.0f}")
-from coft_utils import claims
 claims.record("base_improves", cfg.profile, verdict["verdict"], verdict["text"].replace("**", ""),
               numbers=verdict["per_schedule"], chapter="00_pretraining_suite", config=cfg)
 print(verdict["text"])

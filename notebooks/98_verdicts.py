@@ -42,9 +42,10 @@
 #   flat tail. The interval shown is the binding side's difference ± that critical value times
 #   its standard error, so *observed* ⇔ it excludes 0.
 # * *Minimum earlier (later) for larger γ or learning rate*: Kendall's τ between the parameter
-#   and the position of each curve's minimum; *observed* when at least 95 % of bootstrap draws
-#   (seeds resampled within each checkpoint, every minimum re-selected) agree in sign. Tied
-#   minima give τ = 0 and never count as "earlier".
+#   and the position of each curve's minimum; *observed* when at least 97.5 % of bootstrap
+#   draws (seeds resampled within each checkpoint, every minimum re-selected) agree in sign, so
+#   that the 95 % percentile interval of τ lies above 0. Tied minima give τ = 0 and never count
+#   as "earlier".
 # * *Tuned curve bends down while the base does not*: the tuned curve's last checkpoint against
 #   its best checkpoint of the later half of the series, with a simulated critical value for
 #   that choice; the same test on the base curve must not fire.
