@@ -167,9 +167,11 @@ def html_table(profile: str | None = None) -> str:
             r = rs[0]
             src = "" if r["source"] == "this machine" else " <em>(reference)</em>"
             stat = html.escape(r.get("statistic") or "")
-            cells.append(f"<td>{badge(r['verdict'])}{src}<br><small>{stat}</small><br>"
-                         f"<small>{html.escape(r['measured'])}</small><br>"
-                         f"<small><em>method:</em> {html.escape(r.get('method') or '')}</small></td>")
+            n = r.get("n_replicates")
+            cells.append(f"<td>{badge(r['verdict'])}{src}<br><small>{stat}</small>"
+                         f"<details><summary><small>what was measured{f', {n} replicates' if n else ''}"
+                         f"</small></summary><small>{html.escape(r['measured'])}<br><em>method:</em> "
+                         f"{html.escape(r.get('method') or '')}</small></details></td>")
         link = f'<a href="{c.chapter}.html#verdict">{html.escape(c.chapter)}</a>'
         out.append(f"<tr><td>{html.escape(c.text)}</td><td>{html.escape(c.paper)}</td>{''.join(cells)}"
                    f"<td>{link}</td></tr>")

@@ -455,7 +455,6 @@ def summarize(df):
 def replicates(df, source: str, gamma: float):
     """(tokens, checkpoints, Δppl, perturbed ppl): the per-seed values of one (source, γ), each
     ``(noise seeds × checkpoints)`` in token order. A diverged seed stays in as inf/NaN."""
-    import numpy as np
     d = df[(df.source == source)]
     base = d[d.gamma == 0.0].groupby("checkpoint")["ppl"].first()
     g = d[d.gamma == float(gamma)]

@@ -140,6 +140,8 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
         tags = cell.get("metadata", {}).get("tags", [])
         if "parameters" in tags and "remove-cell" not in tags:
             cell.metadata["tags"] = tags + ["remove-cell"]
+        elif "injected-parameters" in tags and "hide-input" not in tags:  # collapsed: results come first
+            cell.metadata["tags"] = tags + ["hide-input"]
     done.metadata["coft"] = {"stamp": stamp, "profile": profile, "params": nb_params,
                              "wall_s": round(time.time() - t0, 1), "source": str(src.relative_to(REPO_ROOT))
                              if src.is_relative_to(REPO_ROOT) else str(src)}

@@ -52,7 +52,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -487,8 +487,10 @@ def combine(members: Mapping[object, Verdict] | Sequence[Verdict], over: str = "
     """One claim row from member verdicts that were each computed at ``alpha / m``.
 
     ``require="any"``: observed when at least one member is observed and none contradicted
-    (a union of Bonferroni-corrected tests); ``"all"``: observed only when every usable member
-    is. Members that are inconclusive are named; all inconclusive -> inconclusive."""
+    (members at α / m: a union of Bonferroni-corrected tests); ``"all"``: observed only when
+    every usable member is (members at α: an intersection-union test). Members that are
+    inconclusive are named; all inconclusive -> inconclusive; observed and contradicted members
+    together -> inconclusive ("mixed")."""
     items = list(members.items()) if isinstance(members, Mapping) else list(enumerate(members))
     if not items:
         return Verdict(claim="", label="inconclusive", reason=f"no {over} to test")
@@ -507,8 +509,9 @@ def combine(members: Mapping[object, Verdict] | Sequence[Verdict], over: str = "
                  else "within noise")
     else:
         label = "observed" if n_obs else "contradicted" if n_con else "within noise"
-    # the member with the strongest evidence carries the statistic
-    pick = min(usable, key=lambda kv: kv[1].p_value if math.isfinite(kv[1].p_value) else 2.0)[1] if usable else vs[0]
+    # the member with the strongest evidence for the row's label carries the statistic
+    pool = [kv for kv in usable if kv[1].label == label] or usable
+    pick = min(pool, key=lambda kv: kv[1].p_value if math.isfinite(kv[1].p_value) else 2.0)[1] if pool else vs[0]
     counts = f"observed for {n_obs} of {len(items)} {over}" + (f", contradicted for {n_con}" if n_con else "")
     n_inc = len(items) - len(usable)
     if n_inc:
@@ -517,7 +520,10 @@ def combine(members: Mapping[object, Verdict] | Sequence[Verdict], over: str = "
         counts += ": mixed"
     return Verdict(claim=claim, label=label, statistic=pick.statistic, ci=pick.ci,
                    n_replicates=min(v.n_replicates for v in vs), n_checkpoints=max(v.n_checkpoints for v in vs),
-                   method=f"{pick.method}; each of {len(items)} {over} tested at α/{len(items)} (Bonferroni)",
+                   method=(f"{pick.method}; each of {len(items)} {over} tested at α/{len(items)} (Bonferroni)"
+                           if require == "any" else
+                           f"{pick.method}; all {len(items)} {over} must be observed (intersection-union test, "
+                           "each at α)"),
                    unit=pick.unit, p_value=pick.p_value, alpha=pick.alpha, reason=counts,
                    detail={"members": {str(k): v.to_dict() for k, v in items}, "labels": {str(k): l for k, l in lab.items()},
                            "n_observed": n_obs, "n_contradicted": n_con})
@@ -526,8 +532,3 @@ def combine(members: Mapping[object, Verdict] | Sequence[Verdict], over: str = "
 def alpha_for(m: int, alpha: float = ALPHA) -> float:
     """Bonferroni level of each of ``m`` member tests of one row."""
     return alpha / max(1, int(m))
-
-
-def stack(frames: Iterable, value: str):
-    """Helper for report modules: a list of per-replicate Series -> array (R, K)."""
-    return np.vstack([np.asarray(f[value], float) for f in frames])

@@ -137,7 +137,7 @@ display(best[cols].set_index(["task", "checkpoint"]).round(3))
 # learning rate tuned per checkpoint (on the seed-mean validation metric) is U-shaped beyond
 # noise, the choice of the minimum accounted for. *Tuning moves it later*: the minimum at the
 # tuned learning rate lies later in tokens than at a fixed learning rate (the one tuned at the
-# first checkpoint), in ≥ 95 % of bootstrap draws of the seeds.
+# first checkpoint), in ≥ 97.5 % of bootstrap draws of the seeds (the 95 % interval of τ above 0).
 #
 # {glue:text}`verdict_sweep`
 #
