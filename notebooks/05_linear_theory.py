@@ -34,7 +34,7 @@ profile = "cpu"
 seed = 0
 overrides = {}
 
-# %%
+# %% tags=["remove-input"]
 import numpy as np
 import pandas as pd
 import sympy as sp
@@ -43,13 +43,33 @@ from IPython.display import Math, display
 from coft_utils import nb, theory
 
 cfg = nb.setup("05_linear_theory", profile, seed, overrides)
-nb.show_params(cfg)
+res = theory.run_all(cfg)  # the simulation of every section below
+V = theory.claim_verdicts(res)
 
 
 def show(*exprs):
     """Render sympy results as LaTeX in the book."""
     for e in exprs:
         display(Math(e if isinstance(e, str) else sp.latex(e)))
+
+
+# %% [markdown]
+# ## The answer
+
+# %% tags=["remove-input"]
+from IPython.display import HTML
+
+from coft_utils import claims
+
+display(HTML("<br>".join(f"{claims.badge(v.label)} <b>{claims.CLAIMS[cid].text}</b>: {v.stat_text()}"
+                         for cid, (v, _) in V.items())))
+fig = theory.fig_ushape(res)
+
+# %% [markdown]
+# ## Parameters of this run
+
+# %% tags=["hide-output"]
+nb.show_params(cfg)
 
 
 # %% [markdown]
@@ -243,8 +263,7 @@ pd.Series(reg["checks"], name="sympy check passed")
 # closed form $a_i(t)$ (lambdified from the `dsolve` solution above).
 
 # %%
-res = theory.run_all(cfg)
-n_ck = len(res.times)
+n_ck = len(res.times)  # res = theory.run_all(cfg), computed in the first cell
 nb.glue("n_ckpt", n_ck)
 nb.glue("max_rel_err", res.pre["max_rel_err"])
 _ = nb.glue("lr", cfg.lr)
