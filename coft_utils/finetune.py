@@ -52,6 +52,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -102,7 +103,7 @@ class Config(profiles.SeriesConfig):
     lr_schedule: str = param("linear", "LR schedule after warmup (Trainer lr_scheduler_type)",
                              choices=SCHEDULES)
     weight_decay: float = param(0.0, "AdamW weight decay", min=0.0)
-    beta2: float = param(0.999, "AdamW beta2", min=0.0, max=1.0)
+    beta2: float = param(0.999, "AdamW beta2", min=0.0, max=1.0, max_exclusive=True)
     grad_clip: float = param(1.0, "gradient-norm clip (0: off)", min=0.0)
     n_train: int = param(2000, "training examples (prefix of the task's train split)", min=1)
     n_val: int = param(200, "validation examples (LR selection)", min=1)
@@ -139,8 +140,12 @@ class Config(profiles.SeriesConfig):
         if bad:
             raise profiles.ProfileError(f"parameter 'tasks': unknown task(s) {', '.join(map(repr, bad))}; "
                                         f"allowed: {', '.join(tasks_mod.names())}")
-        if "/" in self.experiment or not self.experiment:
-            raise profiles.ProfileError(f"parameter 'experiment' = {self.experiment!r}: a name without '/'")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.experiment) or self.experiment == "claims" \
+                or ".." in self.experiment:
+            raise profiles.ProfileError(
+                f"parameter 'experiment' = {self.experiment!r} is not allowed; allowed: a folder name of letters, "
+                "digits, '_', '-', '.' that starts with a letter or digit, without '..', and not 'claims' "
+                "(the claims page's store)")
 
 
 _FIXED = (1e-3, 1e-2, 3e-2, 1e-1)  # cpu: from well below to above the ID-optimal LR of chapter 04

@@ -104,7 +104,7 @@ class Config(profiles.ChapterConfig):
     decay_frac: float = param(0.2, "wsd: decay branch length as a fraction of its budget", min=0.0,
                               max=1.0, min_exclusive=True)
     weight_decay: float = param(0.1, "AdamW weight decay", min=0.0)
-    beta2: float = param(0.95, "AdamW beta2", min=0.0, max=1.0)
+    beta2: float = param(0.95, "AdamW beta2", min=0.0, max=1.0, max_exclusive=True)
     grad_clip: float = param(1.0, "gradient-norm clip (0: off)", min=0.0)
     corpus: str = param("gutenberg", "pre-training corpus", choices=("gutenberg", "c4"))
     tokenizer_chars: int = param(3_000_000, "characters of the corpus the BPE is trained on", min=10_000)
@@ -115,7 +115,7 @@ class Config(profiles.ChapterConfig):
     workers: int = param(1, "processes that train independent runs at once (results do not depend on it)",
                          min=1, max=64)
     lr_scan_lrs: tuple = param((3e-3, 6e-3, 1.2e-2, 2.4e-2), "peak learning rates of the LR scan "
-                               "(lr_scan; empty: no scan)", min=0.0, min_exclusive=True)
+                               "(lr_scan; empty: no scan)", min=0.0, min_exclusive=True, allow_empty=True)
     lr_scan_budgets: int = param(3, "the LR scan trains the smallest this many budgets (at most n_budgets)",
                                  min=1, max=30)
 

@@ -77,10 +77,14 @@ CHAPTERS: dict[str, str] = {
 
 
 def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-          choices: tuple | None = None, min_exclusive: bool = False, nullable: bool = False):
-    """A dataclass field with its allowed range, used by :func:`validate` and :func:`describe`."""
+          choices: tuple | None = None, min_exclusive: bool = False, max_exclusive: bool = False,
+          nullable: bool = False, allow_empty: bool = False):
+    """A dataclass field with its allowed range, used by :func:`validate` and :func:`describe`.
+
+    Sequence parameters never take repeated values, and take an empty list only when their
+    default is empty or ``allow_empty`` is set (an empty list that means "none" or "all")."""
     meta = dict(help=help, min=min, max=max, choices=choices, min_exclusive=min_exclusive,
-                nullable=nullable)
+                max_exclusive=max_exclusive, nullable=nullable, allow_empty=allow_empty)
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple (immutable) as the default of a sequence parameter")
     return field(default=default, metadata=meta)
@@ -165,8 +169,8 @@ def _check_type(name: str, value: Any, default: Any, meta: dict) -> Any:
             except (TypeError, ValueError):
                 raise ProfileError(f"parameter {name!r} must be a number, got {value!r}") from None
         value = float(value)
-        if math.isnan(value):
-            raise ProfileError(f"parameter {name!r} must be a number, got NaN")
+        if not math.isfinite(value):
+            raise ProfileError(f"parameter {name!r} must be a finite number, got {value!r}")
         return value
     if isinstance(default, str):
         if not isinstance(value, str):
@@ -189,8 +193,9 @@ def _check_range(name: str, value: Any, meta: dict) -> None:
                 op = ">" if meta.get("min_exclusive") else ">="
                 raise ProfileError(f"parameter {name!r} = {v!r} is out of range; allowed: {op} {lo}"
                                    + (f" and <= {hi}" if hi is not None else ""))
-            if hi is not None and v > hi:
-                raise ProfileError(f"parameter {name!r} = {v!r} is out of range; allowed: <= {hi}")
+            if hi is not None and (v > hi or (meta.get("max_exclusive") and v == hi)):
+                raise ProfileError(f"parameter {name!r} = {v!r} is out of range; allowed: "
+                                   f"{'<' if meta.get('max_exclusive') else '<='} {hi}")
 
 
 def _allowed(meta: dict) -> str:
@@ -200,7 +205,7 @@ def _allowed(meta: dict) -> str:
     if meta.get("min") is not None:
         parts.append(("> " if meta.get("min_exclusive") else ">= ") + str(meta["min"]))
     if meta.get("max") is not None:
-        parts.append("<= " + str(meta["max"]))
+        parts.append(("< " if meta.get("max_exclusive") else "<= ") + str(meta["max"]))
     return " and ".join(parts) or "any"
 
 
@@ -211,6 +216,14 @@ def validate(cfg: ChapterConfig) -> ChapterConfig:
         meta = dict(f.metadata)
         v = _check_type(f.name, getattr(cfg, f.name), f.default, meta)
         _check_range(f.name, v, meta)
+        if isinstance(v, tuple):
+            if not v and f.default and not meta.get("allow_empty"):
+                raise ProfileError(f"parameter {f.name!r} must list at least one value (default: "
+                                   f"{list(f.default)})")
+            seen = [x for i, x in enumerate(v) if x in v[:i]]
+            if seen:
+                raise ProfileError(f"parameter {f.name!r} has repeated values {sorted(set(map(str, seen)))}: "
+                                   f"{list(v)}; each value may appear once")
         values[f.name] = v
     cfg = dataclasses.replace(cfg, **values)
     check = getattr(cfg, "check", None)

@@ -209,12 +209,18 @@ def build(root: str | os.PathLike = REPO_ROOT, strict: bool = True) -> Path:
 def _parse_params(pairs: list[list[str]] | None, yaml_text: str | None) -> dict:
     params: dict = {}
     if yaml_text:
-        loaded = yaml.safe_load(yaml_text)
+        try:
+            loaded = yaml.safe_load(yaml_text)
+        except yaml.YAMLError as e:
+            raise profiles.ProfileError(f"-y {yaml_text!r} is not valid YAML: {e}") from None
         if not isinstance(loaded, dict):
             raise SystemExit(f"-y expects a YAML mapping, got {yaml_text!r}")
         params.update(loaded)
     for key, value in pairs or []:
-        params[key] = yaml.safe_load(value)
+        try:
+            params[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise profiles.ProfileError(f"-p {key} {value!r} is not valid YAML: {e}") from None
     return params
 
 

@@ -71,3 +71,34 @@ def test_unknown_chapter_and_offline_env(monkeypatch):
 def test_sequence_default_must_be_immutable():
     with pytest.raises(TypeError):
         param([1, 2], "a list default")
+
+
+@pytest.mark.parametrize("chapter,overrides,match", [
+    ("03_fixed_lr_finetuning", {"lrs": [float("inf")]}, r"'lrs\[0\]' must be a finite number, got inf"),
+    ("03_fixed_lr_finetuning", {"grad_clip": "-inf"}, r"'grad_clip' must be a finite number, got -inf"),
+    ("05_linear_theory", {"gammas": [1e400]}, r"must be a finite number"),  # what YAML makes of .inf
+    ("01_instruction_tuning", {"lrs": []}, r"'lrs' must list at least one value"),
+    ("02_gaussian_sensitivity", {"sources": []}, r"'sources' must list at least one value"),
+    ("05_linear_theory", {"reg_lambdas": []}, r"'reg_lambdas' must list at least one value"),
+    ("05_linear_theory", {"gammas": [0.2, 0.2]}, r"'gammas' has repeated values \['0.2'\]"),
+    ("02_gaussian_sensitivity", {"sources": ["wikitext", "wikitext"]}, r"repeated values \['wikitext'\]"),
+    ("01_instruction_tuning", {"sft_data": ["gsm8k", "gsm8k"]}, r"'sft_data' has repeated values"),
+    ("03_fixed_lr_finetuning", {"beta2": 1.0}, r"'beta2' = 1.0 is out of range; allowed: < 1.0"),
+    ("03_fixed_lr_finetuning", {"experiment": ".."}, r"'experiment' = '..' is not allowed"),
+    ("03_fixed_lr_finetuning", {"experiment": "claims"}, r"'experiment' = 'claims' is not allowed"),
+])
+def test_values_that_used_to_get_through(chapter, overrides, match):
+    with pytest.raises(ProfileError, match=match):
+        profiles.resolve(chapter, "smoke", overrides)
+
+
+def test_empty_allowed_where_it_means_none():
+    assert profiles.resolve("00_pretraining_suite", "smoke", {"lr_scan_lrs": []}).lr_scan_lrs == ()
+    assert profiles.resolve("02_gaussian_sensitivity", "smoke", {"compare_gammas": []}).compare_gammas == ()
+
+
+def test_malformed_yaml_is_a_clear_error(capsys):
+    from coft_utils import run
+    assert run.main(["run", "05_linear_theory", "--profile", "smoke", "-y", "{gammas: [0.2, }"]) == 1
+    err = capsys.readouterr().err
+    assert "is not valid YAML" in err and "Traceback" not in err
