@@ -74,7 +74,12 @@ REFERENCE_DIR = results.REPO_ROOT / "results"
 
 def record(claim_id: str, profile: str, verdict, measured: str, numbers: dict | None = None,
            chapter: str | None = None, config=None) -> dict:
-    """Store a chapter's verdict on one claim at one profile (replaces an earlier one).
+    """Store a chapter's verdict on one claim at one profile.
+
+    The run at the profile's preset and seed 0 is the profile's row (a rerun replaces it). A run
+    with another seed is kept beside it as its own column (``cpu (seed 1)``); a run with
+    overridden parameters (``config`` differs from the preset beyond ``workers``/``threads``) is
+    kept apart and listed under the table, never shown as the profile's verdict.
 
     ``verdict`` is a :class:`coft_utils.verdicts.Verdict` (its label, statistic, CI, replicates
     and method are stored) or, for exact (deterministic) results, one of :data:`VERDICTS`."""
@@ -90,12 +95,35 @@ def record(claim_id: str, profile: str, verdict, measured: str, numbers: dict | 
         raise ValueError(f"unknown verdict {label!r}; allowed: {', '.join(VERDICTS)}")
     profiles.get_profile(profile)
     store = results.Store("claims", profile)
-    return store.write({"claim": claim_id}, {"verdict": label, "measured": measured, "statistic": stat,
+    chapter = chapter or CLAIMS[claim_id].chapter
+    seed, changed = run_identity(chapter, profile, config)
+    unit = {"claim": claim_id}
+    if seed or changed:  # another seed or overridden parameters: a run of its own, never the profile's row
+        unit.update(seed=seed, overrides=results.config_hash(changed, 10) if changed else "")
+    return store.write(unit, {"verdict": label, "measured": measured, "statistic": stat,
+                              "seed": seed, "overrides": changed,
                                              "n_replicates": v["n_replicates"] if v else None,
                                              "method": v["method"] if v else "exact (deterministic computation)",
                                              "test": v or {}, "numbers": numbers or {},
-                                             "chapter": chapter or CLAIMS[claim_id].chapter},
+                                             "chapter": chapter},
                        config=config)
+
+
+# parameters that do not change what a run measures (how it is scheduled, not what it computes)
+_RUNTIME_FIELDS = ("profile", "seed", "workers", "threads")
+
+
+def run_identity(chapter: str, profile: str, config) -> tuple[int, dict]:
+    """(seed, parameters that differ from the profile's preset) of the run behind a record."""
+    if config is None:
+        return 0, {}
+    seed = int(getattr(config, "seed", 0) or 0)
+    try:
+        preset = profiles._chapter_presets(chapter)[profile]
+    except (profiles.ProfileError, KeyError):
+        return seed, {}
+    a, b = config.to_dict(), preset.to_dict()
+    return seed, {k: a[k] for k in a if k not in _RUNTIME_FIELDS and a.get(k) != b.get(k)}
 
 
 def collect() -> list[dict]:
@@ -109,34 +137,44 @@ def collect() -> list[dict]:
                 cid = r.get("unit", {}).get("claim")
                 if cid not in CLAIMS or "verdict" not in r.get("metrics", {}):
                     continue
-                out.append({"claim": cid, "profile": prof, "source": source,
-                            "time": r.get("time"), "commit": r.get("git", {}).get("commit", "")[:10],
-                            **r["metrics"]})
+                m = {"seed": 0, "overrides": {}, **r["metrics"]}
+                tag = prof + (f" (seed {m['seed']})" if m["seed"] else "") + \
+                    ("" if source == "this machine" else " (reference)")
+                out.append({"claim": cid, "profile": prof, "source": source, "tag": tag,
+                            "time": r.get("time"), "commit": r.get("git", {}).get("commit", "")[:10], **m})
     return out
 
 
+def _columns(recs) -> list[str]:
+    """Column tags of the table: preset runs only (no overridden parameters), in profile order,
+    seed 0 first, then other seeds, then committed reference results."""
+    tags = {(list(profiles.PROFILES).index(r["profile"]), r["source"] != "this machine", r["seed"]): r["tag"]
+            for r in recs if not r["overrides"]}
+    return [tags[k] for k in sorted(tags)]
+
+
+def overridden(recs=None) -> list[dict]:
+    """Records of runs with overridden parameters (kept apart from the profile's rows)."""
+    return [r for r in (collect() if recs is None else recs) if r["overrides"]]
+
+
 def table():
-    """One row per claim; per profile run: verdict, statistic with CI, and what was measured."""
+    """One row per claim; per preset run (profile, seed): verdict, statistic with CI, measured."""
     import pandas as pd
-    recs = collect()
+    recs = [r for r in collect() if not r["overrides"]]
+    cols = _columns(recs)
     rows = []
     for c in CLAIMS.values():
         row = {"claim": c.text, "paper": c.paper, "chapter": c.chapter}
         for r in recs:
-            if r["claim"] != c.id:
-                continue
-            tag = r["profile"] + ("" if r["source"] == "this machine" else " (reference)")
-            row[f"{tag}: verdict"] = r["verdict"]
-            row[f"{tag}: statistic"] = r.get("statistic", "")
-            row[f"{tag}: measured"] = r["measured"]
+            if r["claim"] == c.id:
+                row[f"{r['tag']}: verdict"] = r["verdict"]
+                row[f"{r['tag']}: statistic"] = r.get("statistic", "")
+                row[f"{r['tag']}: measured"] = r["measured"]
         rows.append(row)
     df = pd.DataFrame(rows)
-    order = ["claim", "paper", "chapter"]
-    for p in profiles.PROFILES:
-        for tag in (p, p + " (reference)"):
-            for k in ("verdict", "statistic", "measured"):
-                if f"{tag}: {k}" in df:
-                    order.append(f"{tag}: {k}")
+    order = ["claim", "paper", "chapter"] + [f"{t}: {k}" for t in cols for k in ("verdict", "statistic", "measured")
+                                             if f"{t}: {k}" in df]
     return df[order].fillna("not run")
 
 
@@ -148,19 +186,20 @@ def badge(label: str) -> str:
 
 
 def html_table(profile: str | None = None) -> str:
-    """The claims page's table: one row per claim, a coloured verdict per profile that has run,
-    the statistic with its CI and replicates, the method, and a link to the chapter's verdict."""
-    recs = collect()
-    profs = [p for p in profiles.PROFILES if any(r["profile"] == p for r in recs)]
+    """The claims page's table: one row per claim, a coloured verdict per preset run (profile,
+    and seed when it is not 0), the statistic with its CI and replicates, the method, and a
+    link to the chapter's verdict. Runs with overridden parameters are not in it."""
+    recs = [r for r in collect() if not r["overrides"]]
+    cols = _columns(recs)
     if profile is not None:
-        profs = [p for p in profs if p == profile] or profs
-    head = "".join(f"<th>{html.escape(p)}</th>" for p in profs) or "<th>verdict</th>"
+        cols = [t for t in cols if t.split(" ")[0] == profile] or cols
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in cols) or "<th>verdict</th>"
     out = ['<table class="coft-claims"><thead><tr><th>claim</th><th>paper</th>', head,
            "<th>chapter</th></tr></thead><tbody>"]
     for c in CLAIMS.values():
         cells = []
-        for p in profs or [None]:
-            rs = [r for r in recs if r["claim"] == c.id and r["profile"] == p]
+        for t in cols or [None]:
+            rs = [r for r in recs if r["claim"] == c.id and r["tag"] == t]
             if not rs:
                 cells.append("<td>not run</td>")
                 continue

@@ -24,6 +24,11 @@
 # magnitude larger), *inconclusive* (non-finite values from a diverged run, too few
 # checkpoints or seeds). Each cell gives the statistic with its 95 % confidence interval and
 # the number of replicates; the chapter link leads to the chapter's verdict.
+#
+# A column is one run of the book at a profile's preset: `cpu` is the run at seed 0, and a run
+# with another global seed (`python -m coft_utils book --profile cpu -p seed 1`) gets its own
+# column, `cpu (seed 1)`, so the two can be read side by side. A run with overridden parameters
+# (say, one learning rate of 1e9) is listed under the table and never replaces a column.
 
 # %% tags=["parameters"]
 profile = "cpu"
@@ -50,12 +55,14 @@ _ = nb.glue("claims_profiles", ", ".join(profiles_run) if profiles_run else "non
 display(HTML(claims.html_table()))
 
 # %% [markdown]
-# Each record's provenance (when, from which commit, on which device) is in
+# Every record, runs with overridden parameters included (last column), with its provenance
+# (when, from which commit, on which device) in
 # `runs/<profile>/claims/*.json`; committed reference results from larger machines, if any, in
 # `results/<profile>/claims/`.
 
 # %% tags=["hide-input"]
 import pandas as pd
 
-pd.DataFrame([{k: r.get(k) for k in ("claim", "profile", "source", "verdict", "n_replicates", "chapter", "commit", "time")}
+pd.DataFrame([{**{k: r.get(k) for k in ("claim", "tag", "source", "verdict", "n_replicates", "chapter", "commit",
+                                       "time")}, "overridden parameters": r["overrides"] or ""}
               for r in recs]) if recs else "no claim has been recorded yet"

@@ -46,3 +46,26 @@ def test_old_or_foreign_records_are_skipped(runs):
 def test_every_claim_has_a_chapter_notebook():
     from coft_utils import run
     assert {c.chapter for c in claims.CLAIMS.values()} <= set(run.chapters())
+
+
+def test_other_seeds_get_a_column_and_overrides_never_replace_the_row(runs):
+    from coft_utils import profiles
+    g = np.random.default_rng(1)
+    u = verdicts.u_shape(calibration.TOKENS, calibration._noisy(g, calibration.U_02, 5, 0.01))
+    flat = verdicts.u_shape(calibration.TOKENS, calibration._noisy(g, calibration.FLAT, 5, 0.01))
+    preset = profiles.resolve("05_linear_theory", "smoke")
+    claims.record("linear_ushape", "smoke", u, "preset run", config=preset)
+    claims.record("linear_ushape", "smoke", u, "seed 1", config=profiles.resolve("05_linear_theory", "smoke", seed=1))
+    claims.record("linear_ushape", "smoke", flat, "an override run",
+                  config=profiles.resolve("05_linear_theory", "smoke", {"gammas": [0.5]}))
+    # workers/threads are how a run is scheduled, not what it measures
+    claims.record("linear_ushape", "smoke", u, "preset, rerun",
+                  config=profiles.resolve("05_linear_theory", "smoke"))
+    t = claims.table()
+    row = t[t.claim == claims.CLAIMS["linear_ushape"].text].iloc[0]
+    assert row["smoke: verdict"] == "observed" and row["smoke: measured"] == "preset, rerun"
+    assert row["smoke (seed 1): verdict"] == "observed"
+    assert "an override run" not in t.to_string()
+    ov = claims.overridden()
+    assert len(ov) == 1 and ov[0]["overrides"] == {"gammas": [0.5]} and ov[0]["verdict"] == "within noise"
+    assert "smoke (seed 1)" in claims.html_table() and "an override run" not in claims.html_table()
