@@ -782,13 +782,8 @@ def verdict(tuned, base, chance: dict, metric: str = "avg_acc") -> dict:
         return out
     tokens, cks, T, B, bse = _curves(tuned, base, metric, metric + "_stderr")
     R, K = T.shape
-    if np.isnan(T).any():
-        v = V.Verdict(claim="tuned curve bends down while the base does not", label="inconclusive",
-                      n_replicates=R, n_checkpoints=K,
-                      reason=f"{int(np.isnan(T).sum())} missing (checkpoint, seed) record(s)")
-    else:
-        v = V.bends_down(tokens, T, B, higher_is_better=True, base_se=bse)
-        v = dataclasses.replace(v, unit=f"drop in {_metric_name(metric)} at the last checkpoint")
+    v = V.bends_down(tokens, T, B, higher_is_better=True, base_se=bse)  # a missing record (NaN) -> inconclusive
+    v = dataclasses.replace(v, unit=f"drop in {_metric_name(metric)} at the last checkpoint")
     mean_t = np.nanmean(T, axis=0) if R else np.full(K, np.nan)
     ch = chance.get("avg", float("nan"))
     allv = np.concatenate([mean_t, B[0]])
@@ -833,13 +828,8 @@ def id_verdict(tuned, base) -> dict:
     tokens, cks, T, B, bse = _curves(tuned, base, "test_ppl", "test_loss_se")
     exact_base = not np.isfinite(bse).all()
     bse = np.where(np.isfinite(bse), bse, 0.0)
-    if np.isnan(T).any():
-        v = V.Verdict(claim="tuned curve bends down while the base does not", label="inconclusive",
-                      n_replicates=T.shape[0], n_checkpoints=T.shape[1],
-                      reason=f"{int(np.isnan(T).sum())} missing (checkpoint, seed) record(s)")
-    else:
-        v = V.bends_down(tokens, T, B, higher_is_better=False, log=True, base_se=bse)
-        v = dataclasses.replace(v, unit="% higher perplexity at the last checkpoint than at the best of the later half")
+    v = V.bends_down(tokens, T, B, higher_is_better=False, log=True, base_se=bse)
+    v = dataclasses.replace(v, unit="% higher perplexity at the last checkpoint than at the best of the later half")
     mean_t = np.exp(np.nanmean(np.log(T), axis=0)) if T.shape[0] else np.full(len(cks), np.nan)
     txt = (f"{v.label}: {v.stat_text()}" + (f" ({v.reason})" if v.reason else "") + ". "
            f"The tuned models' held-out response perplexity (geometric mean over seeds) goes from "

@@ -476,7 +476,7 @@ def verdict(df, source: str, alpha: float = verdicts.ALPHA) -> dict:
     for g in gammas:
         tok, labels, D, P = replicates(df, source, g)
         out[float(g)] = {"rises": verdicts.rises(tok, D, alpha=a, unit="ppl per doubling of tokens"),
-                         "u": verdicts.u_shape(tok, P, alpha=a), "labels": labels, "tokens": tok,
+                         "u": verdicts.u_shape(tok, P, alpha=a), "labels": labels, "tokens": tok, "ppl": P,
                          "n_diverged": int((~np.isfinite(P)).sum())}
     return out
 
@@ -486,9 +486,7 @@ def scale_verdicts(df, source: str, alpha: float = verdicts.ALPHA) -> dict:
     v = verdict(df, source, alpha)
     rises = verdicts.combine({g: x["rises"] for g, x in v.items()}, over="γ")
     u = verdicts.combine({g: x["u"] for g, x in v.items()}, over="γ")
-    curves = {}
-    for g in v:
-        curves[g] = replicates(df, source, g)[3]
+    curves = {g: x["ppl"] for g, x in v.items()}
     tok = next(iter(v.values()))["tokens"] if v else []
     earlier = verdicts.minimum_shift(tok, curves, direction="earlier", what="γ") if v else None
     return {"per_gamma": v, "rises": rises, "u": u, "earlier": earlier}

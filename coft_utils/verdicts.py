@@ -43,6 +43,9 @@ are decided" page):
   the later half of the series (so an early spike is no bend), with a critical value for
   choosing that checkpoint (simulated as above), and the
   same test on the base curve, which must *not* bend down.
+* :func:`exact`, :func:`u_shape_exact` -- results of deterministic computations (chapter 05's
+  gradient flow): a zero-width interval, labels by exact comparison beyond float round-off.
+* :func:`all_of` -- a claim made of parts that must all hold (intersection-union).
 * :func:`combine` -- one row over several γ or learning rates: every member test is run at
   α / m (Bonferroni), so the row's false-positive rate stays ≤ α.
 """
@@ -57,7 +60,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["LABELS", "Verdict", "rises", "improves", "u_shape", "minimum_shift", "bends_down",
-           "combine", "ALPHA", "N_BOOT", "N_NULL"]
+           "combine", "all_of", "exact", "u_shape_exact", "kendall", "EXACT", "ALPHA", "N_BOOT", "N_NULL"]
 
 LABELS = ("observed", "contradicted", "within noise", "inconclusive")
 ALPHA = 0.05
@@ -156,7 +159,7 @@ def _prep(claim: str, tokens, Y, log: bool, min_k: int = 3, min_r: int = 1):
         where = sorted({int(k) for k in np.where(bad.any(axis=0))[0]})
         kinds = sorted({"nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") for v in Y[bad]})
         return None, None, Verdict(label="inconclusive", reason=(
-            f"{int(bad.sum())} non-finite value(s) ({', '.join(kinds)}: a diverged run?) at checkpoint "
+            f"{int(bad.sum())} non-finite value(s) ({', '.join(kinds)}: a diverged run or a missing record?) at checkpoint "
             f"position(s) {where}" if bad.any() else "non-finite or non-positive token counts"),
             detail={"non_finite": int(bad.sum()), "positions": where}, **base)
     if log:
@@ -479,6 +482,75 @@ def bends_down(tokens, tuned, base=None, higher_is_better: bool = True, log: boo
                    unit="% drop at the last checkpoint" if log else "drop at the last checkpoint",
                    p_value=_p_from_null(null, t), alpha=alpha, reason=reason,
                    detail={"t": t, "critical": c, "best_earlier": j, **base_info})
+
+
+# --------------------------------------------------------------------------- exact (no noise)
+EXACT = "exact (deterministic simulation, no noise)"
+
+
+def kendall(x, y) -> float:
+    """Kendall's tau-b of two sequences (0 when either has no order at all)."""
+    from scipy import stats
+    if len(x) < 2:
+        return 0.0
+    t = stats.kendalltau(x, y).statistic
+    return float(t) if np.isfinite(t) else 0.0
+
+
+def exact(claim: str, label: str, statistic: float, unit: str, reason: str = "",
+                  detail: dict | None = None, n_checkpoints: int = 0) -> Verdict:
+    """A verdict of a deterministic computation: the statistic is exact (zero-width interval)."""
+    return Verdict(claim=claim, label=label, statistic=float(statistic),
+                      ci=(float(statistic), float(statistic)), n_replicates=1,
+                      n_checkpoints=n_checkpoints, method=EXACT, unit=unit,
+                      p_value=0.0 if label in ("observed", "contradicted") else 1.0,
+                      reason=reason, detail=detail or {})
+
+
+def u_shape_exact(times, y, rtol: float = 1e-9) -> Verdict:
+    """U-shape of a deterministic curve: observed = an interior minimum that the curve falls to
+    and rises from (by more than ``rtol`` relative, i.e. beyond float round-off); contradicted =
+    an interior maximum (inverted U); otherwise 'within noise' (the minimum is at an end).
+    The statistic is the smaller of the fall and the rise, in % (as in :func:`u_shape`)."""
+    claim = "U-shaped (interior minimum)"
+    y = np.asarray(y, float)
+    K = len(y)
+    if K < 3 or not np.all(np.isfinite(y)) or np.any(y <= 0):
+        return Verdict(claim=claim, label="inconclusive", n_replicates=1, n_checkpoints=K, method=EXACT,
+                          reason="non-finite or non-positive values, or fewer than 3 checkpoints")
+    k = int(np.argmin(y))
+    fall, rise = (y[:k].max() / y[k] - 1) if k > 0 else 0.0, (y[k + 1:].max() / y[k] - 1) if k < K - 1 else 0.0
+    kx = int(np.argmax(y))
+    inverted = 0 < kx < K - 1 and min(1 - y[:kx].min() / y[kx], 1 - y[kx + 1:].min() / y[kx]) > rtol
+    if 0 < k < K - 1 and min(fall, rise) > rtol:
+        label, reason = "observed", ""
+    elif inverted:
+        label, reason = "contradicted", f"an interior maximum (checkpoint {kx}): an inverted U"
+    else:
+        where = "first" if k == 0 else "last" if k == K - 1 else "interior, but flat on one side"
+        label, reason = "within noise", f"the minimum is at the {where} checkpoint: no interior minimum"
+    return exact(claim, label, 100.0 * min(fall, rise), "% (smaller of fall and rise)", reason,
+                         {"argmin": k, "fall_pct": 100.0 * fall, "rise_pct": 100.0 * rise}, K)
+
+
+def all_of(parts: dict, main: str, claim: str) -> Verdict:
+    """One claim that needs every part (an intersection-union test: each part at its own level):
+    observed only when every part is; contradicted when any part is; inconclusive when any part
+    is (and none contradicted); else within noise. Statistic and CI of the part ``main``."""
+    labels = {k: v.label for k, v in parts.items()}
+    vals = list(labels.values())
+    label = ("contradicted" if "contradicted" in vals else "inconclusive" if "inconclusive" in vals
+             else "observed" if all(x == "observed" for x in vals) else "within noise")
+    m = parts[main]
+    reason = "; ".join(f"{k}: {v.label}" + (f" ({v.reason})" if v.reason else "") for k, v in parts.items())
+    method = " | ".join(f"{k}: {v.method}" for k, v in parts.items())
+    return Verdict(claim=claim, label=label, statistic=m.statistic, ci=m.ci,
+                      n_replicates=min(v.n_replicates for v in parts.values()),
+                      n_checkpoints=max(v.n_checkpoints for v in parts.values()), method=method,
+                      unit=m.unit, p_value=max((v.p_value for v in parts.values() if np.isfinite(v.p_value)),
+                                               default=float("nan")),
+                      alpha=m.alpha, reason=reason,
+                      detail={"parts": {k: v.to_dict() for k, v in parts.items()}, "labels": labels})
 
 
 # --------------------------------------------------------------------------- one row over several X

@@ -141,3 +141,21 @@ def test_verdict_serializes():
 def test_bad_shape_is_a_clear_error():
     with pytest.raises(ValueError, match="checkpoints"):
         V.rises(T, np.ones((3, 5)))
+
+
+def test_exact_verdicts_of_deterministic_curves():
+    """Chapter 05's no-noise curves: float round-off is never a U, a flat curve never fires."""
+    t = np.arange(1, 7.0)
+    flat = np.full(6, 2.0)
+    assert V.u_shape_exact(t, flat).label == "within noise"
+    assert V.u_shape_exact(t, flat * (1 + 1e-13 * np.array([0, -1, -2, 1, 2, 0]))).label == "within noise"
+    u = V.u_shape_exact(t, np.array([3.0, 2.0, 1.0, 1.5, 2.0, 2.5]))
+    assert u.label == "observed" and u.ci == (u.statistic, u.statistic) and u.method == V.EXACT
+    assert V.u_shape_exact(t, np.array([1.0, 2.0, 3.0, 2.0, 1.0, 0.5])).label == "contradicted"
+    assert V.u_shape_exact(t, np.array([1.0, np.nan, 1, 1, 1, 1])).label == "inconclusive"
+    assert V.kendall([1, 2, 3], [3, 2, 1]) == -1.0 and V.kendall([1, 2], [5, 5]) == 0.0
+    obs = V.exact("x", "observed", 1.0, "τ")
+    wn = V.exact("x", "within noise", 0.0, "τ")
+    assert V.all_of({"a": obs, "b": obs}, "a", "x").label == "observed"
+    assert V.all_of({"a": obs, "b": wn}, "a", "x").label == "within noise"
+    assert V.all_of({"a": obs, "b": V.exact("x", "contradicted", -1.0, "τ")}, "a", "x").label == "contradicted"
