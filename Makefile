@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv book run build test bench clean
+.PHONY: venv book run build test bench clean chromium
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -30,8 +30,26 @@ build: venv
 	$(PY) -m coft_utils build
 
 ## make test: unit tests, smoke-profile notebooks, book build (what CI runs)
-test: venv
+test: venv chromium
 	$(PY) -m pytest -q
+
+## make chromium: Debian's chromium for the site-check test, with apt-get only when it is missing.
+## Never fails: without apt-get (or root/sudo) it says how to install it, and that test is skipped.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "note: Chromium not found and no apt-get here; install Chromium (chromium on PATH) to run the site-check test (skipped until then)"; \
+	else \
+	  if [ "$$(id -u)" = 0 ]; then as=""; elif sudo -n true 2>/dev/null; then as="sudo -n"; else as=none; fi; \
+	  if [ "$$as" = none ]; then \
+	    echo "note: Chromium not found; install it with: sudo apt-get install chromium (the site-check test is skipped until then)"; \
+	  else \
+	    echo "installing Debian's chromium with apt-get (for the site-check test)"; \
+	    $$as apt-get update -qq || true; \
+	    $$as env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	      || echo "note: apt-get install chromium failed; the site-check test is skipped"; \
+	  fi; \
+	fi
 
 ## make bench: speed and memory ratios -> bench/results.json
 bench: venv

@@ -4,7 +4,7 @@ Every set is a :class:`DataSpec`: its folder, files per split, record schema, ex
 counts, and the public hub name used at paper scale. Loading goes through Hugging Face
 ``datasets`` (``load_dataset("json" | "csv" | "text", data_files=...)``) after the files'
 sha256 sums have been checked against ``SHA256SUMS`` (the check is cached per file, keyed by
-size and modification time, after its first success)::
+size, modification time, inode and status-change time, after its first success)::
 
     from coft_utils import data
     data.names()                                  # every registered set
@@ -12,7 +12,8 @@ size and modification time, after its first success)::
     dd = data.load("mr")                          # DatasetDict of every split
     data.spec("gsm8k").hub                        # 'openai/gsm8k' (paper scale, online)
     books = data.gutenberg_bodies("validation")   # book bodies, PG boilerplate removed
-    data.checksums(["mr", "gsm8k"])               # {file: sha256} for result provenance
+    data.checksums(["mr", "gsm8k"])               # {file: measured sha256} for result provenance
+    data.verify_all()                             # re-hash every file of every set (no cache)
 
 The folder is ``$COFT_DATA_DIR`` or ``../shared/data`` beside the repository root. A missing
 or corrupted file raises :class:`DataError` naming the file, where it looked, and how to fix it.
@@ -31,7 +32,7 @@ from typing import Callable, Iterator
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["DataError", "DataSpec", "REGISTRY", "names", "spec", "data_dir", "load", "verify",
-           "checksums", "gutenberg_bodies", "file_path"]
+           "verify_all", "checksums", "gutenberg_bodies", "file_path"]
 
 
 class DataError(FileNotFoundError):
@@ -255,6 +256,7 @@ def spec(name: str) -> DataSpec:
 
 # --------------------------------------------------------------------------- checksums
 _lock = threading.Lock()
+_SUM_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](\S.*)")
 
 
 def _expected_sums(root: Path) -> dict[str, str]:
@@ -264,10 +266,14 @@ def _expected_sums(root: Path) -> dict[str, str]:
                         f"the folder that holds the shared data sets, or place them at "
                         f"{REPO_ROOT.parent / 'shared' / 'data'}")
     out = {}
-    for line in sums_file.read_text().splitlines():
-        if line.strip():
-            digest, rel = line.split(maxsplit=1)
-            out[rel.strip().lstrip("*")] = digest
+    for i, line in enumerate(sums_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        m = _SUM_LINE.fullmatch(line.rstrip("\r"))
+        if not m:
+            raise DataError(f"{sums_file} line {i} is malformed: {line!r}; expected "
+                            f"'<64 hex sha256>  <set>/<file>' (as written by sha256sum)")
+        out[m.group(2).strip()] = m.group(1).lower()
     return out
 
 
@@ -288,7 +294,19 @@ def file_path(rel: str) -> Path:
     return verify_files([rel])[rel]
 
 
-def verify_files(rels: list[str]) -> dict[str, Path]:
+def _stamp(st: os.stat_result) -> list:
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def verify_files(rels: list[str], rehash: bool = False) -> dict[str, Path]:
+    """Check files against ``SHA256SUMS``; return {relative path: absolute path}. A file whose
+    stat stamp (size, mtime, inode, ctime) matches its cache entry is not re-read unless
+    ``rehash``; the cache holds the sha256 *measured* for that stamp."""
+    return {rel: v[0] for rel, v in _verify(rels, rehash).items()}
+
+
+def _verify(rels: list[str], rehash: bool = False) -> dict[str, tuple[Path, str]]:
+    """{relative path: (absolute path, measured sha256)} of verified files."""
     root = data_dir()
     expected = _expected_sums(root)
     with _lock:
@@ -310,20 +328,30 @@ def verify_files(rels: list[str]) -> dict[str, Path]:
                                 f"cannot verify it. To fix: {how}.")
             st = p.stat()
             key = str(p)
-            stamp = [st.st_size, st.st_mtime_ns, expected[rel]]
-            if cache.get(key) != stamp:
+            ent = cache.get(key)
+            stamp = _stamp(st)
+            if (rehash or not isinstance(ent, dict) or ent.get("stamp") != stamp
+                    or ent.get("sha256") != expected[rel]):
                 got = _sha256(p)
                 if got != expected[rel]:
+                    cache.pop(key, None)
+                    _write_cache(cache)
                     raise DataError(f"data file {rel!r} at {p} is corrupted: sha256 {got} != "
                                     f"expected {expected[rel]} (from SHA256SUMS). To fix: {how}.")
-                cache[key] = stamp
-                dirty = True
-            out[rel] = p
+                if _stamp(p.stat()) == stamp:  # unchanged while it was read
+                    cache[key] = {"stamp": stamp, "sha256": got}
+                    dirty = True
+                ent = {"sha256": got}
+            out[rel] = (p, ent["sha256"])
         if dirty:
-            tmp = _verified_cache().with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(cache, indent=0))
-            os.replace(tmp, _verified_cache())
+            _write_cache(cache)
     return out
+
+
+def _write_cache(cache: dict) -> None:
+    tmp = _verified_cache().with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(cache, indent=0))
+    os.replace(tmp, _verified_cache())
 
 
 def verify(name: str) -> dict[str, Path]:
@@ -335,13 +363,36 @@ def verify(name: str) -> dict[str, Path]:
 
 
 def checksums(names_: list[str]) -> dict[str, str]:
-    """{file: sha256} of the given sets (verified), for result provenance."""
-    expected = _expected_sums(data_dir())
+    """{file: sha256} of the given sets, for result provenance: the sums *measured* on the files
+    (re-read when a file's size, mtime, inode or ctime changed since it was last hashed), each
+    equal to its ``SHA256SUMS`` line or the call raises :class:`DataError`."""
     out = {}
     for n in names_:
-        verify(n)
-        for rel in spec(n).files():
-            out[rel] = expected[rel]
+        s = spec(n)
+        if not s.local:
+            raise DataError(f"data set {n!r} is hub-only ({s.hub}); it cannot be used offline")
+        out.update({rel: v[1] for rel, v in _verify(s.files()).items()})
+    return out
+
+
+def verify_all(rehash: bool = True, names_: list[str] | None = None, echo: bool = False) -> dict[str, dict]:
+    """Re-hash every file of every local registered set (ignoring the cache when ``rehash``).
+
+    Returns {set: {"ok": bool, "files": n, "error": message or None}}; ``echo`` prints one line
+    per set. A missing ``SHA256SUMS`` fails every set with the same message."""
+    out = {}
+    for n in names_ if names_ is not None else names():
+        s = spec(n)
+        try:
+            if not s.local:
+                raise DataError(f"data set {n!r} is hub-only ({s.hub}); nothing to verify offline")
+            _verify(s.files(), rehash=rehash)
+            out[n] = {"ok": True, "files": len(s.files()), "error": None}
+        except DataError as e:
+            out[n] = {"ok": False, "files": len(s.files()), "error": str(e)}
+        if echo:
+            r = out[n]
+            print(f"{n:32s} {r['files']:3d} files  {'ok' if r['ok'] else 'FAILED: ' + r['error']}", flush=True)
     return out
 
 

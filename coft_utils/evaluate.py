@@ -26,6 +26,27 @@ import numpy as np
 from . import data
 
 SOURCES = ("gutenberg", "wikitext")
+# The most tokens any tokenizer can make of each source: its UTF-8 bytes plus 2 per document (a
+# byte-level BPE makes at most one token per byte; + eos and a leading-space piece). Known before
+# any tokenizer exists, so an n_blocks x seq_len that cannot fit is refused at config time.
+MAX_TOKENS = {"gutenberg": 5_384_660 + 2 * 13, "wikitext": 1_256_449 + 2}
+
+
+def max_blocks(source: str, seq_len: int) -> int | None:
+    """An upper bound on :func:`heldout_blocks`'s ``n_blocks`` at ``seq_len`` (None: unknown source)."""
+    return MAX_TOKENS[source] // seq_len if source in MAX_TOKENS else None
+
+
+def check_blocks(source: str, n_blocks: int, seq_len: int, names: tuple[str, str] = ("n_blocks", "seq_len")):
+    """Raise :class:`coft_utils.profiles.ProfileError` when ``n_blocks`` blocks of ``seq_len``
+    tokens cannot fit in the held-out ``source`` (whatever the tokenizer)."""
+    from .profiles import ProfileError
+    cap = max_blocks(source, seq_len)
+    if cap is not None and n_blocks > cap:
+        raise ProfileError(
+            f"parameter {names[0]!r} = {n_blocks} blocks of {names[1]} = {seq_len} tokens is more than the "
+            f"held-out source {source!r} can give ({MAX_TOKENS[source]:,} tokens at most); allowed at "
+            f"{names[1]} = {seq_len}: {names[0]} <= {cap}")
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

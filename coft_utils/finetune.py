@@ -60,7 +60,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import models, profiles, results, tasks as tasks_mod, verdicts
+from . import divergence, models, plots, profiles, results, tasks as tasks_mod, verdicts
 from .profiles import param
 
 __all__ = ["Config", "PRESETS", "CHAPTERS", "resolve", "load_series", "encode", "target_logprobs",
@@ -96,22 +96,28 @@ class Config(profiles.SeriesConfig):
     tasks: tuple = param(("gsm8k",), "fine-tuning tasks (coft_utils.tasks registry: "
                          + ", ".join(tasks_mod.names()) + ")")
     lrs: tuple[float, ...] = param((1e-4,), "fine-tuning peak learning rates", min=0.0, min_exclusive=True)
-    steps: int = param(100, "optimizer steps (the same for every checkpoint)", min=1)
-    batch_size: int = param(16, "examples per optimizer step (global)", min=1)
-    max_len: int = param(128, "max tokens per example (prompt cut from the left)", min=8)
+    steps: int = param(100, "optimizer steps (the same for every checkpoint)", min=1,
+                       max=10_000_000)
+    batch_size: int = param(16, "examples per optimizer step (global)", min=1, max=16384)
+    max_len: int = param(128, "max tokens per example (prompt cut from the left)", min=8,
+                         max=32768)
     warmup_ratio: float = param(0.1, "linear warmup, as a fraction of steps", min=0.0, max=0.9)
     lr_schedule: str = param("linear", "LR schedule after warmup (Trainer lr_scheduler_type)",
                              choices=SCHEDULES)
     weight_decay: float = param(0.0, "AdamW weight decay", min=0.0)
     beta2: float = param(0.999, "AdamW beta2", min=0.0, max=1.0, max_exclusive=True)
     grad_clip: float = param(1.0, "gradient-norm clip (0: off)", min=0.0)
-    n_train: int = param(2000, "training examples (prefix of the task's train split)", min=1)
-    n_val: int = param(200, "validation examples (LR selection)", min=1)
-    n_test: int = param(500, "test examples (reported)", min=1)
+    n_train: int = param(2000, "training examples per task (prefix of its train split; at most the largest "
+                         "train split of the tasks, a smaller split is used whole)", min=1, max=10_000_000)
+    n_val: int = param(200, "validation examples (LR selection; at most the largest validation split of the "
+                       "tasks)", min=1, max=10_000_000)
+    n_test: int = param(500, "test examples (reported; at most the largest test split of the tasks)",
+                        min=1, max=10_000_000)
     ood_source: str = param("gutenberg", "pre-training-domain held-out tokens", choices=OOD_SOURCES)
-    ood_blocks: int = param(64, "held-out blocks for OOD perplexity", min=1)
-    ood_seq_len: int = param(128, "tokens per held-out block", min=2)
-    eval_batch_size: int = param(32, "evaluation batch size", min=1)
+    ood_blocks: int = param(64, "held-out blocks for OOD perplexity (at most what the source "
+                                                  "holds)", min=1, max=1_000_000)
+    ood_seq_len: int = param(128, "tokens per held-out block", min=2, max=32768)
+    eval_batch_size: int = param(32, "evaluation batch size", min=1, max=16384)
     select_metric: str = param("id_ppl", "validation metric the best LR is chosen by",
                                choices=("id_ppl", "accuracy"))
     early_frac: float = param(0.34, "Pareto plot: first fraction of checkpoints drawn as 'early'",
@@ -119,7 +125,7 @@ class Config(profiles.SeriesConfig):
     mixed_precision: str = param("no", "Trainer precision (bf16 on GPU)", choices=("no", "bf16", "fp16"))
     keep_weights: bool = param(False, "save every fine-tuned model under runs/ (off: nothing written)")
     experiment: str = param("finetune", "results-store experiment (shared by chapters 03 and 04)")
-    threads: int = param(0, "torch CPU threads (0: leave as is)", min=0)
+    threads: int = param(0, "torch CPU threads (0: leave as is)", min=0, max=256)
     seeds: int = param(1, "fine-tuning seeds per (checkpoint, task, lr): seed, seed+1, ...", min=1, max=20)
     workers: int = param(1, "worker processes for independent units (1 thread each; 1: in-process)",
                          min=1, max=64)
@@ -140,6 +146,15 @@ class Config(profiles.SeriesConfig):
         if bad:
             raise profiles.ProfileError(f"parameter 'tasks': unknown task(s) {', '.join(map(repr, bad))}; "
                                         f"allowed: {', '.join(tasks_mod.names())}")
+        for name, split in (("n_train", "train"), ("n_val", "validation"), ("n_test", "test")):
+            sizes = {t: tasks_mod.split_size(t, split) for t in self.tasks}
+            known = [n for n in sizes.values() if n is not None]
+            if known and len(known) == len(sizes) and getattr(self, name) > max(known):
+                raise profiles.ProfileError(
+                    f"parameter {name!r} = {getattr(self, name)} is more than the {split} split of every task has "
+                    f"({', '.join(f'{t}: {n}' for t, n in sizes.items())}); allowed: <= {max(known)}")
+        from . import evaluate
+        evaluate.check_blocks(self.ood_source, self.ood_blocks, self.ood_seq_len, ("ood_blocks", "ood_seq_len"))
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.experiment) or self.experiment == "claims" \
                 or ".." in self.experiment:
             raise profiles.ProfileError(
@@ -386,15 +401,16 @@ def train(model, tok, task, examples: list[dict], cfg: Config, lr: float, seed: 
             max_grad_norm=cfg.grad_clip if cfg.grad_clip > 0 else 1e9, optim="adamw_torch",
             seed=seed, data_seed=seed, logging_steps=max(1, cfg.steps // 10), report_to=[],
             save_strategy="no", disable_tqdm=True, use_cpu=not cuda, dataloader_num_workers=0,
-            remove_unused_columns=False, bf16=cfg.mixed_precision == "bf16" and cuda,
+            remove_unused_columns=False, bf16=cfg.mixed_precision == "bf16" and cuda, logging_nan_inf_filter=False,
             fp16=cfg.mixed_precision == "fp16" and cuda,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=feats, data_collator=_Collator(_pad(tok)))
+        trainer = divergence.watch(Trainer)(model=model, args=args, train_dataset=feats,
+                                            data_collator=_Collator(_pad(tok)))
         trainer.remove_callback(PrinterCallback)  # logs go to trainer.state.log_history, not stdout
         t0 = time.time()
         out = trainer.train()
         wall = time.time() - t0
-        if out_dir:
+        if out_dir and trainer.diverged_step is None:
             trainer.save_model(str(out_dir))
             if _is_main():
                 tok.save_pretrained(str(out_dir))
@@ -402,7 +418,7 @@ def train(model, tok, task, examples: list[dict], cfg: Config, lr: float, seed: 
     model.eval()
     return {"train_loss": float(out.training_loss), "train_loss_first": losses[0] if losses else float("nan"),
             "train_loss_last": losses[-1] if losses else float("nan"), "train_wall_s": wall,
-            "steps": int(trainer.state.global_step), "_trainer": trainer}
+            "steps": int(trainer.state.global_step), **divergence.check(trainer, model), "_trainer": trainer}
 
 
 # --------------------------------------------------------------------------- units
@@ -417,8 +433,8 @@ def train_key(cfg: Config) -> str:
 
 
 def units(series: models.CheckpointSeries, cfg: Config) -> list[dict]:
-    return [{"series": series.name, "checkpoint": c.label, "tokens": c.tokens, "task": t, "lr": _check_lr(lr),
-             "seed": cfg.seed * cfg.seeds + i, "train_key": train_key(cfg)}
+    return [{"series": series.name, "checkpoint": c.label, "weights": models.identity(c), "tokens": c.tokens,
+             "task": t, "lr": _check_lr(lr), "seed": cfg.seed * cfg.seeds + i, "train_key": train_key(cfg)}
             for t in cfg.tasks for c in series for lr in cfg.lrs for i in range(cfg.seeds)]
 
 
@@ -462,7 +478,8 @@ def _set_threads(cfg: Config):
 def base_record(series, ckpt, task: str, cfg: Config) -> dict:
     """OOD perplexity and ID metrics of the base checkpoint (cached in the ``_base`` store)."""
     store = results.Store(f"{cfg.experiment}_base", cfg.profile)
-    unit = {"series": series.name, "checkpoint": ckpt.label, "task": task, "train_key": train_key(cfg)}
+    unit = {"series": series.name, "checkpoint": ckpt.label, "weights": models.identity(ckpt), "task": task,
+            "train_key": train_key(cfg)}
     rec = store.get(unit)
     if rec is not None:
         return rec["metrics"]
@@ -505,16 +522,28 @@ def run_unit(unit: dict, series: models.CheckpointSeries, cfg: Config) -> dict:
     eval_model = trainer.model_wrapped if _is_distributed() else model
     eval_model.eval()
     m = {**log}
-    for split in ("validation", "test"):
-        for k, v in id_metrics(eval_model, tok, task, sp[split], L, cfg.eval_batch_size).items():
-            m[f"{'val' if split == 'validation' else 'test'}_{k}"] = v
-    blocks = ood_blocks(tok, cfg)
-    o = ood_perplexity(eval_model, blocks, cfg.eval_batch_size)
+    o = {"ppl": math.nan, "loss": math.nan, "tokens_sha": None}
+    if not m["diverged"]:  # a diverged model is not evaluated: its metrics are not scores
+        for split in ("validation", "test"):
+            for k, v in id_metrics(eval_model, tok, task, sp[split], L, cfg.eval_batch_size).items():
+                m[f"{'val' if split == 'validation' else 'test'}_{k}"] = v
+        o = ood_perplexity(eval_model, ood_blocks(tok, cfg), cfg.eval_batch_size)
+        bad = sorted(k for k in ("val_id_ppl", "test_id_ppl") if k in m and not math.isfinite(m[k]))
+        if not math.isfinite(o["ppl"]):
+            bad.append("ood_ppl_after")
+        if bad:
+            m.update(diverged=True, diverged_step=m["steps"],
+                     diverged_reason=f"non-finite evaluation ({', '.join(bad)}) after step {m['steps']}")
+    if m["diverged"]:  # every score of the fine-tuned model becomes NaN; the base stays
+        for k in base:
+            if k.startswith(("val_", "test_")):
+                m[k] = math.nan
+        o = {"ppl": math.nan, "loss": math.nan, "tokens_sha": None}
     m.update(ood_ppl_before=base["ood_ppl"], ood_ppl_after=o["ppl"], ood_delta=o["ppl"] - base["ood_ppl"],
              ood_loss_before=base["ood_loss"], ood_loss_after=o["loss"],
              ood_tokens_sha_before=base["ood_tokens_sha"], ood_tokens_sha_after=o["tokens_sha"],
              base_val_id_ppl=base["val_id_ppl"], base_test_id_ppl=base["test_id_ppl"],
-             base_test_accuracy=base["test_accuracy"], weights=str(out_dir) if out_dir else None)
+             base_test_accuracy=base["test_accuracy"], weights_dir=str(out_dir) if out_dir and not m["diverged"] else None)
     del model, trainer
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -588,7 +617,7 @@ def mean_frame(df):
     from scipy import stats
     rows = []
     for (task, lr, ck), d in df.groupby(["task", "lr", "checkpoint"], sort=False):
-        r = {"task": task, "lr": lr, "checkpoint": ck, "n_seeds": len(d)}
+        r = {"task": task, "lr": lr, "checkpoint": ck, "n_seeds": len(d), "n_diverged": _n_diverged(d)}
         for c in _FIRST_COLS:
             if c in d:
                 r[c] = d[c].iloc[0]
@@ -603,6 +632,27 @@ def mean_frame(df):
     if "ood_loss_after" in out:
         out["ood_dloss"] = out.ood_loss_after - out.ood_loss_before
     return out.sort_values(["task", "lr", "tokens"]).reset_index(drop=True) if len(out) else out
+
+
+def _n_diverged(d) -> int:
+    return int(d["diverged"].fillna(False).astype(bool).sum()) if "diverged" in d else 0
+
+
+def diverged_note(df, task: str, lr: float | None = None) -> str:
+    """Which runs of ``task`` (at ``lr``, or at any LR) diverged, where and why; '' if none."""
+    if "diverged" not in df:
+        return ""
+    t = df[(df.task == task) & ((df.lr == lr) if lr is not None else True)]
+    d = t[t.diverged.fillna(False).astype(bool)].sort_values(["lr", "tokens", "seed"])
+    if not len(d):
+        return ""
+
+    def some(xs, n=4):
+        xs = list(dict.fromkeys(xs))
+        return ", ".join(map(str, xs[:n])) + (f" and {len(xs) - n} more" if len(xs) > n else "")
+    lrs = "" if lr is not None else f" at lr {some(f'{x:g}' for x in d.lr)}"
+    return (f"{len(d)} of {len(t)} runs diverged{lrs} (checkpoints {some(d.checkpoint)}; "
+            f"{some(d.diverged_reason, 2)})")
 
 
 def replicates(df, task: str, lr: float, value: str):
@@ -679,6 +729,8 @@ def best_lr(df, metric: str = "id_ppl"):
         r["wins"] = ", ".join(f"{lr:g}: {n}" for lr, n in sorted(wins.items()))
         r["wins_chosen"] = f"{wins.get(float(r['lr']), 0)}/{sum(wins.values())}"
         rows.append(r)
+    if not rows:  # every LR diverged at every checkpoint
+        return pd.DataFrame(columns=[*mf.columns, "select_margin_pct", "wins", "wins_chosen"])
     out = pd.DataFrame(rows).sort_values(["task", "tokens"]).reset_index(drop=True)
     return out
 
@@ -786,6 +838,19 @@ def _band(ax, d, col: str, color):
         ax.fill_between(d.tokens, y - c, y + c, color=color, alpha=0.18, lw=0)
 
 
+def _mark_diverged(ax, d, color) -> None:
+    """× at the top of the axes at each checkpoint where some seed of this line diverged (those
+    points have no score, so the line has a gap there)."""
+    if "n_diverged" not in d:
+        return
+    dv = d[d.n_diverged > 0]
+    if len(dv):
+        first = not getattr(ax, "_coft_diverged", False)
+        ax.plot(dv.tokens, [0.95] * len(dv), "x", color=color, ms=10, mew=2.5, clip_on=False,
+                transform=ax.get_xaxis_transform(), label="diverged (not scored)" if first else None)
+        ax._coft_diverged = True
+
+
 def _lr_colors(lrs):
     import matplotlib.pyplot as plt
     lrs = sorted(lrs)
@@ -795,14 +860,10 @@ def _lr_colors(lrs):
 
 def _logx(ax, df):
     """Log-x axis of pre-training tokens, one tick per checkpoint, labelled with its label."""
-    from matplotlib.ticker import NullLocator
-    ax.set_xscale("log")
     ax.set_xlabel("pre-training tokens")
     ck = df.drop_duplicates("tokens").sort_values("tokens")
-    ax.set_xticks(ck.tokens.tolist())
     labels = ck.checkpoint.tolist() if "checkpoint" in ck else [_fmt_tokens(t) for t in ck.tokens]
-    ax.set_xticklabels(labels)
-    ax.xaxis.set_minor_locator(NullLocator())
+    plots.token_axis(ax, ck.tokens, labels)
 
 
 def _fmt_tokens(t: float) -> str:
@@ -825,6 +886,7 @@ def plot_id(df, task: str, metric: str = "test_id_ppl", ax=None):
         d = d.sort_values("tokens")
         ax.plot(d.tokens, d[metric], "o-", color=col[lr], label=f"lr={lr:g}")
         _band(ax, d, metric, col[lr])
+        _mark_diverged(ax, d, col[lr])
     if metric in ("test_id_ppl", "test_accuracy"):
         base = d0.drop_duplicates("checkpoint").sort_values("tokens")
         bcol = "base_" + metric
@@ -857,13 +919,14 @@ def plot_ood(df, task: str, what: str = "delta", ax=None, inflections: bool = Tr
         d = d.sort_values("tokens")
         ax.plot(d.tokens, d[y], "o-", color=col[lr], label=f"lr={lr:g}")
         _band(ax, d, y, col[lr])
+        _mark_diverged(ax, d, col[lr])
         if inflections and what == "after" and np.isfinite(d.ood_ppl_after.to_numpy()).any():
             i = int(np.nanargmin(d.ood_ppl_after.to_numpy()))
             ax.plot(d.tokens.iloc[i], d[y].iloc[i], "*", ms=15, color=col[lr], mec="k")
     if what == "after":
         base = d0.drop_duplicates("checkpoint").sort_values("tokens")
         ax.plot(base.tokens, base.ood_ppl_before, "k--", lw=1, label="before fine-tuning")
-        ax.set_yscale("log")
+        plots.log_y(ax)
     _logx(ax, d0)
     ax.set_ylabel({"delta": "OOD ppl after − before", "dloss": "OOD loss after − before (nats)",
                    "after": "OOD perplexity after fine-tuning"}[what])
@@ -878,6 +941,12 @@ def plot_best(best, task: str, axes=None):
     if axes is None:
         _, axes = plt.subplots(1, 3, figsize=(15, 4))
     d = best[best.task == task].sort_values("tokens")
+    if not len(d):  # every learning rate diverged somewhere
+        for ax in axes:
+            ax.text(0.5, 0.5, "no learning rate without a diverged run:\nnothing to tune", ha="center",
+                    va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        return axes
     axes[0].plot(d.tokens, d.test_id_ppl, "o-", label="tuned LR (test; band: 95 % CI over seeds)")
     _band(axes[0], d, "test_id_ppl", "C0")
     axes[0].plot(d.tokens, d.base_test_id_ppl, "k--", lw=1, label="before fine-tuning")
@@ -891,7 +960,7 @@ def plot_best(best, task: str, axes=None):
     axes[1].set_ylabel("OOD perplexity")
     axes[1].set_title("OOD at the tuned LR")
     axes[2].plot(d.tokens, d.lr, "o-", color="C2")
-    axes[2].set_yscale("log")
+    plots.log_y(axes[2])
     axes[2].set_ylabel("optimal learning rate")
     axes[2].set_title("optimal LR (chosen on validation)")
     for ax in axes:
@@ -919,8 +988,8 @@ def plot_pareto(df, task: str, early_frac: float = 0.34, ax=None):
     from matplotlib.ticker import NullFormatter
     ax.set_xlabel("test ID perplexity (lower is better)")
     ax.set_ylabel("OOD perplexity after fine-tuning")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    plots.log_x(ax)
+    plots.log_y(ax)
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_title(f"{task}: ID–OOD trade-off (lines: Pareto fronts)")
     ax.legend(fontsize=8)
@@ -944,14 +1013,30 @@ def fixed_lr_verdict(df, alpha: float = verdicts.ALPHA) -> dict:
         for lr in lrs:
             tok, labels, D = replicates(df, task, lr, "ood_dloss")
             _, _, P = replicates(df, task, lr, "ood_ppl_after")
-            grow[lr] = verdicts.rises(tok, D, alpha=a, unit="nats per doubling of tokens")
-            ush[lr] = verdicts.u_shape(tok, P, alpha=a)
+            note = diverged_note(df, task, lr)
+            grow[lr] = verdicts.diverged(verdicts.rises(tok, D, alpha=a, unit="nats per doubling of tokens"), note)
+            ush[lr] = verdicts.diverged(verdicts.u_shape(tok, P, alpha=a), note)
             curves[lr] = P
         out[task] = {"labels": labels, "grow": grow, "u": ush,
+                     "diverged": diverged_note(df, task),
                      "rows": {"forgetting_grows": verdicts.combine(grow, over="learning rates"),
                               "ushape_fixed_lr": verdicts.combine(ush, over="learning rates"),
-                              "earlier_larger_lr": verdicts.minimum_shift(tok, curves, "earlier", what="learning rate")}}
+                              "earlier_larger_lr": _shift_without_diverged(df, task, tok, curves)}}
     return out
+
+
+def _shift_without_diverged(df, task, tok, curves) -> verdicts.Verdict:
+    """Kendall's τ of the minimum's position against LR, over the LRs where no seed diverged."""
+    dropped = [lr for lr in curves if diverged_note(df, task, lr)]
+    kept = {lr: P for lr, P in curves.items() if lr not in dropped}
+    if not dropped:
+        return verdicts.minimum_shift(tok, curves, "earlier", what="learning rate")
+    if len(kept) < 2:
+        return verdicts.diverged(verdicts.minimum_shift(tok, curves, "earlier", what="learning rate"),
+                                 diverged_note(df, task))
+    v = verdicts.minimum_shift(tok, kept, "earlier", what="learning rate")
+    v.reason = (v.reason + "; " if v.reason else "") + f"LR(s) {_lrs_text(sorted(dropped))} left out: diverged"
+    return v
 
 
 def _minimum_text(u, labels) -> str:
@@ -970,6 +1055,9 @@ def fixed_lr_summary(df, cfg, series) -> dict:
         per_lr = "; ".join(f"lr={lr:g}: forgetting {x['grow'][lr].label} ({x['grow'][lr].stat_text()}), "
                            f"minimum at {_minimum_text(x['u'][lr], x['labels'])}, U-shape {x['u'][lr].label}"
                            for lr in sorted(x["grow"]))
+        if x["diverged"]:
+            texts.append(f"**Diverged on {task}:** {x['diverged']}. Those runs are not scored: they are gaps "
+                         "marked × in the figures, and every test that needs them is inconclusive.")
         texts.append(f"On {task} ({n_seeds} seeds per point): forgetting rising with tokens is **{g.label}** "
                      f"({g.reason}); a U-shape of the OOD perplexity after fine-tuning is **{u.label}** ({u.reason}); "
                      f"the minimum coming earlier for larger learning rates is **{e.label}** ({e.stat_text()}). "
@@ -994,14 +1082,29 @@ def sweep_verdict(df, best, grid, early_frac: float = 0.34, alpha: float = verdi
     at a fixed LR, the one tuned at the first checkpoint (``lr_tuning_later``)?"""
     reg = lr_regime(best, grid)
     out = {}
-    for task, r in reg.items():
+    for task in sorted(df.task.unique()):
+        all_cks = df[df.task == task].drop_duplicates("checkpoint").sort_values("tokens").checkpoint.tolist()
         d = best[best.task == task].sort_values("tokens")
+        note = diverged_note(df, task)
+        lost = [c for c in all_cks if c not in set(d.checkpoint)]
+        if task not in reg or lost:
+            why = (f"no learning rate without a diverged seed at {', '.join(lost)}"
+                   + (f" ({note})" if note else ""))
+            v = verdicts.diverged(verdicts.Verdict(claim="u_shape", label="inconclusive"), why)
+            out[task] = {"text": f"On {task}, the tuned-LR tests are **inconclusive**: {why}.", "regime": "—",
+                         "remains": v, "later": _dc.replace(v, claim="minimum_shift"), "fixed_lr": math.nan,
+                         "labels": all_cks, "fronts": {"text": "not compared (diverged runs)"}, "path": "—",
+                         "grid_steps_down": 0, "doublings": 0.0, "at_grid_edge": False}
+            continue
+        r = reg[task]
         tok, labels, P = tuned_replicates(df, best, task)
         remains = verdicts.u_shape(tok, P, alpha=alpha)
         lr0 = float(d.lr.iloc[0])
         _, _, P0 = replicates(df, task, lr0, "ood_ppl_after")
-        later = verdicts.minimum_shift(tok, {0: P0, 1: P}, direction="later", what="tuning (fixed → tuned)")
-        txt = (f"On {task}, the learning rate chosen on the seed-mean validation metric moves {r['path']} — "
+        later = verdicts.diverged(verdicts.minimum_shift(tok, {0: P0, 1: P}, direction="later",
+                                                         what="tuning (fixed → tuned)"), diverged_note(df, task, lr0))
+        txt = ((f"Diverged runs (not scored, × in the figures; an LR with a diverged seed is no candidate for "
+                f"the tuned LR): {note}. ") if note else "") + (f"On {task}, the learning rate chosen on the seed-mean validation metric moves {r['path']} — "
                f"'{r['regime']}' by our rule ({r['grid_steps_down']} grid steps down over "
                f"{r['doublings']:.0f} doublings of tokens"
                + ("; the optimum touches the edge of the grid at some checkpoint, so the grid may be too narrow"

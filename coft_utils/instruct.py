@@ -77,7 +77,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import data, models, profiles, results
+from . import data, divergence, models, plots, profiles, results
 from . import verdicts as V
 from .lmeval_tasks import BENCHMARKS
 from .profiles import param
@@ -115,37 +115,43 @@ PAPER = {
 
 @dataclass(frozen=True)
 class Config(profiles.SeriesConfig):  # series, schedule, checkpoints (empty: n_checkpoints evenly spaced)
-    n_checkpoints: int = param(0, "evenly spaced checkpoints incl. first and last (0: all)", min=0)
+    n_checkpoints: int = param(0, "evenly spaced checkpoints incl. first and last (0: all)", min=0,
+                               max=1000)
     sft_data: tuple[str, ...] = param(("hh_rlhf", "alpaca_seed_tasks", "gsm8k"), "instruction data sources",
                                       choices=SFT_SOURCES)
-    train_per_source: int = param(2000, "at most this many training dialogues per source", min=1)
-    heldout_per_source: int = param(100, "held-out dialogues per source (half LR selection, half test)", min=2)
+    train_per_source: int = param(2000, "at most this many training dialogues per source", min=1,
+                                   max=10_000_000)
+    heldout_per_source: int = param(100, "held-out dialogues per source (half LR selection, half test)",
+                                     min=2, max=100_000)
     lrs: tuple[float, ...] = param((3e-4, 1e-3, 3e-3), "SFT learning-rate grid (best per checkpoint)", min=0.0,
                                    min_exclusive=True)
     seeds: int = param(3, "fine-tuning seeds per (checkpoint, lr): seed*seeds, seed*seeds+1, ... "
                        "(the verdict's replicates)", min=1, max=20)
-    sft_steps: int = param(150, "SFT optimizer steps (0: one epoch)", min=0)
-    batch_size: int = param(16, "per-device SFT batch size", min=1)
-    grad_accum: int = param(1, "gradient accumulation steps", min=1)
-    max_seq_len: int = param(0, "SFT / ID-eval sequence length (0: the model's context, at most 2048)", min=0)
+    sft_steps: int = param(150, "SFT optimizer steps (0: one epoch)", min=0, max=10_000_000)
+    batch_size: int = param(16, "per-device SFT batch size", min=1, max=16384)
+    grad_accum: int = param(1, "gradient accumulation steps", min=1, max=1024)
+    max_seq_len: int = param(0, "SFT / ID-eval sequence length (0: the model's context, at most 2048)", min=0,
+                             max=2048)
     warmup_ratio: float = param(0.05, "linear warmup fraction of the SFT steps", min=0.0, max=0.5)
     lr_schedule: str = param("cosine", "SFT learning-rate schedule", choices=("cosine", "linear", "constant_with_warmup"))
     weight_decay: float = param(0.0, "SFT AdamW weight decay", min=0.0)
     benchmarks: tuple[str, ...] = param(BENCHMARKS, "generalist benchmarks (lm-eval)", choices=BENCHMARKS)
-    bench_limit: int = param(100, "items per benchmark (first N; 0: all)", min=0)
+    bench_limit: int = param(100, "items per benchmark (first N; 0: all)", min=0, max=100_000)
     bench_local: bool = param(True, "lm-eval task configs on the local files (False: lm-eval's hub tasks)")
-    eval_max_length: int = param(256, "lm-eval max length in tokens (0: the model's)", min=0)
-    eval_batch_size: int = param(64, "lm-eval batch size", min=1)
+    eval_max_length: int = param(256, "lm-eval max length in tokens (0: the model's)", min=0,
+                                 max=32768)
+    eval_batch_size: int = param(64, "lm-eval batch size", min=1, max=16384)
     precision: str = param("fp32", "training / eval precision", choices=("fp32", "bf16"))
     keep_tuned: str = param("best", "tuned weights kept on disk: best LR only, or all", choices=("best", "all"))
     alpacaeval_judge: str = param(None, "alpaca_eval annotator config (None: AlpacaEval is skipped)", nullable=True)
-    threads: int = param(0, "torch CPU threads (0: torch default)", min=0)
+    threads: int = param(0, "torch CPU threads (0: torch default)", min=0, max=256)
 
     def check(self):
-        if self.series in models.SERIES and profiles.get_profile(self.profile).offline:
-            raise profiles.ProfileError(f"parameter 'series' = {self.series!r} needs the hub (paper profile); "
-                                        f"allowed at profile {self.profile!r}: 'suite' or a series .json "
-                                        "of local folders")
+        # series / checkpoints / hub series at offline profiles: profiles.validate (shared by every chapter)
+        n = len(profiles.series_info(self.series, self.profile, self.schedule).labels)
+        if not self.checkpoints and self.n_checkpoints > n:
+            raise profiles.ProfileError(f"parameter 'n_checkpoints' = {self.n_checkpoints} is more than series "
+                                        f"{self.series!r} has ({n} checkpoints); allowed: 0 (all) .. {n}")
         if "tulu" in self.sft_data and profiles.get_profile(self.profile).offline:
             raise profiles.ProfileError(f"parameter 'sft_data' contains 'tulu', which is hub only; allowed at "
                                         f"profile {self.profile!r}: hh_rlhf, alpaca_seed_tasks, gsm8k")
@@ -438,7 +444,7 @@ def sft_config(cfg: Config, lr: float, out_dir, seed: int, max_length: int, assi
         weight_decay=cfg.weight_decay, max_length=max_length, assistant_only_loss=assistant_only_loss,
         packing=False, logging_steps=max(1, (cfg.sft_steps or 100) // 10), save_strategy="no",
         report_to=[], seed=seed, data_seed=seed, bf16=cfg.precision == "bf16", use_cpu=_device(cfg) == "cpu",
-        dataloader_num_workers=0, disable_tqdm=True,
+        dataloader_num_workers=0, disable_tqdm=True, logging_nan_inf_filter=False,
         # TRL defaults to checkpointing; under FSDP it is FSDP's (the yaml), on one GPU at paper ours
         activation_checkpointing=cfg.profile == "paper" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() != "true")
 
@@ -466,7 +472,7 @@ def sft(model, tok, train_ds, lr: float, cfg: Config, out_dir: Path, seed: int):
     if isinstance(train_ds, list):
         train_ds = prepare_sft_dataset(model, tok, train_ds, cfg, out_dir)
     args = sft_config(cfg, lr, out_dir, seed, _context(model, cfg), assistant_only_loss=False)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tok)
+    trainer = divergence.watch(SFTTrainer)(model=model, args=args, train_dataset=train_ds, processing_class=tok)
     from transformers.trainer_callback import PrinterCallback
     trainer.remove_callback(PrinterCallback)  # the loss history is kept in trainer.state.log_history
     t0 = time.perf_counter()
@@ -474,7 +480,8 @@ def sft(model, tok, train_ds, lr: float, cfg: Config, out_dir: Path, seed: int):
     wall = time.perf_counter() - t0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     info = {"train_loss": float(out.training_loss), "final_loss": float(losses[-1]) if losses else float("nan"),
-            "steps": int(trainer.state.global_step), "n_train": len(trainer.train_dataset), "sft_wall_s": wall}
+            "steps": int(trainer.state.global_step), "n_train": len(trainer.train_dataset), "sft_wall_s": wall,
+            **divergence.check(trainer, model)}
     return info, trainer
 
 
@@ -574,6 +581,14 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
         info, trainer = sft(model, tok, tk[("train", seed)], lr, cfg,
                             model_dir / "_trainer" / f"{results.unit_id(u)}", seed)
         path = model_dir / results.unit_id(u)
+        if info["diverged"]:  # recorded, never saved or scored (its val ppl counts as inf for the LR choice)
+            m = {"tokens": ck.tokens, **info, "model_dir": None,
+                 **{f"{p}_{k}": math.nan for p in ("val", "test") for k in ("ppl", "loss")}}
+            m["wall_s"] = time.perf_counter() - t0
+            write(u, m)
+            del model, trainer
+            gc.collect()
+            return m
         _save_tuned(trainer, tok, path)
         m = {"tokens": ck.tokens, **info, "model_dir": str(path)}
         if _is_main():
@@ -592,7 +607,8 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
         bar = tqdm(total=len(series) * (len(cfg.lrs) * len(seeds) + 1 + len(seeds)),
                    desc=f"{CHAPTER} [{cfg.profile}]", leave=False)
     for ck in series:
-        base_u = {"stage": "base", "series": series.name, "checkpoint": ck.label, "key": f"{eval_key}-{id_key}"}
+        base_u = {"stage": "base", "series": series.name, "checkpoint": ck.label, "weights": models.identity(ck),
+                  "key": f"{eval_key}-{id_key}"}
         if not store.done(base_u):
             t0 = time.perf_counter()
             model, tok = _load(ck, cfg)
@@ -604,8 +620,9 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
             write(base_u, m)
             del model
         bar and bar.update(1)
-        sft_units = {(lr, s): {"stage": "sft", "series": series.name, "checkpoint": ck.label, "lr": lr,
-                               "seed": s, "key": sft_key} for lr in cfg.lrs for s in seeds}
+        sft_units = {(lr, s): {"stage": "sft", "series": series.name, "checkpoint": ck.label,
+                               "weights": base_u["weights"], "lr": lr, "seed": s, "key": sft_key}
+                     for lr in cfg.lrs for s in seeds}
         for u in sft_units.values():
             if not store.done(u):
                 train(ck, u)
@@ -614,6 +631,13 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
         best = choose_lr({k: r["val_ppl"] for k, r in recs.items()}, cfg.lrs, seeds)["best_lr"]
         for s in seeds:
             tuned_u = {**sft_units[(best, s)], "stage": "tuned", "key": f"{sft_key}-{eval_key}"}
+            if not store.done(tuned_u) and recs[(best, s)].get("diverged"):
+                # every LR diverged for this seed's choice: the tuned model has no scores
+                r = recs[(best, s)]
+                write(tuned_u, {"tokens": ck.tokens, "best_lr": best, "lr_grid": list(cfg.lrs), "wall_s": 0.0,
+                                **{k: r[k] for k in divergence.FIELDS},
+                                **{k: r[k] for k in r if k.startswith(("val_", "test_", "train_loss", "final_loss"))},
+                                **{k: math.nan for k in [*_metrics(cfg), "avg_acc_stderr", "avg_acc_norm_stderr"]}})
             if not store.done(tuned_u):
                 t0 = time.perf_counter()
                 if not Path(recs[(best, s)]["model_dir"]).is_dir():
@@ -635,7 +659,7 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
             bar and bar.update(1)
         if cfg.keep_tuned == "best" and _is_main():
             for (lr, _), r in recs.items():
-                if lr != best and Path(r["model_dir"]).is_dir():
+                if lr != best and r.get("model_dir") and Path(r["model_dir"]).is_dir():
                     shutil.rmtree(r["model_dir"], ignore_errors=True)
     if bar is not None:
         bar.close()
@@ -651,6 +675,7 @@ def collect(cfg: Config, series, store, sources=None, wall_s: float | None = Non
     ``summary`` (:func:`summarize`)."""
     import pandas as pd
     labels = [c.label for c in series]
+    weights = {c.label: models.identity(c) for c in series}
     seeds = seed_list(cfg)
     keys = {"base": f"{_key(cfg, _EVAL_FIELDS)}-{_key(cfg, _DATA_FIELDS)}", "sft": _key(cfg, _SFT_FIELDS),
             "tuned": f"{_key(cfg, _SFT_FIELDS)}-{_key(cfg, _EVAL_FIELDS)}"}
@@ -658,6 +683,8 @@ def collect(cfg: Config, series, store, sources=None, wall_s: float | None = Non
     for r in store.records():
         u = r["unit"]
         if u.get("series") != series.name or u.get("checkpoint") not in labels or u.get("key") != keys[u["stage"]]:
+            continue
+        if u.get("weights") != weights[u["checkpoint"]]:  # records of other weights under this label
             continue
         if u["stage"] != "base" and (u.get("seed") not in seeds or u.get("lr") not in cfg.lrs):
             continue
@@ -719,10 +746,12 @@ def summarize(base, tuned, cfg: Config):
                    "best_lr": g["lr"].iloc[0]}
             for m in mets:
                 x = g[m].astype(float)
-                row[m], row[f"{m}_min"], row[f"{m}_max"] = x.mean(), x.min(), x.max()
+                # a diverged seed (NaN) makes the mean NaN: shown, never averaged away
+                row[m], row[f"{m}_min"], row[f"{m}_max"] = x.mean(skipna=False), x.min(skipna=False), x.max(skipna=False)
                 row[f"{m}_ci"] = q * x.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
             for m in ("avg_acc", "avg_acc_norm"):
                 row[f"{m}_stderr"] = g[f"{m}_stderr"].mean()
+            row["n_diverged"] = int(g["diverged"].fillna(False).astype(bool).sum()) if "diverged" in g else 0
             rows.append(row)
     df = pd.DataFrame(rows)
     return df.sort_values(["stage", "tokens"]).reset_index(drop=True) if len(df) else df
@@ -763,6 +792,19 @@ def _metric_name(metric: str) -> str:
     return {"avg_acc": "average acc", "avg_acc_norm": "average acc_norm"}.get(metric, metric)
 
 
+def diverged_note(frame) -> str:
+    """Which fine-tuning runs of a frame (``sft`` or ``tuned``) diverged, where and why; '' if none."""
+    if not len(frame) or "diverged" not in frame:
+        return ""
+    d = frame[frame["diverged"].fillna(False).astype(bool)]
+    if not len(d):
+        return ""
+    cks = list(dict.fromkeys(d["checkpoint"]))
+    why = list(dict.fromkeys(d["diverged_reason"].fillna("")))
+    return (f"{len(d)} of {len(frame)} fine-tuning runs diverged (checkpoints {', '.join(map(str, cks[:6]))}"
+            f"{' …' if len(cks) > 6 else ''}; {'; '.join(why[:2])}): they have no scores")
+
+
 def verdict(tuned, base, chance: dict, metric: str = "avg_acc") -> dict:
     """Does the instruction-tuned curve bend down at the end, beyond seed noise, while the base
     curve does not? :func:`coft_utils.verdicts.bends_down` on ``tuned`` = the per-seed ``metric``
@@ -783,13 +825,14 @@ def verdict(tuned, base, chance: dict, metric: str = "avg_acc") -> dict:
     tokens, cks, T, B, bse = _curves(tuned, base, metric, metric + "_stderr")
     R, K = T.shape
     v = V.bends_down(tokens, T, B, higher_is_better=True, base_se=bse)  # a missing record (NaN) -> inconclusive
-    v = dataclasses.replace(v, unit=f"drop in {_metric_name(metric)} at the last checkpoint")
+    v = V.diverged(dataclasses.replace(v, unit=f"drop in {_metric_name(metric)} at the last checkpoint"),
+                   diverged_note(tuned))
     mean_t = np.nanmean(T, axis=0) if R else np.full(K, np.nan)
     ch = chance.get("avg", float("nan"))
     allv = np.concatenate([mean_t, B[0]])
     avg_se = float(np.nanmean(np.concatenate([tuned[metric + "_stderr"].to_numpy(float), bse])))
     max_dev = float(np.nanmax(np.abs(allv - ch))) if math.isfinite(ch) else float("nan")
-    near = bool(math.isfinite(ch) and max_dev < 4 * avg_se)
+    near = bool(math.isfinite(ch) and max_dev < 4 * avg_se and np.isfinite(mean_t).all())
     j = v.detail.get("best_earlier") if v.detail else None
     out.update(verdict=v, label=v.label, tokens=tokens.tolist(), checkpoints=cks, n_seeds=R,
                tuned_mean=mean_t.tolist(), base=B[0].tolist(), base_se=bse.tolist(),
@@ -829,7 +872,8 @@ def id_verdict(tuned, base) -> dict:
     exact_base = not np.isfinite(bse).all()
     bse = np.where(np.isfinite(bse), bse, 0.0)
     v = V.bends_down(tokens, T, B, higher_is_better=False, log=True, base_se=bse)
-    v = dataclasses.replace(v, unit="% higher perplexity at the last checkpoint than at the best of the later half")
+    v = V.diverged(dataclasses.replace(v, unit="% higher perplexity at the last checkpoint than at the best of the "
+                                              "later half"), diverged_note(tuned))
     mean_t = np.exp(np.nanmean(np.log(T), axis=0)) if T.shape[0] else np.full(len(cks), np.nan)
     txt = (f"{v.label}: {v.stat_text()}" + (f" ({v.reason})" if v.reason else "") + ". "
            f"The tuned models' held-out response perplexity (geometric mean over seeds) goes from "
@@ -907,10 +951,7 @@ def claim_verdict(out: dict, cfg: Config) -> dict:
 # --------------------------------------------------------------------------- figures and tables
 def _token_axis(ax, base):
     """Log-scaled pre-training tokens, ticks at the checkpoints, labelled with their names."""
-    import matplotlib.ticker as mticker
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
-    ax.set_xticks(list(base.tokens), list(base.checkpoint), rotation=45, fontsize=7)
+    plots.token_axis(ax, base.tokens, base.checkpoint, rotation=45, fontsize=7)
 
 
 def _tuned_band(ax, t, metric, color, label, marker="o", ls="-"):
@@ -996,7 +1037,7 @@ def fig_id(out: dict, cfg: Config):
     ax.set_ylabel("validation response perplexity after SFT")
     for ax in axes:
         _token_axis(ax, base)
-        ax.set_yscale("log")
+        plots.log_y(ax)
         ax.set_xlabel("pre-training tokens")
         ax.legend(fontsize=7.5)
     fig.tight_layout()

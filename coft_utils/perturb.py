@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from . import evaluate, models, profiles, results, verdicts
+from . import evaluate, models, plots, profiles, results, verdicts
 from .profiles import param
 
 __all__ = ["Config", "PRESETS", "Perturber", "perturb_", "noise_seed", "select_tensors",
@@ -67,18 +67,20 @@ class Config(profiles.SeriesConfig):
     init_std: float = param(0.0, "init std for scale=init (0: the series' meta or config.initializer_range)",
                             min=0.0)
     sources: tuple[str, ...] = param(("gutenberg", "wikitext"), "held-out token sources", choices=SOURCES)
-    n_blocks: int = param(64, "held-out blocks per source", min=1)
-    seq_len: int = param(128, "tokens per held-out block", min=2)
-    batch_size: int = param(16, "evaluation batch size", min=1)
+    n_blocks: int = param(64, "held-out blocks per source (at most what each source holds)", min=1,
+                          max=1_000_000)
+    seq_len: int = param(128, "tokens per held-out block", min=2, max=32768)
+    batch_size: int = param(16, "evaluation batch size", min=1, max=16384)
     dtype: str = param("float32", "model dtype", choices=("float32", "bfloat16"))
-    threads: int = param(0, "torch CPU threads (0: leave as is)", min=0)
+    threads: int = param(0, "torch CPU threads (0: leave as is)", min=0, max=256)
     workers: int = param(1, "worker processes for the checkpoints (1 thread each; 1: in-process)",
                          min=1, max=64)
 
     def check(self):
         if "c4" in self.sources and profiles.get_profile(self.profile).offline:
             raise profiles.ProfileError(
-                f"source 'c4' needs the hub (profile 'paper'); profile {self.profile!r} is offline; "
+                f"parameter 'sources' contains 'c4', which needs the hub (profile 'paper'); profile "
+                f"{self.profile!r} is offline; "
                 "allowed here: gutenberg, wikitext")
         if len(set(self.gammas)) != len(self.gammas):
             raise profiles.ProfileError(f"parameter 'gammas' has duplicates: {self.gammas}")
@@ -86,6 +88,9 @@ class Config(profiles.SeriesConfig):
             raise profiles.ProfileError("parameter 'gammas' must list at least one γ")
         if len(set(self.compare_gammas)) != len(self.compare_gammas):
             raise profiles.ProfileError(f"parameter 'compare_gammas' has duplicates: {self.compare_gammas}")
+        from . import evaluate
+        for src in self.sources:
+            evaluate.check_blocks(src, self.n_blocks, self.seq_len)
 
     def other_scale(self) -> "Config | None":
         """The comparison sweep's config: the other noise scale, ``compare_gammas``, the first
@@ -329,7 +334,8 @@ _DATA_NAMES = {"gutenberg": "gutenberg_top100_authors", "wikitext": "wikitext2_t
 
 # --------------------------------------------------------------------------- the sweep
 def _units(series, cfg: Config, ckpt) -> list[dict]:
-    base = {"series": series.name, "checkpoint": ckpt.label, "tokens": float(ckpt.tokens),
+    base = {"series": series.name, "checkpoint": ckpt.label, "weights": models.identity(ckpt),
+            "tokens": float(ckpt.tokens),
             "scale": cfg.scale, "targets": cfg.targets, "init_std": cfg.init_std,
             "n_blocks": cfg.n_blocks, "seq_len": cfg.seq_len, "dtype": cfg.dtype}
     out = []
@@ -475,9 +481,12 @@ def verdict(df, source: str, alpha: float = verdicts.ALPHA) -> dict:
     out = {}
     for g in gammas:
         tok, labels, D, P = replicates(df, source, g)
-        out[float(g)] = {"rises": verdicts.rises(tok, D, alpha=a, unit="ppl per doubling of tokens"),
-                         "u": verdicts.u_shape(tok, P, alpha=a), "labels": labels, "tokens": tok, "ppl": P,
-                         "n_diverged": int((~np.isfinite(P)).sum())}
+        bad = ~np.isfinite(P)
+        note = (f"{int(bad.sum())} of {P.size} perturbed evaluations at γ={g:g} diverged (inf/NaN perplexity; "
+                f"checkpoints {', '.join(l for l, b in zip(labels, bad.any(axis=0)) if b)})" if bad.any() else "")
+        out[float(g)] = {"rises": verdicts.diverged(verdicts.rises(tok, D, alpha=a, unit="ppl per doubling of tokens"), note),
+                         "u": verdicts.diverged(verdicts.u_shape(tok, P, alpha=a), note), "labels": labels,
+                         "tokens": tok, "ppl": P, "n_diverged": int(bad.sum())}
     return out
 
 
@@ -510,12 +519,8 @@ def verdict_table(df, sources: Iterable[str]):
 
 def _token_axis(ax, s):
     """Log token axis with one labelled tick per checkpoint (no crowded minor labels)."""
-    import matplotlib.ticker as mt
-    ax.set_xscale("log")
     ck = s.drop_duplicates("checkpoint").sort_values("tokens")
-    ax.xaxis.set_major_locator(mt.FixedLocator(ck.tokens.to_list()))
-    ax.xaxis.set_major_formatter(mt.FixedFormatter([str(c) for c in ck.checkpoint]))
-    ax.xaxis.set_minor_locator(mt.NullLocator())
+    plots.token_axis(ax, ck.tokens, ck.checkpoint)
 
 
 def plot_delta(summary, source: str, ax=None, theirs: bool = False):
@@ -537,7 +542,7 @@ def plot_delta(summary, source: str, ax=None, theirs: bool = False):
                 label=f"theirs: Pythia-70M report, γ={th['gamma']} ({th['source']})")
     _token_axis(ax, s)
     if positive:
-        ax.set_yscale("log")
+        plots.log_y(ax)
     else:
         ax.set_yscale("symlog", linthresh=max(1e-3, float(np.nanmin(np.abs(s.delta_mean[s.delta_mean != 0]))
                                                         if (s.delta_mean != 0).any() else 1.0)))
@@ -568,7 +573,7 @@ def plot_absolute(summary, source: str, ax=None):
                     mec="k", ls="none")
     ax.plot([], [], "k*", ms=10, ls="none", label="minimum (inflection point)")
     _token_axis(ax, s)
-    ax.set_yscale("log")
+    plots.log_y(ax)
     ax.set_xlabel("pre-training tokens")
     ax.set_ylabel("perplexity")
     ax.set_title(f"Perturbed perplexity ({source})")

@@ -73,7 +73,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import data, models, parallel, profiles, results
+from . import data, models, parallel, plots, profiles, results
 from .profiles import param
 
 __all__ = ["Config", "PRESETS", "SCHEDULES", "CODE_VERSION", "get_suite", "cached_suite", "suite_records",
@@ -90,9 +90,9 @@ CODE_VERSION = 1  # bump when a change alters trained weights (invalidates every
 class Config(profiles.ChapterConfig):
     model: str = param("olmo-pico", "OLMo size preset (models.OLMO_PRESETS)", choices=tuple(models.OLMO_PRESETS))
     vocab_size: int = param(1024, "BPE vocabulary trained on the pre-training corpus", min=263, max=65535)
-    seq_len: int = param(128, "tokens per packed training block", min=8)
-    batch_size: int = param(32, "global batch (blocks per optimizer step)", min=1)
-    min_budget: float = param(250_000.0, "smallest token budget", min=1.0)
+    seq_len: int = param(128, "tokens per packed training block", min=8, max=32768)
+    batch_size: int = param(32, "global batch (blocks per optimizer step)", min=1, max=16384)
+    min_budget: float = param(250_000.0, "smallest token budget", min=1.0, max=1e13)
     n_budgets: int = param(6, "number of budgets (each double the last)", min=1, max=30)
     schedule: str = param("cosine", "learning-rate schedule", choices=SCHEDULES)
     lr: float = param(3e-3, "peak learning rate (AdamW) of every schedule without its own lr_<schedule>",
@@ -100,18 +100,21 @@ class Config(profiles.ChapterConfig):
     lr_cosine: float = param(0.0, "peak learning rate of the cosine runs (0: use lr)", min=0.0)
     lr_wsd: float = param(0.0, "peak learning rate of the wsd trunk and its decay branches (0: use lr)", min=0.0)
     lr_constant: float = param(0.0, "peak learning rate of the constant run (0: use lr)", min=0.0)
-    warmup_steps: int = param(20, "linear warmup steps (same for every budget)", min=0)
+    warmup_steps: int = param(20, "linear warmup steps (same for every budget; below the smallest budget's "
+                              "steps)", min=0, max=10_000_000)
     decay_frac: float = param(0.2, "wsd: decay branch length as a fraction of its budget", min=0.0,
                               max=1.0, min_exclusive=True)
     weight_decay: float = param(0.1, "AdamW weight decay", min=0.0)
     beta2: float = param(0.95, "AdamW beta2", min=0.0, max=1.0, max_exclusive=True)
     grad_clip: float = param(1.0, "gradient-norm clip (0: off)", min=0.0)
     corpus: str = param("gutenberg", "pre-training corpus", choices=("gutenberg", "c4"))
-    tokenizer_chars: int = param(3_000_000, "characters of the corpus the BPE is trained on", min=10_000)
-    val_blocks: int = param(64, "held-out blocks for validation perplexity (0: skip)", min=0)
-    save_every: int = param(200, "steps between resumable state saves", min=1)
+    tokenizer_chars: int = param(3_000_000, "characters of the corpus the BPE is trained on", min=10_000,
+                                 max=1_000_000_000)
+    val_blocks: int = param(64, "held-out blocks for validation perplexity (0: skip; at most what the "
+                            "held-out text holds)", min=0, max=1_000_000)
+    save_every: int = param(200, "steps between resumable state saves", min=1, max=10_000_000)
     mixed_precision: str = param("no", "autocast precision (bf16 on GPU)", choices=("no", "bf16", "fp16"))
-    threads: int = param(0, "torch CPU threads per process (0: torch default)", min=0)
+    threads: int = param(0, "torch CPU threads per process (0: torch default)", min=0, max=256)
     workers: int = param(1, "processes that train independent runs at once (results do not depend on it)",
                          min=1, max=64)
     lr_scan_lrs: tuple = param((3e-3, 6e-3, 1.2e-2, 2.4e-2), "peak learning rates of the LR scan "
@@ -151,6 +154,9 @@ class Config(profiles.ChapterConfig):
         if self.corpus == "c4" and self.profile != "paper":
             raise profiles.ProfileError(f"parameter 'corpus' = 'c4' needs the hub (paper profile); "
                                         f"allowed at profile {self.profile!r}: 'gutenberg'")
+        if self.corpus == "gutenberg" and self.val_blocks:
+            from . import evaluate
+            evaluate.check_blocks("gutenberg", self.val_blocks, self.seq_len, ("val_blocks", "seq_len"))
 
 
 PRESETS: dict[str, Config] = {
@@ -410,18 +416,61 @@ def cost_ratio(cfg: Config, other: str = "wsd") -> float:
 
 # --------------------------------------------------------------------------- training
 def _rng_state():
+    """All RNG states as tensors and plain python values only, so ``torch.load(weights_only=True)``
+    reads them back without any allow-list (no numpy objects in the pickle)."""
     import torch
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"kind": str(kind), "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+                      "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": [int(version), [int(v) for v in internal], gauss_next],
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def _set_rng_state(st):
     import torch
     torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
+    n = st["numpy"]
+    if isinstance(n, dict):
+        n = (n["kind"], np.asarray(n["key"].numpy(), dtype=np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    np.random.set_state(n)  # (a legacy state holds numpy's own tuple)
+    version, internal, gauss_next = st["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if st.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _legacy_state_globals() -> list:
+    """The only non-torch types a state file written before the safe format holds (numpy's RNG key,
+    a uint32 array): numpy array reconstruction, under both module spellings (numpy 1.x and 2.x)."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    rec = multiarray._reconstruct
+    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)), rec, (rec, "numpy.core.multiarray._reconstruct"),
+            (rec, "numpy._core.multiarray._reconstruct")]
+
+
+def _load_state(path: Path) -> dict:
+    """Read a state file with ``torch.load(weights_only=True)``: never unpickles arbitrary objects
+    (a crafted file in a shared runs folder must not run code). A legacy file (numpy RNG state inside)
+    is read with a narrow allow-list of numpy array types; anything else is refused."""
+    import pickle
+    import torch
+    try:
+        with torch.serialization.safe_globals(_legacy_state_globals()):
+            st = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = [l.strip() for l in str(e).splitlines() if "nsupported" in l or "but got" in l] or ["unreadable"]
+        raise RuntimeError(f"refusing to load pre-training state {path}: it cannot be read safely "
+                           f"(weights_only=True) and is not a state file this package wrote; delete it to "
+                           f"restart that job from scratch ({why[0]})") from None
+    if not (isinstance(st, dict) and {"model", "optimizer", "step", "rng"} <= st.keys()):
+        raise RuntimeError(f"refusing to load pre-training state {path}: not a state file this package wrote; "
+                           f"delete it to restart that job from scratch")
+    return st
 
 
 def _save_state(path: Path, state: dict) -> None:
@@ -493,12 +542,12 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
     resume = state_dir / f"{job.name}.pt"
     step, elapsed, own = job.start, 0.0, 0.0
     src = resume if resume.is_file() else (state_dir / f"{job.parent}.pt" if job.parent else None)
-    st = None
+    st, div0 = None, None
     if src is not None:
-        st = torch.load(src, map_location="cpu", weights_only=False)
+        st = _load_state(src)
     lin = _latest_lineage_state(state_dir, job, st["step"] if (st is not None and src == resume) else job.start)
     if lin is not None:  # the same run went further before (e.g. the LR scan's shorter trunk)
-        src, st = resume, torch.load(lin, map_location="cpu", weights_only=False)
+        src, st = resume, _load_state(lin)
     if st is not None:
         model.load_state_dict(st["model"])
         optimizer.load_state_dict(st["optimizer"])
@@ -512,6 +561,7 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
         for g in optimizer.param_groups:  # the lr of the next update, whatever the saved one was
             g["lr"] = g["initial_lr"] * fn(step - job.start)
         _set_rng_state(st["rng"])
+        div0 = st.get("diverged_step")  # a wsd branch inherits its trunk's divergence
         del st
     else:
         torch.manual_seed(cfg.seed)
@@ -530,13 +580,21 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
     def state():
         return {"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": step, "elapsed": elapsed, "own": own,
-                "rng": _rng_state()}
+                "rng": _rng_state(), "diverged_step": diverged_step()}
+
+    def diverged_step():  # read at save points only: no device sync per step
+        b = int(first_bad)
+        return b if b >= 0 else None
 
     new, first = 0, step
+    # the first step whose training loss was not finite (-1: none), carried over from the state
+    first_bad = torch.tensor(int(div0) if div0 is not None else -1, device=accelerator.device)
     t0 = time.perf_counter()
     while step < job.end:
         x = stream.batch(step).to(accelerator.device)
         out = model(input_ids=x, labels=x)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(out.loss.detach()),
+                                torch.full_like(first_bad, step + 1), first_bad)
         accelerator.backward(out.loss)
         if cfg.grad_clip > 0:
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -557,7 +615,8 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
                 if step in keep:
                     _save_state(state_dir / f"{job.lineage or job.name}@{step}.pt", st)
                 if step in saves and on_export is not None:
-                    on_export(accelerator.unwrap_model(model), job.series, saves[step], step, elapsed)
+                    on_export(accelerator.unwrap_model(model), job.series, saves[step], step, elapsed,
+                              diverged_step=st["diverged_step"])
                 _save_state(resume, st)
             accelerator.wait_for_everyone()
             t0 = time.perf_counter()
@@ -567,7 +626,8 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
             return {"wall_s": elapsed, "own_wall_s": own, "steps": step, "stopped": True}
     if bar is not None:
         bar.close()
-    info = {"wall_s": elapsed, "own_wall_s": own, "steps": step, "resumed_at": first}
+    info = {"wall_s": elapsed, "own_wall_s": own, "steps": step, "resumed_at": first,
+            "diverged_step": diverged_step()}
     if accelerator.is_main_process:
         results.atomic_write_json(done_file, info)
         resume.unlink(missing_ok=True)
@@ -669,7 +729,7 @@ def _context(cfg: Config, accelerator=None):
 
 
 def _exporter(cfg: Config, tok, root: Path, val, accelerator):
-    def export(model, series, label, step, elapsed):
+    def export(model, series, label, step, elapsed, diverged_step=None):
         from . import evaluate
         out = root / series / "ckpt" / label
         models.save_model(model, out, tok)
@@ -685,6 +745,12 @@ def _exporter(cfg: Config, tok, root: Path, val, accelerator):
                 r = evaluate.perplexity(model, val.to(dev), batch_size=16)
             model.train(was)
             rec.update(val_ppl=r["ppl"], val_loss=r["loss"])
+        bad_val = val is not None and not math.isfinite(rec["val_loss"])
+        rec.update(diverged=diverged_step is not None or bad_val, diverged_step=diverged_step,
+                   diverged_reason=(f"non-finite training loss at step {diverged_step}" if diverged_step is not None
+                                    else f"non-finite validation loss at step {step}" if bad_val else ""))
+        if rec["diverged"] and val is not None:  # a diverged model's perplexity is not a score
+            rec.update(val_ppl=math.nan, val_loss=math.nan)
         results.atomic_write_json(out.with_name(label + ".record.json"), rec)
     return export
 
@@ -852,7 +918,7 @@ def suite_records(series: models.CheckpointSeries):
     """One row per checkpoint: schedule, peak LR, label, tokens, tokens/param, val ppl, wall time."""
     import pandas as pd
     cols = ["schedule", "lr", "label", "tokens", "params", "tokens_per_param", "val_ppl", "val_loss", "wall_s",
-            "step"]
+            "step", "diverged", "diverged_step", "diverged_reason"]
     df = pd.DataFrame(load_records(series))
     return df[[c for c in cols if c in df.columns]]
 
@@ -957,7 +1023,7 @@ def plot_lr_scan(scan, chosen: dict | None = None):
             ax.plot(c["lr"], c["val_ppl"], "o", ms=13, mfc="none", mec="k", mew=1.2)
         ax.axvline(chosen[sched], color="k", ls="--", lw=0.8)
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        plots.log_y(ax)
         lrs = sorted(set(g["lr"]))
         ax.set_xticks(lrs, labels=[f"{x:g}" for x in lrs], rotation=30)
         ax.xaxis.set_minor_locator(NullLocator())
@@ -983,14 +1049,30 @@ def plot_ppl(table, ax=None):
         fig, ax = plt.subplots()
     for (sched, g), mk in zip(table.groupby("schedule", sort=False), "osD^v"):
         g = g.sort_values("tokens")
-        ax.plot(g["tokens"], g["val_ppl"], marker=mk, label=sched)
+        line = ax.plot(g["tokens"], g["val_ppl"], marker=mk, label=sched)[0]
+        if "diverged" in g and g["diverged"].fillna(False).astype(bool).any():
+            dv = g[g["diverged"].fillna(False).astype(bool)]
+            ax.plot(dv["tokens"], [0.95] * len(dv), "x", color=line.get_color(), ms=10, mew=2.5, clip_on=False,
+                    transform=ax.get_xaxis_transform(), label=f"{sched}: diverged (not scored)")
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    plots.log_y(ax)
     ax.set_xlabel("pre-training tokens")
     ax.set_ylabel("validation perplexity (held-out Gutenberg)")
     ax.set_title("Base models get better with more tokens")
     ax.legend(title="schedule")
     return ax.figure
+
+
+def diverged_note(table) -> str:
+    """Which checkpoints of a suite table diverged and why ('' if none): they have no score."""
+    if "diverged" not in table:
+        return ""
+    d = table[table["diverged"].fillna(False).astype(bool)]
+    if not len(d):
+        return ""
+    why = list(dict.fromkeys(d["diverged_reason"].fillna("")))
+    return (f"{len(d)} of {len(table)} checkpoints diverged ({', '.join(map(str, d['label']))}; "
+            f"{'; '.join(why[:2])}{' …' if len(why) > 2 else ''})")
 
 
 def monotone_verdict(table) -> dict:
@@ -1004,12 +1086,15 @@ def monotone_verdict(table) -> dict:
     for sched, g in table.groupby("schedule", sort=False):
         g = g.sort_values("tokens")
         p = list(g["val_ppl"])
-        tests[sched] = verdicts.improves(g.tokens.to_numpy(float), np.asarray(p, float)[None, :], log=True)
+        tests[sched] = verdicts.diverged(
+            verdicts.improves(g.tokens.to_numpy(float), np.asarray(p, float)[None, :], log=True), diverged_note(g))
         per[sched] = {"monotone": all(b < a for a, b in zip(p, p[1:])), "first": p[0], "last": p[-1],
-                      "verdict": tests[sched].label, "statistic": tests[sched].stat_text()}
+                      "verdict": tests[sched].label, "statistic": tests[sched].stat_text(),
+                      "diverged": bool(diverged_note(g))}
     row = verdicts.combine(tests, over="schedules", require="all")
     parts = [f"{s}: {v['first']:.1f} -> {v['last']:.1f}, {v['verdict']} "
-             f"({v['statistic']}; {'every doubling helps' if v['monotone'] else 'NOT every doubling helps'})"
+             f"({v['statistic']}" + ("" if v["diverged"] else
+                                      f"; {'every doubling helps' if v['monotone'] else 'NOT every doubling helps'}") + ")"
              for s, v in per.items()]
     return {"per_schedule": per, "all_monotone": all(v["monotone"] for v in per.values()), "verdict": row,
             "text": f"Validation perplexity improving with tokens is **{row.label}** for every schedule: "

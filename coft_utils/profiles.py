@@ -19,7 +19,9 @@ Declare a field with :func:`param` so the validator knows what is allowed::
         scale: str = param("init", "noise scale", choices=("init", "empirical"))
 
 An unknown profile, an unknown key, a value of the wrong type or out of range raises
-:class:`ProfileError`, whose message names the bad value and lists what is allowed.
+:class:`ProfileError`, whose message names the bad value and lists what is allowed. The type
+of a sequence's elements comes from ``param(..., item=str)``, the default's first element or
+the annotation (``tuple[str, ...]``), so a sequence whose default is empty is typed too.
 """
 from __future__ import annotations
 
@@ -27,12 +29,13 @@ import dataclasses
 import importlib
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 __all__ = [
     "PROFILES", "CHAPTERS", "ProfileError", "Profile", "ChapterConfig", "SeriesConfig", "param", "get_profile",
-    "resolve", "describe", "validate", "apply_offline_env",
+    "resolve", "describe", "validate", "apply_offline_env", "series_info", "SeriesInfo",
 ]
 
 
@@ -78,16 +81,42 @@ CHAPTERS: dict[str, str] = {
 
 def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
           choices: tuple | None = None, min_exclusive: bool = False, max_exclusive: bool = False,
-          nullable: bool = False, allow_empty: bool = False):
+          nullable: bool = False, allow_empty: bool = False, item: type | None = None):
     """A dataclass field with its allowed range, used by :func:`validate` and :func:`describe`.
 
     Sequence parameters never take repeated values, and take an empty list only when their
-    default is empty or ``allow_empty`` is set (an empty list that means "none" or "all")."""
+    default is empty or ``allow_empty`` is set (an empty list that means "none" or "all").
+    ``item`` is the type of a sequence's elements (str, int, float or bool); without it the
+    type comes from the first element of the default, else from the annotation
+    (``tuple[str, ...]``). A ``None`` default takes its type from the annotation (``str``)."""
+    if item is not None and item not in _PROTOS:
+        raise TypeError(f"item must be one of {', '.join(t.__name__ for t in _PROTOS)}, got {item!r}")
     meta = dict(help=help, min=min, max=max, choices=choices, min_exclusive=min_exclusive,
-                max_exclusive=max_exclusive, nullable=nullable, allow_empty=allow_empty)
+                max_exclusive=max_exclusive, nullable=nullable, allow_empty=allow_empty, item=item)
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple (immutable) as the default of a sequence parameter")
     return field(default=default, metadata=meta)
+
+
+_PROTOS: dict[type, Any] = {str: "", int: 0, float: 0.0, bool: False}  # a value of each element type
+_TYPE_NAMES = {t.__name__: v for t, v in _PROTOS.items()}
+
+
+def _annotation_proto(annotation: Any) -> tuple[str | None, Any]:
+    """("seq" | "scalar" | None, a value of the element / scalar type) from an annotation such
+    as ``tuple[str, ...]``, ``str | None`` or ``Optional[float]`` (strings under
+    ``from __future__ import annotations``); (None, None) when it names no simple type."""
+    s = annotation if isinstance(annotation, str) else \
+        annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    s = re.sub(r"\s+", "", s)
+    s = re.sub(r"^(?:typing\.)?Optional\[(.*)\]$", r"\1", s)
+    s = re.sub(r"(?:\|None|^None\|)", "", s)
+    m = re.fullmatch(r"(?:typing\.)?(?:tuple|Tuple)\[(\w+),\.\.\.\]", s)
+    if m:
+        return ("seq", _TYPE_NAMES[m[1]]) if m[1] in _TYPE_NAMES else (None, None)
+    if s in _TYPE_NAMES:
+        return "scalar", _TYPE_NAMES[s]
+    return None, None
 
 
 @dataclass(frozen=True)
@@ -95,7 +124,7 @@ class ChapterConfig:
     """Base of every chapter's config: the profile it came from and the seed."""
 
     profile: str = param("cpu", "named preset", choices=tuple(PROFILES))
-    seed: int = param(0, "random seed of the whole run", min=0)
+    seed: int = param(0, "random seed of the whole run", min=0, max=10 ** 8)
 
     def to_dict(self) -> dict:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -104,13 +133,18 @@ class ChapterConfig:
 @dataclass(frozen=True)
 class SeriesConfig(ChapterConfig):
     """Base of the chapters that run on a checkpoint series (one vocabulary for all of them);
-    ``coft_utils.pretrain.chapter_series(cfg)`` loads what these fields name."""
+    ``coft_utils.pretrain.chapter_series(cfg)`` loads what these fields name.
+
+    :func:`validate` checks them for every such chapter before any work (nothing is trained or
+    loaded): ``series`` is 'suite', a built-in name or an existing series .json; ``checkpoints``
+    are labels of that series; and at an offline profile (``Profile.offline``: smoke, cpu, gpu)
+    no chosen checkpoint may be hub-only (a ``hub_id`` without a local ``path``)."""
 
     series: str = param("suite", "checkpoint series: 'suite' (this project's pre-training suite), a "
                         "built-in hub series (olmo-1b, pythia-70m, ...) or a series .json path")
     schedule: str = param("cosine", "LR schedule of the suite's pre-training (series='suite' only)",
                           choices=("cosine", "wsd", "constant"))
-    checkpoints: tuple = param((), "checkpoint labels to use (empty: all of the series)")
+    checkpoints: tuple[str, ...] = param((), "checkpoint labels to use (empty: all of the series)", item=str)
 
 
 def _plain(v):
@@ -150,20 +184,33 @@ def _check_type(name: str, value: Any, default: Any, meta: dict) -> Any:
             return None
         raise ProfileError(f"parameter {name!r} may not be None")
     if isinstance(default, tuple):
+        if isinstance(value, Mapping):
+            raise ProfileError(f"parameter {name!r} must be a list, got {value!r}")
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             value = (value,)
-        proto = default[0] if default else None
-        return tuple(_check_type(f"{name}[{i}]", v, proto, meta) for i, v in enumerate(value))
+        proto = meta["item_proto"] if meta.get("item_proto") is not None else default[0] if default else None
+        inner = {k: v for k, v in meta.items() if k != "item_proto"}
+        return tuple(_check_type(f"{name}[{i}]", v, proto, inner) for i, v in enumerate(value))
+    if default is None and meta.get("item_proto") is not None:  # a None default typed by its annotation
+        return _check_type(name, value, meta["item_proto"], {k: v for k, v in meta.items() if k != "item_proto"})
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ProfileError(f"parameter {name!r} must be true or false, got {value!r}")
         return value
     if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        if isinstance(value, str):
+            try:
+                value = float(value)  # "1e6" from the command line (YAML reads it as a string)
+            except ValueError:
+                raise ProfileError(f"parameter {name!r} must be an integer, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (isinstance(value, float) and not (math.isfinite(value) and value.is_integer())):
             raise ProfileError(f"parameter {name!r} must be an integer, got {value!r}")
         return int(value)
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool):
+            raise ProfileError(f"parameter {name!r} must be a number, got {value!r}")
+        if not isinstance(value, (int, float)):
             try:
                 value = float(value)  # "1e-3" from the command line
             except (TypeError, ValueError):
@@ -209,11 +256,88 @@ def _allowed(meta: dict) -> str:
     return " and ".join(parts) or "any"
 
 
+def _item_proto(f: dataclasses.Field) -> Any:
+    """A value of the declared element type of a sequence field (``item=`` or the annotation),
+    or of the scalar type of a field whose default is None; None when nothing is declared."""
+    item = f.metadata.get("item")
+    if item is not None:
+        return _PROTOS[item]
+    kind, proto = _annotation_proto(f.type)
+    if isinstance(f.default, tuple) and kind == "seq":
+        return proto
+    if f.default is None and kind == "scalar":
+        return proto
+    return None
+
+
+# --------------------------------------------------------------------------- checkpoint series
+@dataclass(frozen=True)
+class SeriesInfo:
+    """What a :class:`SeriesConfig`'s ``series`` names, known without loading any model."""
+
+    kind: str  # "suite" | "builtin" | "file"
+    labels: tuple[str, ...]  # every checkpoint label of the series, in order
+    hub: tuple[str, ...]  # labels of the checkpoints that are on the hub only (no local path)
+    hub_ids: tuple[str, ...]  # their hub repositories
+
+
+def series_info(series: str, profile: str, schedule: str = "cosine") -> SeriesInfo:
+    """The labels of ``series`` and which of its checkpoints need the hub; raises
+    :class:`ProfileError` for a series that is none of 'suite', a built-in name, a series .json.
+
+    The project's suite is not trained here: its labels follow from the pre-training preset of
+    ``profile`` (one per token budget, the same for every schedule)."""
+    from . import models
+    if series == "suite":
+        from . import pretrain
+        pre = dataclasses.replace(pretrain.PRESETS[profile], schedule=schedule)
+        return SeriesInfo("suite", tuple(pretrain.budget_labels(pre)), (), ())
+    allowed = ("allowed: 'suite' (this project's pre-training suite), a built-in series ("
+               + ", ".join(models.SERIES) + ") or the path of a series .json file")
+    if series in models.SERIES:
+        s, kind = models.SERIES[series], "builtin"
+    elif series.endswith(".json"):
+        if not os.path.isfile(series):
+            raise ProfileError(f"parameter 'series' = {series!r}: no such file; {allowed}")
+        try:
+            s, kind = models.get_series(series), "file"
+        except (models.SeriesError, OSError, ValueError) as e:
+            raise ProfileError(f"parameter 'series' = {series!r} is not a valid series file: {e}") from None
+    else:
+        raise ProfileError(f"parameter 'series' = {series!r} is not a known series; {allowed}")
+    hub = tuple(c for c in s.checkpoints if not c.path)
+    return SeriesInfo(kind, tuple(c.label for c in s.checkpoints), tuple(c.label for c in hub),
+                      tuple(dict.fromkeys(c.hub_id for c in hub)))
+
+
+def _check_series(cfg: "SeriesConfig") -> SeriesInfo:
+    """The rules every chapter on a checkpoint series shares: the series exists, the chosen
+    ``checkpoints`` are its labels, and an offline profile uses no checkpoint from the hub."""
+    info = series_info(cfg.series, cfg.profile, cfg.schedule)
+    bad = [c for c in cfg.checkpoints if c not in info.labels]
+    if bad:
+        where = f"the suite at profile {cfg.profile!r}" if info.kind == "suite" else f"series {cfg.series!r}"
+        raise ProfileError(f"parameter 'checkpoints' names {bad} that {where} does not have; allowed: "
+                           f"labels of {list(info.labels)} (empty: all)")
+    chosen = set(cfg.checkpoints or info.labels)
+    hub = [lab for lab in info.hub if lab in chosen]
+    if hub and get_profile(cfg.profile).offline:
+        online = [p.name for p in PROFILES.values() if not p.offline]
+        raise ProfileError(
+            f"parameter 'series' = {cfg.series!r} is a hub series (checkpoints on the Hugging Face hub: "
+            f"{', '.join(info.hub_ids)}) and profile {cfg.profile!r} runs offline (nothing is downloaded); "
+            f"allowed at profile {cfg.profile!r}: 'suite' (this project's pre-training suite) or a series "
+            f".json whose checkpoints are local folders ('path'); a hub series needs "
+            f"--profile {'|'.join(online)} on a machine with hub access")
+    return info
+
+
 def validate(cfg: ChapterConfig) -> ChapterConfig:
     """Check every field of ``cfg`` (types, ranges, choices, and the config's own ``check``)."""
     values = {}
     for f in dataclasses.fields(cfg):
         meta = dict(f.metadata)
+        meta["item_proto"] = _item_proto(f)
         v = _check_type(f.name, getattr(cfg, f.name), f.default, meta)
         _check_range(f.name, v, meta)
         if isinstance(v, tuple):
@@ -226,6 +350,8 @@ def validate(cfg: ChapterConfig) -> ChapterConfig:
                                    f"{list(v)}; each value may appear once")
         values[f.name] = v
     cfg = dataclasses.replace(cfg, **values)
+    if isinstance(cfg, SeriesConfig):
+        _check_series(cfg)  # before the chapter's own rules: they may rely on a valid series
     check = getattr(cfg, "check", None)
     if callable(check):
         check()  # cross-field rules; raises ProfileError

@@ -7,6 +7,8 @@ Command line (``python -m coft_utils ...``)::
     python -m coft_utils run 05_linear_theory --profile smoke -p seed 3 --out /tmp/nb
     python -m coft_utils build                                  # jupyter-book build -W -n --keep-going
     python -m coft_utils book --profile cpu                     # run every chapter, then build
+    python -m coft_utils verify                                 # re-hash every data file (SHA256SUMS)
+    python -m coft_utils verify copa gsm8k                      # ... of these sets only
 
 ``run`` reads ``notebooks/<name>.py`` with jupytext, injects the parameters with papermill
 (``profile``, ``seed``; every other key goes into the ``overrides`` dict, validated by the
@@ -29,9 +31,12 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -96,6 +101,74 @@ def _read_stamp(path: Path) -> str | None:
         return None
 
 
+# The kernel papermill starts (jupyter_client's launcher) gets a session of its own (so that an
+# interrupt reaches it alone), hence killing the runner's process group (kill -9 -PGID) did not
+# reach it: ipykernel noticed its dead parent only about a second later, running (and writing
+# result records) meanwhile. So the kernel's first act is PR_SET_PDEATHSIG(SIGKILL): Linux kills
+# it the moment the runner dies, however the runner dies; if the runner is already gone by then,
+# it exits. Then ``ipykernel_launcher`` runs exactly as ``python -m ipykernel_launcher`` would.
+_KERNEL_BOOT = """\
+import os, runpy, signal, sys
+if sys.platform.startswith("linux"):
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    if os.environ.get("JPY_PARENT_PID", "").isdigit() and os.getppid() != int(os.environ["JPY_PARENT_PID"]):
+        os._exit(1)  # the runner died before the line above
+runpy._run_module_as_main("ipykernel_launcher")
+"""
+
+
+def bind_kernel_cmd(cmd: list[str]) -> list[str]:
+    """A kernel command ``[python, ..., -m, ipykernel_launcher, ...]`` that dies with its parent."""
+    cmd = list(cmd)
+    for i in range(len(cmd) - 1):
+        if cmd[i] == "-m" and cmd[i + 1] == "ipykernel_launcher" and sys.platform.startswith("linux"):
+            return cmd[:i] + ["-c", _KERNEL_BOOT] + cmd[i + 2:]
+    return cmd
+
+
+_KM_CLASS = None
+
+
+def kernel_manager_class():
+    """nbclient's kernel manager (``AsyncKernelManager``), with :func:`bind_kernel_cmd` applied."""
+    global _KM_CLASS
+    if _KM_CLASS is None:
+        from jupyter_client.manager import AsyncKernelManager
+
+        class BoundKernelManager(AsyncKernelManager):
+            def format_kernel_cmd(self, extra_arguments=None):
+                return bind_kernel_cmd(super().format_kernel_cmd(extra_arguments))
+        _KM_CLASS = BoundKernelManager
+    return _KM_CLASS
+
+
+class _Terminated(BaseException):
+    """SIGTERM while a notebook runs: unwinds papermill, whose nbclient shuts the kernel down."""
+
+
+@contextmanager
+def _sigterm_unwinds():
+    """While a notebook runs, SIGTERM raises :class:`_Terminated` (the default would end the
+    runner at once and leave the kernel to PR_SET_PDEATHSIG; this way it is shut down and the
+    partial notebook written). SIGINT is left alone: KeyboardInterrupt does the same already."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    prev = signal.getsignal(signal.SIGTERM)
+    if prev is None:  # a handler not installed from Python
+        prev = signal.SIG_DFL
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, prev)  # a second SIGTERM is not caught
+        raise _Terminated(signum)
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, prev)
+
+
 def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dict | None = None,
                  out_dir: str | os.PathLike | None = None, force: bool = False,
                  timeout: int | None = None, progress: bool = True) -> Path:
@@ -107,6 +180,8 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
     profiles.get_profile(profile)  # an unknown profile fails here, before anything runs
     src = notebook_source(name)
     nb_params = split_params({**(params or {}), "profile": profile})
+    if src.stem in profiles.CHAPTERS:  # bad parameters fail here (ProfileError), before a kernel starts
+        profiles.resolve(src.stem, profile, nb_params["overrides"], seed=nb_params.get("seed"))
     out_dir = Path(out_dir) if out_dir else GEN_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{src.stem}.ipynb"
@@ -124,11 +199,22 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
     t0 = time.time()
     print(f"[coft] {src.stem}: running at profile {profile!r} with {nb_params}", flush=True)
     try:
-        pm.execute_notebook(nb, str(tmp), parameters=nb_params, kernel_name="python3",
-                            language="python", cwd=str(REPO_ROOT), execution_timeout=timeout,
-                            report_mode=False, progress_bar=False,
-                            # the kernel's stderr (its tqdm bars: which unit of work) on our terminal
-                            stderr_file=sys.stderr if progress else None)
+        with _sigterm_unwinds():
+            pm.execute_notebook(nb, str(tmp), parameters=nb_params, kernel_name="python3",
+                                language="python", cwd=str(REPO_ROOT), execution_timeout=timeout,
+                                report_mode=False, progress_bar=False,
+                                # the kernel dies with this process, even on SIGKILL
+                                kernel_manager_class=kernel_manager_class(),
+                                # the kernel's stderr (its tqdm bars: which unit of work) on our terminal
+                                stderr_file=sys.stderr if progress else None)
+    except _Terminated:
+        failed = out_dir / f"{src.stem}.failed.ipynb"
+        if tmp.exists():
+            os.replace(tmp, failed)
+        print(f"[coft] {src.stem}: terminated (SIGTERM) after {time.time() - t0:.0f} s; kernel shut down "
+              f"(partial notebook: {failed})", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # now with the previous handler: by default, exit by SIGTERM
+        raise RunError(f"notebook {src.stem} terminated (SIGTERM)") from None
     except pm.PapermillExecutionError as e:
         failed = out_dir / f"{src.stem}.failed.ipynb"
         if tmp.exists():
@@ -239,8 +325,21 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--force", action="store_true", help="re-run even if up to date")
         p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     sub.add_parser("build", help="render the site (jupyter-book build -W -n --keep-going)")
+    v = sub.add_parser("verify", help="re-hash every file of every data set against SHA256SUMS")
+    v.add_argument("sets", nargs="*", help="data set names (default: every local registered set)")
     a = ap.parse_args(argv)
     try:
+        if a.cmd == "verify":
+            from . import data
+            print(f"[coft] verifying {data.data_dir()} (SHA256SUMS, no cache)", flush=True)
+            try:
+                res = data.verify_all(rehash=True, names_=a.sets or None, echo=True)
+            except data.DataError as e:  # an unknown set name
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            bad = [n for n, r in res.items() if not r["ok"]]
+            print(f"[coft] {len(res) - len(bad)} of {len(res)} sets ok" + (f"; failed: {', '.join(bad)}" if bad else ""))
+            return 1 if bad else 0
         if a.cmd == "list":
             for c in chapters():
                 print(f"{c:28s} {NB_DIR / (c + '.py')}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import http.server
 import shutil
-import subprocess
 import sys
 import threading
 import urllib.parse
@@ -42,20 +41,15 @@ class Report:
     links_checked: int = 0
 
 
-def chromium_path(install: bool = False) -> str:
-    """Path of Debian's chromium; with ``install=True`` apt-get installs it when missing."""
+def chromium_path() -> str:
+    """Path of Debian's chromium (``chromium`` or ``chromium-browser`` on PATH). Nothing is installed
+    here: ``make test`` installs it first (its ``chromium`` prerequisite, apt-get where available)."""
     for name in ("chromium", "chromium-browser"):
         p = shutil.which(name)
         if p:
             return p
-    if install:
-        subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True,
-                       env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        p = shutil.which("chromium")
-        if p:
-            return p
-    raise FileNotFoundError("Debian's chromium is not installed (apt-get install chromium)")
+    raise FileNotFoundError("Chromium is not installed: neither `chromium` nor `chromium-browser` is on PATH; "
+                            "install it with `make chromium` (Debian/Ubuntu: apt-get install chromium)")
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -92,12 +86,12 @@ async () => {
 """
 
 
-def check_site(site: str | Path, screenshot_dir: str | Path | None = None, install: bool = False,
-               timeout_ms: int = 30000) -> Report:
+def check_site(site: str | Path, screenshot_dir: str | Path | None = None, timeout_ms: int = 30000) -> Report:
     from playwright.sync_api import sync_playwright
     site = Path(site).resolve()
     if not (site / "index.html").is_file():
         raise FileNotFoundError(f"no site at {site} (index.html missing): build it first")
+    chromium = chromium_path()  # FileNotFoundError (how to install it) before anything starts
     shots = Path(screenshot_dir) if screenshot_dir else site.parent / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     pages = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html")
@@ -108,7 +102,7 @@ def check_site(site: str | Path, screenshot_dir: str | Path | None = None, insta
     links: list[tuple[str, str]] = []
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium_path(install), args=CHROMIUM_FLAGS)
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
             ctx = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
 
             def route(r):
@@ -176,7 +170,7 @@ def check_site(site: str | Path, screenshot_dir: str | Path | None = None, insta
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     site = Path(argv[0]) if argv else Path("_build/html")
-    rep = check_site(site, install="--install" in argv)
+    rep = check_site(site)
     print(f"{len(rep.pages)} pages, {rep.images} images, {rep.math_elements} math elements, "
           f"{rep.links_checked} internal links; screenshots in {rep.screenshots[0].parent if rep.screenshots else '-'}")
     for p in rep.problems:

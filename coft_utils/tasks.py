@@ -59,7 +59,7 @@ import numpy as np
 from . import data
 
 __all__ = ["Task", "TaskError", "REGISTRY", "register", "get", "names", "splits", "SPLIT_SEED",
-           "SPLITS"]
+           "SPLITS", "split_size"]
 
 SPLIT_SEED = 20250325  # fixed: the cut splits never depend on the run's seed
 SPLITS = ("train", "validation", "test")
@@ -188,6 +188,18 @@ def _bound(x, n):
     if isinstance(x, float):
         return int(round(x * n))
     return x if x >= 0 else n + x
+
+
+def split_size(name, split: str) -> int | None:
+    """Examples in a task's ``split``, from the data set's registered counts (nothing is loaded);
+    None when the data set has no registered count for the source split."""
+    task = get(name)
+    src = task.sources[split]
+    source, lo, hi = (src, 0, None) if isinstance(src, str) else src
+    total = data.spec(task.dataset).counts.get(source)
+    if total is None:
+        return None
+    return max(0, _bound(hi, total) - _bound(lo, total))
 
 
 def _records(task: Task, split: str, n: int | None) -> list[dict]:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import profiles
+from . import plots, profiles
 from . import verdicts as _V
 from .profiles import param
 
@@ -61,9 +61,9 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Config(profiles.ChapterConfig):
-    d_in: int = param(32, "input dimension", min=1)
-    d_hidden: int = param(32, "hidden width", min=1)
-    d_out: int = param(32, "output dimension", min=1)
+    d_in: int = param(32, "input dimension", min=1, max=1024)
+    d_hidden: int = param(32, "hidden width", min=1, max=1024)
+    d_out: int = param(32, "output dimension", min=1, max=1024)
     spectrum: str = param("power", "shape of A's singular values", choices=("power", "geometric"))
     s_max: float = param(4.0, "largest singular value s_1 of A", min=0.0, min_exclusive=True)
     decay: float = param(1.0, "power: s_i = s_max i^-decay; geometric: s_i = s_max decay^(i-1)",
@@ -74,12 +74,14 @@ class Config(profiles.ChapterConfig):
                       min_exclusive=True)
     horizon: float = param(1.5, "pre-train until horizon x learning time of the smallest mode",
                            min=1.0)
-    n_checkpoints: int = param(30, "log-spaced pre-training checkpoints", min=5)
-    gammas: tuple[float, ...] = param((0.09, 0.125, 0.18), "Gaussian perturbation scales gamma",
-                                      min=0.0)
-    n_draws: int = param(64, "Monte Carlo perturbation draws per checkpoint", min=1)
+    n_checkpoints: int = param(30, "log-spaced pre-training checkpoints", min=5, max=1000)
+    gammas: tuple[float, ...] = param((0.09, 0.125, 0.18), "Gaussian perturbation scales gamma (at most 1000: "
+                                      "beyond, the expected loss ~ gamma^4 d^3 overflows float64)",
+                                      min=0.0, max=1000.0)
+    n_draws: int = param(64, "Monte Carlo perturbation draws per checkpoint (their arrays: at most "
+                         "MAX_ARRAY_GIB in all)", min=1, max=10 ** 9)
     theta: float = param(1.0, "misalignment angle of B to A (radians)", min=0.0, max=math.pi / 2)
-    ft_steps: int = param(100, "fine-tuning GD steps (fixed)", min=1)
+    ft_steps: int = param(100, "fine-tuning GD steps (fixed)", min=1, max=1_000_000)
     ft_lrs: tuple[float, ...] = param((0.005, 0.01, 0.02), "fine-tuning learning rates",
                                       min=0.0, min_exclusive=True)
     reg_lr: float = param(0.01, "fine-tuning learning rate of the regularization study",
@@ -87,10 +89,24 @@ class Config(profiles.ChapterConfig):
     reg_lambdas: tuple[float, ...] = param((0.0, 1.0, 3.0, 10.0),
                                            "strengths lambda of the penalty lambda/2 ||W - W_pre||^2",
                                            min=0.0)
-    theory_grid: int = param(3000, "points of the fine time grid of the theory curves", min=100)
+    theory_grid: int = param(3000, "points of the fine time grid of the theory curves (its arrays: at "
+                             "most MAX_ARRAY_GIB in all)", min=100, max=10 ** 9)
 
     def check(self):
         r = min(self.d_in, self.d_hidden, self.d_out)
+        # memory: the Monte Carlo step holds E1 (n_draws, h, d_in), E2 (n_draws, d_out, h), the two
+        # perturbed factors of the same shapes and M, M**2 (n_draws, d_out, d_in) in float64; the
+        # linearised fine-tuning theory about six (theory_grid, d_out, d_in) float64 arrays.
+        h, gib = self.d_hidden, 2 ** 30
+        per_draw = 8 * (2 * h * self.d_in + 2 * self.d_out * h + 2 * self.d_out * self.d_in)
+        per_point = 8 * 6 * self.d_out * self.d_in
+        for name, per in (("n_draws", per_draw), ("theory_grid", per_point)):
+            n = getattr(self, name)
+            if n * per > MAX_ARRAY_GIB * gib:
+                raise profiles.ProfileError(
+                    f"parameter {name!r} = {n} needs about {n * per / gib:.3g} GiB at d_in={self.d_in}, "
+                    f"d_hidden={h}, d_out={self.d_out} ({per:,} bytes each); the limit is MAX_ARRAY_GIB = "
+                    f"{MAX_ARRAY_GIB} GiB; allowed here: {name} <= {MAX_ARRAY_GIB * gib // per}")
         if self.spectrum == "geometric" and not self.decay < 1.0:
             raise profiles.ProfileError(
                 f"parameter 'decay' = {self.decay!r} must be < 1 for a geometric spectrum "
@@ -114,6 +130,8 @@ class Config(profiles.ChapterConfig):
         if not self.gammas:
             raise profiles.ProfileError("parameter 'gammas' needs at least one value")
 
+
+MAX_ARRAY_GIB = 8  # memory cap of the perturbation draws and the theory grid (Config.check)
 
 PRESETS = {
     "smoke": Config(profile="smoke", d_in=8, d_hidden=8, d_out=8, lr=2e-3, n_checkpoints=14,
@@ -880,7 +898,7 @@ def fig_incremental(res: Results, max_modes: int = 12):
     ax2.plot(res.t_grid, L_theory, color="k", lw=1.5, label="closed form")
     ax2.plot(res.pre["rec_t"], res.pre["rec_loss"], "o", ms=2.5, color="C1", label="GD")
     ax2.set_xscale("log")
-    ax2.set_yscale("log")
+    plots.log_y(ax2)
     ax2.set_xlabel("pre-training time t")
     ax2.set_ylabel("pre-training loss $L_A$")
     ax2.set_title("each new mode buys less loss")
@@ -899,7 +917,7 @@ def fig_sensitivity(res: Results):
         ax.plot(res.times, res.perturb_mc[g] - res.loss_ckpt, "o", ms=4, color=c,
                 label=f"$\\gamma={g:g}$")
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    plots.log_y(ax)
     ax.set_xlabel("pre-training time t")
     ax.set_ylabel("$\\Delta L_A$ after perturbation")
     ax.set_title("progressive sensitivity (lines: theory, dots: Monte Carlo)")
@@ -927,9 +945,12 @@ def fig_ushape(res: Results):
                 label="simulated min")
         ax.axvline(t_pred, color="k", ls="--", lw=1, label="predicted inflection")
         ax.set_xscale("log")
-        top = max(y_sim[k_sim:].max(), y_th[t_th >= res.times[k_sim]].max())
-        bottom = min(y_sim.min(), y_th.min())
-        ax.set_ylim(bottom - 0.15 * (top - bottom), top + 0.6 * (top - bottom))
+        fin = lambda y: np.asarray(y, float)[np.isfinite(y)]  # noqa: E731  (a non-finite loss is not drawn)
+        tops = [*fin(y_sim[k_sim:]), *fin(y_th[t_th >= res.times[k_sim]])]
+        bottoms = [*fin(y_sim), *fin(y_th)]
+        if tops and bottoms:
+            top, bottom = max(tops), min(bottoms)
+            ax.set_ylim(bottom - 0.15 * (top - bottom), top + 0.6 * (top - bottom))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("pre-training time t")
         ax.set_ylabel(ylabel, fontsize=9)
@@ -963,7 +984,7 @@ def fig_regularization(res: Results):
         k = res.reg_sim_min[lam]
         ax.plot(res.times[k], res.reg_sim[lam][0][k], "*", ms=14, mfc="none", mec="r")
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    plots.log_y(ax)
     ax.set_xlabel("pre-training time t")
     ax.set_ylabel("pre-training loss after fine-tuning")
     ax.set_title(f"regularised fine-tuning (lr={res.cfg.reg_lr:g}); * = simulated min")
@@ -973,7 +994,7 @@ def fig_regularization(res: Results):
              label="simulated inflection")
     ax2.plot(xs, [res.reg_pred_t[l] for l in lams], "s--", color="C0", mfc="none",
              label="linearised theory")
-    ax2.set_yscale("log")
+    plots.log_y(ax2)
     ax2.set_xticks(xs, [f"{l:g}" for l in lams])
     ax2.set_xlabel("$\\lambda$")
     ax2.set_ylabel("time of min. pre-training loss", color="C0")

@@ -60,7 +60,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["LABELS", "Verdict", "rises", "improves", "u_shape", "minimum_shift", "bends_down",
-           "combine", "all_of", "exact", "u_shape_exact", "kendall", "EXACT", "ALPHA", "N_BOOT", "N_NULL"]
+           "combine", "diverged", "all_of", "exact", "u_shape_exact", "kendall", "EXACT", "ALPHA", "N_BOOT", "N_NULL"]
 
 LABELS = ("observed", "contradicted", "within noise", "inconclusive")
 ALPHA = 0.05
@@ -560,9 +560,10 @@ def combine(members: Mapping[object, Verdict] | Sequence[Verdict], over: str = "
 
     ``require="any"``: observed when at least one member is observed and none contradicted
     (members at α / m: a union of Bonferroni-corrected tests); ``"all"``: observed only when
-    every usable member is (members at α: an intersection-union test). Members that are
-    inconclusive are named; all inconclusive -> inconclusive; observed and contradicted members
-    together -> inconclusive ("mixed")."""
+    every member is (members at α: an intersection-union test), so one inconclusive member (a
+    diverged run, too few points) makes the row inconclusive. Members that are inconclusive are
+    named; all inconclusive -> inconclusive; observed and contradicted members together ->
+    inconclusive ("mixed")."""
     items = list(members.items()) if isinstance(members, Mapping) else list(enumerate(members))
     if not items:
         return Verdict(claim="", label="inconclusive", reason=f"no {over} to test")
@@ -572,7 +573,7 @@ def combine(members: Mapping[object, Verdict] | Sequence[Verdict], over: str = "
     usable = [(k, v) for k, v in items if v.label != "inconclusive"]
     n_obs = sum(v.label == "observed" for _, v in usable)
     n_con = sum(v.label == "contradicted" for _, v in usable)
-    if not usable:
+    if not usable or (require == "all" and len(usable) < len(items)):
         label = "inconclusive"
     elif n_obs and n_con:
         label = "inconclusive"
@@ -599,6 +600,16 @@ def combine(members: Mapping[object, Verdict] | Sequence[Verdict], over: str = "
                    unit=pick.unit, p_value=pick.p_value, alpha=pick.alpha, reason=counts,
                    detail={"members": {str(k): v.to_dict() for k, v in items}, "labels": {str(k): l for k, l in lab.items()},
                            "n_observed": n_obs, "n_contradicted": n_con})
+
+
+def diverged(v: Verdict, note: str) -> Verdict:
+    """``v`` made inconclusive because some of its runs diverged (``note`` says which and where);
+    with an empty ``note``, ``v`` itself. A diverged run is a result, never a score."""
+    if not note:
+        return v
+    return Verdict(claim=v.claim, label="inconclusive", n_replicates=v.n_replicates,
+                   n_checkpoints=v.n_checkpoints, method=v.method, unit=v.unit, alpha=v.alpha,
+                   reason=f"diverged: {note}", detail={**v.detail, "diverged": note})
 
 
 def alpha_for(m: int, alpha: float = ALPHA) -> float:

@@ -32,7 +32,7 @@ import time
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
-from coft_utils import claims, finetune, nb
+from coft_utils import claims, finetune, nb, plots
 
 cfg = nb.setup("03_fixed_lr_finetuning", profile, seed, overrides)
 t0 = time.time()
@@ -99,7 +99,7 @@ print(run_info)
 for task in cfg.tasks:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     finetune.plot_id(df, task, "test_id_ppl", ax=ax)
-    ax.set_yscale("log")
+    plots.log_y(ax)
     fig.tight_layout()
     plt.show()
 
@@ -130,6 +130,7 @@ for task in cfg.tasks:
 # %%
 cols = ["task", "lr", "checkpoint", "seed", "tokens", "train_loss_first", "train_loss_last", "base_test_id_ppl",
         "test_id_ppl", "test_accuracy", "ood_ppl_before", "ood_ppl_after", "ood_delta"]
+cols += [c for c in ("diverged", "diverged_step") if c in df]  # a diverged run: no scores (NaN)
 display(df[cols].set_index(["task", "lr", "checkpoint", "seed"]).round(3))
 inf = finetune.inflection_table(df)
 display(inf.round(3).set_index(["task", "lr"]))

@@ -31,7 +31,7 @@ import time
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
-from coft_utils import claims, finetune, nb, results
+from coft_utils import claims, finetune, nb, plots, results
 
 cfg = nb.setup("04_lr_sweep", profile, seed, overrides)
 t0 = time.time()
@@ -52,7 +52,7 @@ run_info = (f"series {series.name!r}: {len(series)} checkpoints; grid {list(cfg.
 # %% tags=["remove-input"]
 display(HTML(claims.badge(v["label"]) + f" <b>{v['headline']}</b>"))
 axes = finetune.plot_best(best, cfg.tasks[0])
-axes[0].set_yscale("log")
+plots.log_y(axes[0])
 axes[0].figure.tight_layout()
 plt.show()
 display(Markdown(v["text"]))
@@ -92,7 +92,7 @@ print(run_info)
 # %%
 for task in cfg.tasks:
     axes = finetune.plot_best(best, task)
-    axes[0].set_yscale("log")
+    plots.log_y(axes[0])
     axes[0].figure.tight_layout()
     plt.show()
 

@@ -145,7 +145,7 @@ def test_ood_same_tokens_before_and_after(env):
     assert r.ood_ppl_before == pytest.approx(base["ppl"], rel=1e-9)
     assert r.ood_ppl_after != r.ood_ppl_before
     assert r.ood_delta == pytest.approx(r.ood_ppl_after - r.ood_ppl_before)
-    assert r.weights is None  # keep_weights off: nothing saved
+    assert r.weights_dir is None  # keep_weights off: nothing saved
     assert not (results.runs_dir() / "smoke" / "ft_ood" / "weights").exists()
 
 

@@ -217,7 +217,7 @@ def test_sweep_records_diverged_resumes_and_summarizes(env):
     v = perturb.verdict(df, "gutenberg")
     assert set(v) == {0.05, 1e30}
     assert v[1e30]["u"].label == "inconclusive" and v[1e30]["rises"].label == "inconclusive"  # diverged: named
-    assert "non-finite" in v[1e30]["u"].reason and v[1e30]["n_diverged"] > 0
+    assert "diverged" in v[1e30]["u"].reason and "inf/NaN" in v[1e30]["u"].reason and v[1e30]["n_diverged"] > 0
 
 
 def test_verdict_detects_u_shape_and_monotone():

@@ -101,6 +101,29 @@ def test_cache_reuse_trains_nothing(tmp_path, monkeypatch):
         _suite(tmp_path, lr=1e-3)
 
 
+def test_state_files_load_safely(tmp_path):
+    """State files hold tensors and plain values only (weights_only=True, no allow-list); a crafted
+    pickle in a state folder is refused, never executed."""
+    import random
+    import numpy as np
+    st = {"model": {}, "optimizer": {}, "step": 3, "rng": pretrain._rng_state()}
+    pretrain._save_state(tmp_path / "ok.pt", st)
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(str(tmp_path / "ok.pt")) == []
+    ref = (np.random.rand(4).tolist(), random.random(), torch.rand(3))
+    pretrain._set_rng_state(pretrain._load_state(tmp_path / "ok.pt")["rng"])
+    again = (np.random.rand(4).tolist(), random.random(), torch.rand(3))
+    assert ref[:2] == again[:2] and torch.equal(ref[2], again[2])
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    torch.save({"model": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(RuntimeError, match="refusing to load"):
+        pretrain._load_state(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
 def test_sigkill_resume_equals_uninterrupted(tmp_path):
     over = {**TINY, "n_budgets": 1, "min_budget": 40 * 512, "save_every": 5}
     ref = _suite(tmp_path / "ref", **over)
@@ -120,7 +143,7 @@ def test_sigkill_resume_equals_uninterrupted(tmp_path):
     proc.wait()
     assert state is not None and proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     assert not list(runs.glob("suite/*/cosine/series.json")), "the killed run must not have finished"
-    killed_at = torch.load(state, weights_only=False)["step"]
+    killed_at = torch.load(state, weights_only=True)["step"]
     assert 0 < killed_at < 40
     out = subprocess.run(cmd, cwd=REPO, env=_env_sub(runs), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
