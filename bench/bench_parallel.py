@@ -1,4 +1,4 @@
-"""Worker processes (coft_utils.parallel) on the pre-training suite's own units.
+"""Worker processes (coft_utils.foundation.parallel) on the pre-training suite's own units.
 
 ``parallel.speedup`` = wall time of one set of independent pre-training units trained with
 1 worker (in this process, one torch thread) / the same units with 2 workers (one torch thread
@@ -21,13 +21,13 @@ UNITS, STEPS = 4, 300
 
 
 def _cfgs(steps: int, units: int):
-    from coft_utils import pretrain
+    from coft_utils.chapters import pretrain
     over = {"n_budgets": 1, "min_budget": float(steps * 8 * 64), "val_blocks": 16}
     return [pretrain.resolve("smoke", "cosine", seed=s, overrides=over) for s in range(units)]
 
 
 def _train(cfgs, workers: int) -> tuple[float, list]:
-    from coft_utils import pretrain
+    from coft_utils.chapters import pretrain
     with tempfile.TemporaryDirectory() as d:
         old = os.environ.get("COFT_RUNS_DIR")
         os.environ["COFT_RUNS_DIR"] = d
@@ -45,7 +45,8 @@ def _train(cfgs, workers: int) -> tuple[float, list]:
 
 
 def run(quick: bool = False) -> dict:
-    from coft_utils import parallel, pretrain
+    from coft_utils.foundation import parallel
+    from coft_utils.chapters import pretrain
     cfgs = _cfgs(STEPS, UNITS)
     tok = pretrain.get_tokenizer(cfgs[0])
     pretrain.token_blocks(cfgs[0], tok)  # the shared inputs exist before any timing

@@ -37,8 +37,8 @@ N_BLOCKS, SEQ_LEN, BATCH = 64, 128, 32
 
 def _model_and_blocks():
     import torch
-    from coft_utils import evaluate, models
-    from coft_utils import results
+    from coft_utils.foundation import evaluate, models
+    from coft_utils.foundation import results
     # a cached cpu suite (never trained here): runs/suite/<key>/<schedule>/series.json
     for f in sorted(results.runs_dir().glob("suite/*/cosine/series.json")):
         try:
@@ -67,11 +67,12 @@ def _child(mode: str, n_points: int) -> dict:
     """Run in a fresh process: peak memory above the post-import baseline for ``mode``."""
     import torch
     import transformers  # noqa: F401  (imported before the baseline)
-    from coft_utils import evaluate, perturb
+    from coft_utils.foundation import evaluate
+    from coft_utils.chapters import perturb
     torch.set_num_threads(1)  # one thread: 2-thread timings of a tiny model are erratic on shared cores
     cuda = torch.cuda.is_available()
     # warm up lazy imports and kernels on a throwaway model, so the baseline holds the libraries
-    from coft_utils import models
+    from coft_utils.foundation import models
     w = models.build_model(models.olmo_config("olmo-pico", vocab_size=512), seed=0).eval()
     evaluate.perplexity(w, torch.zeros(2, 16, dtype=torch.long), 2)
     perturb.Perturber(w).apply(0.1, "warm")
@@ -101,7 +102,8 @@ def _child(mode: str, n_points: int) -> dict:
 
 def run(quick: bool = False) -> dict:
     import torch
-    from coft_utils import evaluate, perturb
+    from coft_utils.foundation import evaluate
+    from coft_utils.chapters import perturb
     torch.set_num_threads(1)  # one thread: 2-thread timings of a tiny model are erratic on shared cores
     model, blocks, what = _model_and_blocks()
     reps = 8 if quick else 20

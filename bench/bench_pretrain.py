@@ -1,6 +1,6 @@
 """Pre-training loop speed: the suite's training loop vs a bare PyTorch loop, same model and batch.
 
-``pretrain.loop_vs_bare_ratio`` = tokens/s of ``coft_utils.pretrain.train_job`` (accelerate,
+``pretrain.loop_vs_bare_ratio`` = tokens/s of ``coft_utils.chapters.pretrain.train_job`` (accelerate,
 LambdaLR, grad clipping, data stream, state saves) / tokens/s of a bare forward/backward/AdamW
 loop, both on the ``cpu`` preset's model and batch (random token blocks, so no corpus is
 needed), measured in alternating rounds in the same process; the best round of each counts
@@ -27,7 +27,8 @@ class _Tok:  # what train_job needs of a tokenizer
 
 def _bare(cfg, blocks, steps):
     import torch
-    from coft_utils import models, pretrain
+    from coft_utils.foundation import models
+    from coft_utils.chapters import pretrain
     model = models.build_model(pretrain._model_config(cfg, _Tok(cfg.vocab_size)), seed=cfg.seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay,
@@ -47,7 +48,7 @@ def _bare(cfg, blocks, steps):
 
 
 def _suite_loop(cfg, blocks, steps, acc):
-    from coft_utils import pretrain
+    from coft_utils.chapters import pretrain
     stream = pretrain.BlockStream(blocks, cfg.batch_size, cfg.seed)
     with tempfile.TemporaryDirectory() as d:
         warm = pretrain.Job("warm", "cosine", 0, 1, "cosine", steps + 1)
@@ -59,7 +60,7 @@ def _suite_loop(cfg, blocks, steps, acc):
 
 def run(quick: bool = False) -> dict:
     import torch
-    from coft_utils import pretrain
+    from coft_utils.chapters import pretrain
     cfg = pretrain.resolve("cpu")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

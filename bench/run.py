@@ -23,7 +23,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def main(argv: list[str]) -> int:
-    from coft_utils import results
+    from coft_utils.foundation import results
     quick = "--quick" in argv
     names = [a for a in argv if not a.startswith("-")]
     mods = sorted(HERE.glob("bench_*.py"))

@@ -1,6 +1,6 @@
-"""``python -m coft_utils`` -- see :mod:`coft_utils.run`."""
+"""``python -m coft_utils`` -- see :mod:`coft_utils.book.run`."""
 import sys
 
-from .run import main
+from .book.run import main
 
 sys.exit(main())

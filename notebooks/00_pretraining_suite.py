@@ -20,7 +20,7 @@
 # one long run would mix the two effects, because their learning rate has not decayed yet.
 #
 # **What we run here (ours).** The same protocol as a reusable capability,
-# `coft_utils.pretrain.get_suite(profile, schedule)`, which every later chapter loads like a hub
+# `coft_utils.chapters.pretrain.get_suite(profile, schedule)`, which every later chapter loads like a hub
 # checkpoint series:
 #
 # * models: the OLMo architecture of `transformers` (`OlmoForCausalLM`), built from config at a
@@ -46,8 +46,8 @@ overrides = {}
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
-from coft_utils import claims, nb, pretrain
-
+from coft_utils.book import claims, nb
+from coft_utils.chapters import pretrain
 cfg = nb.setup("00_pretraining_suite", profile, seed, overrides)
 scan = None
 if cfg.lr_scan_lrs:
@@ -153,5 +153,5 @@ print(cost["text"])
 # `python -m coft_utils run 00_pretraining_suite --profile cpu` (the default: three schedules in
 # about 15 minutes on 2 cores), `--profile smoke` (seconds), `--profile gpu` (one H100/A100,
 # bf16), or `--profile paper` (the paper's OLMo-30M on C4 for 4B-128B tokens; online, many GPUs:
-# `accelerate launch --num_processes 8 -m coft_utils.pretrain_launch --profile paper`).
+# `accelerate launch --num_processes 8 -m coft_utils.chapters.pretrain_launch --profile paper`).
 # ```

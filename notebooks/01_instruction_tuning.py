@@ -40,8 +40,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-from coft_utils import claims, instruct, nb
-
+from coft_utils.book import claims, nb
+from coft_utils.chapters import instruct
 cfg = nb.setup("01_instruction_tuning", profile, seed, overrides)
 t0 = time.perf_counter()
 series = instruct.get_series(cfg)
@@ -89,7 +89,7 @@ nb.glue("paper_arc", f"{instruct.PAPER['arc_3T_vs_2p3T']:+.0f}")
 #
 # * **Series.** `series = "suite"`: the cached pre-training suite of this profile
 #   (`pretrain.get_suite(profile)`, cosine schedule annealed to zero per budget); at `paper`
-#   `olmo-1b` (`allenai/OLMo-1B-hf`, revisions pinned in `coft_utils.models`), with
+#   `olmo-1b` (`allenai/OLMo-1B-hf`, revisions pinned in `coft_utils.foundation.models`), with
 #   `olmo-2-7b-stage1` and `amber` as alternatives.
 # * **Instruction data.** Anthropic-HH "chosen" dialogues split into user/assistant turns (here
 #   the local harmless-base pairs; the hub's full train split at `paper`), the 175 Alpaca seed
@@ -109,14 +109,14 @@ nb.glue("paper_arc", f"{instruct.PAPER['arc_3T_vs_2p3T']:+.0f}")
 #   on their own would have chosen each rate.
 # * **Benchmarks.** Zero-shot ARC-Easy, ARC-Challenge, PIQA, HellaSwag, Winogrande, BoolQ,
 #   COPA and OpenBookQA through `lm_eval.simple_evaluate` with task configs generated on the
-#   local files (`coft_utils.lmeval_tasks`; lm-eval's standard tasks at `paper`), `acc` and
+#   local files (`coft_utils.foundation.lmeval_tasks`; lm-eval's standard tasks at `paper`), `acc` and
 #   `acc_norm` (the log-likelihood divided by the choice's length in characters), the first
 #   `bench_limit` items of each (0 = all). Every checkpoint is evaluated before tuning, and every
 #   seed's model at the chosen learning rate after. Contexts are cut from the left at
 #   `eval_max_length` tokens (raised where a long answer would not fit); for the suite's tiny
 #   models this exceeds their pre-training context, which their rotary positions extrapolate.
 # * **Verdict.** Declared before any run: the claim row is decided on the average `acc_norm`
-#   (`instruct.CLAIM_METRIC`), with `coft_utils.verdicts.bends_down`: the seed-mean tuned curve's
+#   (`instruct.CLAIM_METRIC`), with `coft_utils.foundation.verdicts.bends_down`: the seed-mean tuned curve's
 #   last checkpoint against its best checkpoint of the later half of the series, with the
 #   seeds as replicates and a critical value that accounts for picking that checkpoint; the
 #   same test on the base curve (with its lm-eval standard error) must not fire. The average
@@ -250,10 +250,10 @@ print("method:", v.method)
 #
 # ```
 # accelerate launch --config_file coft_utils/configs/accelerate_fsdp_instruct.yaml \
-#     -m coft_utils.instruct --profile paper
+#     -m coft_utils.chapters.instruct --profile paper
 # python -m coft_utils run 01_instruction_tuning --profile paper
 # ```
 #
-# `-m coft_utils.instruct -p series amber` (or `olmo-2-7b-stage1`) tunes another series;
+# `-m coft_utils.chapters.instruct -p series amber` (or `olmo-2-7b-stage1`) tunes another series;
 # `-p sft_data '[tulu]'` uses TULU instead of Anthropic-HH.
 # ````

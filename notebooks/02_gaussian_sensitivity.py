@@ -33,8 +33,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-from coft_utils import claims, nb, perturb
-
+from coft_utils.book import claims, nb
+from coft_utils.chapters import perturb
 cfg = nb.setup("02_gaussian_sensitivity", profile, seed, overrides)
 t0 = time.time()
 series = perturb.load_series(cfg)
@@ -72,7 +72,7 @@ display(Markdown(V["in"]))
 # `paper` profile) and restore the weights bit-for-bit from one saved copy per checkpoint. The
 # noise of each point is drawn from a seed derived from (checkpoint, γ, seed), so any point can be
 # recomputed alone; a diverged point (inf/NaN loss) is recorded as such. All logic lives in
-# `coft_utils.perturb`.
+# `coft_utils.chapters.perturb`.
 #
 # The scale s is a parameter: the initialization standard deviation (the paper's choice) or each
 # tensor's own empirical standard deviation (the Pythia-70M report's choice). The γ grids of the
@@ -182,7 +182,7 @@ nb.glue("scale_cmp", perturb.SCALE_TEXT[cfg2.scale] if cfg2 is not None else "no
 #
 # ## Verdict, from our own numbers
 #
-# Each statement is a calibrated test on the per-seed records (`coft_utils.verdicts`; see
+# Each statement is a calibrated test on the per-seed records (`coft_utils.foundation.verdicts`; see
 # "How verdicts are decided"): the damage rising with tokens is the slope of Δ perplexity on
 # log2(tokens) with its 95 % CI over noise seeds; the U-shape needs both the fall to the minimum
 # and the rise after it beyond noise, with the choice of the minimum from the same data

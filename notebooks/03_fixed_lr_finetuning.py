@@ -32,8 +32,9 @@ import time
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
-from coft_utils import claims, finetune, nb, plots
-
+from coft_utils.book import claims, nb
+from coft_utils.chapters import finetune
+from coft_utils.foundation import plots
 cfg = nb.setup("03_fixed_lr_finetuning", profile, seed, overrides)
 t0 = time.time()
 series = finetune.load_series(cfg)
@@ -62,7 +63,7 @@ display(Markdown(v["text"]))
 # shows an inflection point after which more pre-training makes it worse, and the inflection
 # comes earlier for larger fine-tuning learning rates. We copy no numbers from the paper.
 #
-# **Method as run here.** All logic lives in `coft_utils.finetune` and `coft_utils.tasks`. Each
+# **Method as run here.** All logic lives in `coft_utils.chapters.finetune` and `coft_utils.foundation.tasks`. Each
 # task is cast as language modelling: a prompt template, then the target (the verbalized label
 # for classification, the worked answer for GSM8K, the function body for HumanEval); the loss is on
 # the target tokens only. Every (checkpoint, task, learning rate, seed) is one unit: load the
@@ -140,7 +141,7 @@ display(inf.round(3).set_index(["task", "lr"]))
 #
 # ## Verdict, from our own numbers
 #
-# Each statement is a calibrated test on the per-seed records (`coft_utils.verdicts`; see "How
+# Each statement is a calibrated test on the per-seed records (`coft_utils.foundation.verdicts`; see "How
 # verdicts are decided"): forgetting is the OOD loss after − before (log-perplexity, relative to
 # the base model), its rise the slope on log2(tokens) with a 95 % CI over seeds; the U-shape
 # needs both the fall to the minimum and the rise after it beyond noise, the choice of the
@@ -173,11 +174,11 @@ print("Paper (theirs):", finetune.THEIRS["fixed_lr"])
 # record done):
 #
 #     accelerate launch --config_file coft_utils/configs/accelerate_ddp.yaml \
-#         -m coft_utils.finetune --chapter 03_fixed_lr_finetuning --profile gpu
+#         -m coft_utils.chapters.finetune --chapter 03_fixed_lr_finetuning --profile gpu
 #     accelerate launch --config_file coft_utils/configs/accelerate_fsdp.yaml \
-#         -m coft_utils.finetune --chapter 03_fixed_lr_finetuning --profile paper
+#         -m coft_utils.chapters.finetune --chapter 03_fixed_lr_finetuning --profile paper
 #
 # `series` takes `suite`, a built-in hub series (`olmo-1b`, `pythia-160m`, ...) or a path to a
-# series `.json` of your own checkpoints; `tasks` any of `coft_utils.tasks.names()`;
+# series `.json` of your own checkpoints; `tasks` any of `coft_utils.foundation.tasks.names()`;
 # `keep_weights: true` keeps every fine-tuned model under `runs/<profile>/finetune/weights/`.
 # ```

@@ -31,8 +31,9 @@ import time
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
-from coft_utils import claims, finetune, nb, plots, results
-
+from coft_utils.book import claims, nb
+from coft_utils.chapters import finetune
+from coft_utils.foundation import plots, results
 cfg = nb.setup("04_lr_sweep", profile, seed, overrides)
 t0 = time.time()
 series = finetune.load_series(cfg)
@@ -66,7 +67,7 @@ display(Markdown(v["text"]))
 # performance). We copy no numbers from the paper.
 #
 # **Method as run here.** For every checkpoint, every learning rate of a grid is a fine-tuning
-# unit exactly as in the previous chapter (same task, steps, data, evaluation; `coft_utils.finetune`).
+# unit exactly as in the previous chapter (same task, steps, data, evaluation; `coft_utils.chapters.finetune`).
 # The grid contains the previous chapter's learning rates and the units have the same keys in the
 # same results-store experiment (`finetune`), so those units are computed once and shared: run
 # after chapter 03, this chapter only trains the learning rates that chapter did not. For each
@@ -132,7 +133,7 @@ display(best[cols].set_index(["task", "checkpoint"]).round(3))
 #
 # ## Verdict, from our own numbers
 #
-# Both rows are calibrated tests on the per-seed records (`coft_utils.verdicts`; see "How
+# Both rows are calibrated tests on the per-seed records (`coft_utils.foundation.verdicts`; see "How
 # verdicts are decided"). *The inflection remains*: the OOD perplexity after fine-tuning at the
 # learning rate tuned per checkpoint (on the seed-mean validation metric) is U-shaped beyond
 # noise, the choice of the minimum accounted for. *Tuning moves it later*: the minimum at the
@@ -165,7 +166,7 @@ print("Paper (theirs):", finetune.THEIRS["sweep"])
 # At `gpu`/`paper`, run the grid on all GPUs first, then execute the notebook:
 #
 #     accelerate launch --config_file coft_utils/configs/accelerate_fsdp.yaml \
-#         -m coft_utils.finetune --chapter 04_lr_sweep --profile paper
+#         -m coft_utils.chapters.finetune --chapter 04_lr_sweep --profile paper
 #
 # `series` takes `suite`, a built-in hub series (`olmo-1b`, `pythia-160m`, ...) or a series `.json`.
 # ```

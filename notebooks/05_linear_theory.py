@@ -40,8 +40,8 @@ import pandas as pd
 import sympy as sp
 from IPython.display import Math, display
 
-from coft_utils import nb, theory
-
+from coft_utils.book import nb
+from coft_utils.chapters import theory
 cfg = nb.setup("05_linear_theory", profile, seed, overrides)
 res = theory.run_all(cfg)  # the simulation of every section below
 V = theory.claim_verdicts(res)
@@ -59,8 +59,7 @@ def show(*exprs):
 # %% tags=["remove-input"]
 from IPython.display import HTML
 
-from coft_utils import claims
-
+from coft_utils.book import claims
 display(HTML("<br>".join(f"{claims.badge(v.label)} <b>{claims.CLAIMS[cid].text}</b>: {v.stat_text()}"
                          for cid, (v, _) in V.items())))
 fig = theory.fig_ushape(res)
@@ -390,7 +389,7 @@ reg_table.round(3)
 # ## Verdicts recorded for the claims page
 #
 # Computed from the simulation above by `theory.claim_verdicts` and recorded with
-# `coft_utils.claims` (see the claims page). Pre-training, fine-tuning and regularised
+# `coft_utils.book.claims` (see the claims page). Pre-training, fine-tuning and regularised
 # fine-tuning are exact gradient descent on population losses, without any noise, so those
 # verdicts are exact (method "exact (deterministic simulation, no noise)"; zero-width
 # interval): the simulated modes cross half strength in order of decreasing singular value
@@ -398,14 +397,13 @@ reg_table.round(3)
 # minimum; the penalty moves that minimum later (τ between λ and the checkpoint of the minimum)
 # while the fine-tuning loss rises. The Monte Carlo over Gaussian perturbations is the one
 # random part: its draws, averaged in {glue:text}`n_groups` equal groups, are the replicates of
-# the calibrated tests of `coft_utils.verdicts` (the damage rising with time for every γ; a
+# the calibrated tests of `coft_utils.foundation.verdicts` (the damage rising with time for every γ; a
 # U-shape beyond noise, the minimum re-selected in the null draws; the minimum moving earlier
 # for larger γ). The U-shape row is observed when at least one curve (a γ or a fine-tuning
 # learning rate, each tested at α / number of curves) is, and the damage rises for every γ.
 
 # %%
-from coft_utils import claims
-
+from coft_utils.book import claims
 V = theory.claim_verdicts(res)
 for cid, (v, measured) in V.items():
     claims.record(cid, cfg.profile, v, measured, chapter="05_linear_theory", config=cfg)

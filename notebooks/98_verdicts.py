@@ -15,7 +15,7 @@
 # # How verdicts are decided
 #
 # Every verdict of this book is a statistical statement computed from replicates (noise seeds,
-# fine-tuning seeds), never a comparison of two numbers. One module, `coft_utils.verdicts`,
+# fine-tuning seeds), never a comparison of two numbers. One module, `coft_utils.foundation.verdicts`,
 # decides every shape claim; each test returns its label, its statistic with a confidence
 # interval, the number of replicates and the method, and the claims page shows all four.
 #
@@ -70,8 +70,8 @@ import pandas as pd
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from coft_utils import calibration, nb
-
+from coft_utils.chapters import calibration
+from coft_utils.book import nb
 cfg = nb.setup("98_verdicts", profile, seed, overrides)
 cal = calibration.table(n=cfg.draws, seed=cfg.seed)
 calibration.plot(cal)

@@ -13,10 +13,10 @@
 # {cite:p}`springer2025overtrained`, with where the paper shows it, the chapter of this book
 # that tests it, and -- for every profile that has been run -- what that chapter measured and
 # its verdict. Nothing in the table is typed in: each cell is a record that the chapter wrote
-# when it ran (`coft_utils.claims.record`), with its configuration, package versions, git
+# when it ran (`coft_utils.book.claims.record`), with its configuration, package versions, git
 # commit and data checksums. Rows that no chapter has tested yet say "not run".
 #
-# Every verdict is a calibrated test on replicates (seeds), computed by `coft_utils.verdicts`
+# Every verdict is a calibrated test on replicates (seeds), computed by `coft_utils.foundation.verdicts`
 # ("How verdicts are decided" gives the tests, their measured false-positive rates and power):
 # *observed* (significant in the claimed direction), *contradicted* (significant in the
 # opposite direction), *within noise* (the effect does not show at this scale beyond the noise
@@ -38,8 +38,7 @@ overrides = {}
 # %% tags=["remove-input"]
 from IPython.display import HTML, display
 
-from coft_utils import claims, nb
-
+from coft_utils.book import claims, nb
 cfg = nb.setup("99_claims", profile, seed, overrides)
 recs = claims.collect()
 profiles_run = sorted({r["profile"] for r in recs})

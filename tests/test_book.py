@@ -5,8 +5,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from coft_utils import run
-
+from coft_utils.book import run
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -68,7 +67,7 @@ def test_book_builds_without_warnings(smoke_site):
 def test_site_works_offline_in_a_real_browser(smoke_site):
     """Headless Chromium, all network but 127.0.0.1 blocked: no failed request, no console
     error, every figure decoded, math typeset, every internal link resolves."""
-    from coft_utils import sitecheck
+    from coft_utils.book import sitecheck
     try:
         sitecheck.chromium_path()  # installed by `make test` (its chromium prerequisite), never here
     except FileNotFoundError as e:
@@ -124,7 +123,7 @@ def test_chapter_renders_with_diverged_runs(chapter, tmp_path):
     if chapter == "03_fixed_lr_finetuning":  # the records say so too, with the step, and hold no scores
         import math
 
-        from coft_utils import results
+        from coft_utils.foundation import results
         recs = [r["metrics"] for r in results.Store("finetune", "smoke").records() if r["unit"]["lr"] == 1e9]
         assert recs and all(m["diverged"] and isinstance(m["diverged_step"], int) for m in recs)
         assert all(math.isnan(m["test_id_ppl"]) and math.isnan(m["ood_ppl_after"]) for m in recs)

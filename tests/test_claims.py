@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from coft_utils import calibration, claims, results, verdicts
-
-
+from coft_utils.chapters import calibration
+from coft_utils.book import claims
+from coft_utils.foundation import results, verdicts
 @pytest.fixture
 def runs(tmp_path, monkeypatch):
     monkeypatch.setenv("COFT_RUNS_DIR", str(tmp_path / "runs"))
@@ -44,12 +44,12 @@ def test_old_or_foreign_records_are_skipped(runs):
 
 
 def test_every_claim_has_a_chapter_notebook():
-    from coft_utils import run
+    from coft_utils.book import run
     assert {c.chapter for c in claims.CLAIMS.values()} <= set(run.chapters())
 
 
 def test_other_seeds_get_a_column_and_overrides_never_replace_the_row(runs):
-    from coft_utils import profiles
+    from coft_utils.foundation import profiles
     g = np.random.default_rng(1)
     u = verdicts.u_shape(calibration.TOKENS, calibration._noisy(g, calibration.U_02, 5, 0.01))
     flat = verdicts.u_shape(calibration.TOKENS, calibration._noisy(g, calibration.FLAT, 5, 0.01))

@@ -2,8 +2,7 @@ import shutil
 
 import pytest
 
-from coft_utils import data
-
+from coft_utils.foundation import data
 LOCAL = data.names()
 
 

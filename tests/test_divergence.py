@@ -9,9 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from coft_utils import divergence, plots, verdicts
-
-
+from coft_utils.foundation import divergence, plots, verdicts
 def _draws(fig):
     buf = io.BytesIO()
     fig.savefig(buf, format="png")  # raises where a page would not render
@@ -112,7 +110,8 @@ def test_theory_verdicts_and_figures_take_non_finite_losses():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from coft_utils import profiles, theory
+    from coft_utils.foundation import profiles
+    from coft_utils.chapters import theory
     cfg = profiles.resolve("05_linear_theory", "smoke")
     res = theory.run_all(cfg)
     assert theory.claim_verdicts(res)["linear_ushape"][0].label != "inconclusive"

@@ -1,4 +1,4 @@
-"""Tests of coft_utils.tasks and coft_utils.finetune (chapters 03 and 04), at smoke scale."""
+"""Tests of coft_utils.foundation.tasks and coft_utils.chapters.finetune (chapters 03 and 04), at smoke scale."""
 import json
 import math
 import os
@@ -23,7 +23,7 @@ def env(tmp_path_factory):
     os.environ["COFT_CACHE_DIR"] = str(root / "cache")
     import torch
     torch.set_num_threads(1)
-    from coft_utils import pretrain
+    from coft_utils.chapters import pretrain
     series = pretrain.get_suite("smoke", progress=False)
     series_json = series.save(root / "smoke_series.json")
     yield {"root": root, "series": series, "series_json": str(series_json)}
@@ -35,14 +35,15 @@ def env(tmp_path_factory):
 
 
 def _tiny(env):
-    from coft_utils import models
+    from coft_utils.foundation import models
     ck = env["series"].checkpoints[-1]
     return models.load_model(ck), models.load_tokenizer(ck)
 
 
 # --------------------------------------------------------------------------- tasks
 def test_unknown_task_is_clear_error():
-    from coft_utils import finetune, profiles, tasks
+    from coft_utils.chapters import finetune
+    from coft_utils.foundation import profiles, tasks
     with pytest.raises(tasks.TaskError, match=r"unknown task 'nope'.*allowed:.*sst2"):
         tasks.get("nope")
     with pytest.raises(profiles.ProfileError, match=r"unknown task\(s\) 'nope'.*allowed:.*gsm8k"):
@@ -51,7 +52,8 @@ def test_unknown_task_is_clear_error():
 
 @pytest.mark.parametrize("lr", [0, 0.0, -1e-3])
 def test_non_positive_lr_is_clear_error(lr):
-    from coft_utils import finetune, profiles
+    from coft_utils.chapters import finetune
+    from coft_utils.foundation import profiles
     with pytest.raises(profiles.ProfileError, match=r"'lrs.*out of range.*> 0"):
         finetune.resolve("04_lr_sweep", "smoke", {"lrs": [1e-3, lr]})
     with pytest.raises(ValueError, match="learning rate must be a finite number > 0"):
@@ -59,7 +61,7 @@ def test_non_positive_lr_is_clear_error(lr):
 
 
 def test_splits_deterministic_and_disjoint():
-    from coft_utils import tasks
+    from coft_utils.foundation import tasks
     a = tasks.splits("mr", 50, 20, 20)
     b = tasks.splits("mr", 50, 20, 20)
     assert a == b
@@ -73,7 +75,7 @@ def test_splits_deterministic_and_disjoint():
 
 
 def test_presets_share_units_between_chapters():
-    from coft_utils import finetune
+    from coft_utils.chapters import finetune
     for p in ("smoke", "cpu", "gpu", "paper"):
         a = finetune.PRESETS["03_fixed_lr_finetuning"][p]
         b = finetune.PRESETS["04_lr_sweep"][p]
@@ -86,7 +88,8 @@ def test_presets_share_units_between_chapters():
 # --------------------------------------------------------------------------- metrics
 def test_class_perplexity_matches_hand_computation(env):
     import torch
-    from coft_utils import finetune, tasks
+    from coft_utils.chapters import finetune
+    from coft_utils.foundation import tasks
     model, tok = _tiny(env)
     ex = tasks.splits("trec", 7, 1, 1)["train"]  # 6 classes, multi-token verbalizers
     ex += tasks.splits("sst2", 4, 1, 1)["train"]
@@ -115,7 +118,8 @@ def test_class_perplexity_matches_hand_computation(env):
 
 
 def test_finetuning_lowers_id_loss(env):
-    from coft_utils import finetune, tasks
+    from coft_utils.chapters import finetune
+    from coft_utils.foundation import tasks
     model, tok = _tiny(env)
     cfg = finetune.resolve("03_fixed_lr_finetuning", "smoke", {"steps": 25, "batch_size": 8})
     ex = tasks.splits("gsm8k", 32, 8, 8)["train"]
@@ -128,7 +132,8 @@ def test_finetuning_lowers_id_loss(env):
 
 
 def test_ood_same_tokens_before_and_after(env):
-    from coft_utils import evaluate, finetune, models, results
+    from coft_utils.foundation import evaluate, models, results
+    from coft_utils.chapters import finetune
     cfg = finetune.resolve("03_fixed_lr_finetuning", "smoke",
                            {"series": env["series_json"], "tasks": ["sst2"], "lrs": [1e-2],
                             "checkpoints": ["64k"], "steps": 4, "experiment": "ft_ood", "seeds": 1})
@@ -153,7 +158,7 @@ def test_ood_same_tokens_before_and_after(env):
 def _launch(runs: Path, overrides: dict, env_root: Path):
     e = dict(os.environ, COFT_RUNS_DIR=str(runs), COFT_CACHE_DIR=str(env_root / "cache"),
              HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    cmd = [sys.executable, "-m", "coft_utils.finetune", "--chapter", "04_lr_sweep", "--profile", "smoke",
+    cmd = [sys.executable, "-m", "coft_utils.chapters.finetune", "--chapter", "04_lr_sweep", "--profile", "smoke",
            "-o", json.dumps(overrides)]
     return subprocess.Popen(cmd, cwd=REPO, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -207,7 +212,7 @@ def test_killed_sweep_resumes_to_same_records(env):
 # --------------------------------------------------------------------------- analysis
 def test_analysis_on_synthetic_records():
     import pandas as pd
-    from coft_utils import finetune
+    from coft_utils.chapters import finetune
     rng = np.random.default_rng(0)
     rows = []
     toks = [1e6, 2e6, 4e6, 8e6]

@@ -18,7 +18,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from coft_utils import data, evaluate, models, perturb, profiles, results, run  # noqa: E402
+from coft_utils.foundation import data, evaluate, models, profiles, results  # noqa: E402
+from coft_utils.chapters import perturb  # noqa: E402
+from coft_utils.book import run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CH = "02_gaussian_sensitivity"

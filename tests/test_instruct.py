@@ -1,4 +1,4 @@
-"""Tests of chapter 01 (coft_utils.instruct, coft_utils.lmeval_tasks).
+"""Tests of chapter 01 (coft_utils.chapters.instruct, coft_utils.foundation.lmeval_tasks).
 
 * lm-eval's ``acc``/``acc_norm`` on 20 ARC-Easy items equal the argmax of the summed and of the
   character-length-normalized log-likelihoods computed by hand with the same model;
@@ -20,7 +20,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 torch = pytest.importorskip("torch")
 
-from coft_utils import data, instruct, lmeval_tasks, models, profiles, results  # noqa: E402
+from coft_utils.foundation import data, lmeval_tasks, models, profiles, results  # noqa: E402
+from coft_utils.chapters import instruct  # noqa: E402
 
 CH = "01_instruction_tuning"
 
@@ -182,7 +183,7 @@ def test_presets_and_validation():
         profiles.resolve(CH, "smoke", {"benchmarks": ["mmlu"]})
     with pytest.raises(profiles.ProfileError, match="lrs"):
         profiles.resolve(CH, "smoke", {"lrs": [1e-3, 1e-3]})
-    assert Path(profiles.__file__).with_name("configs").joinpath("accelerate_fsdp_instruct.yaml").is_file()
+    assert Path(profiles.__file__).parents[1].joinpath("configs", "accelerate_fsdp_instruct.yaml").is_file()
 
 
 def _frames(tuned_curves, base_curve, se=0.01, base_se=0.01, ppl=None):
@@ -212,7 +213,7 @@ def test_choose_lr_on_the_seed_mean_and_votes():
 
 def test_verdict_goes_through_bends_down():
     import numpy as np
-    from coft_utils import verdicts
+    from coft_utils.foundation import verdicts
     g = np.random.default_rng(0)
     bend = np.array([0.30, 0.33, 0.36, 0.39, 0.42, 0.36])
     tuned, base = _frames(bend + 0.005 * g.standard_normal((3, 6)), np.linspace(0.3, 0.45, 6))
@@ -255,7 +256,8 @@ def test_id_verdict_on_perplexity():
 def test_claim_verdict_declares_acc_norm(tmp_path):
     import numpy as np
     import pandas as pd
-    from coft_utils import claims, verdicts
+    from coft_utils.book import claims
+    from coft_utils.foundation import verdicts
     g = np.random.default_rng(2)
     # acc bends down, acc_norm does not: the claim row follows acc_norm only ("either" never counts)
     tuned, base = _frames(0.4 + 0.005 * g.standard_normal((3, 5)), np.linspace(0.3, 0.4, 5))
@@ -279,7 +281,8 @@ def test_claim_verdict_declares_acc_norm(tmp_path):
 
 def test_notebook_runs_at_smoke_and_rerun_is_free(tmp_runs):
     import nbformat
-    from coft_utils import claims, run, verdicts
+    from coft_utils.book import claims, run
+    from coft_utils.foundation import verdicts
     out = run.run_notebook(CH, "smoke", out_dir=tmp_runs / "nb", force=True, progress=False)
     nb = nbformat.read(out, as_version=4)
     outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]

@@ -3,9 +3,7 @@ import json
 import pytest
 import torch
 
-from coft_utils import data, models
-
-
+from coft_utils.foundation import data, models
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
     out = tmp_path_factory.mktemp("tok") / "tok"

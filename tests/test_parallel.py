@@ -1,4 +1,4 @@
-"""coft_utils.parallel: independent units on worker processes of one torch thread each."""
+"""coft_utils.foundation.parallel: independent units on worker processes of one torch thread each."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import time
 import pytest
 
 torch = pytest.importorskip("torch")
-from coft_utils import parallel  # noqa: E402
+from coft_utils.foundation import parallel  # noqa: E402
 
 
 # unit functions: top level of an importable module (the workers import this test module)

@@ -1,4 +1,4 @@
-"""Tests of coft_utils.perturb: exact restore, seeded noise, γ = 0, diverged points, validation.
+"""Tests of coft_utils.chapters.perturb: exact restore, seeded noise, γ = 0, diverged points, validation.
 
 A tiny series (olmo-pico, 512-token BPE, three checkpoints after a few AdamW steps) is made
 once per session in a temporary folder; COFT_RUNS_DIR / COFT_CACHE_DIR point to tmp dirs.
@@ -17,7 +17,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 torch = pytest.importorskip("torch")
 
-from coft_utils import evaluate, models, perturb, profiles, results  # noqa: E402
+from coft_utils.foundation import evaluate, models, profiles, results  # noqa: E402
+from coft_utils.chapters import perturb  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CH = "02_gaussian_sensitivity"
@@ -29,7 +30,7 @@ def tiny_series(tmp_path_factory):
     root = tmp_path_factory.mktemp("perturb_series")
     old = {k: os.environ.get(k) for k in ("COFT_CACHE_DIR",)}
     os.environ["COFT_CACHE_DIR"] = str(root / "cache")
-    from coft_utils import data
+    from coft_utils.foundation import data
     tok = models.train_tokenizer(data.gutenberg_bodies("validation", max_chars=200_000), 512)
     train = evaluate.heldout_blocks(tok, "wikitext", 96, 64)
     model = models.build_model(models.olmo_config("olmo-pico", vocab_size=len(tok), max_len=128), seed=0)
@@ -258,7 +259,7 @@ def test_notebook_runs_on_any_series_at_smoke(env, tmp_path):
 
 def test_two_workers_give_the_same_records(env, tmp_path, monkeypatch):
     """Checkpoints evaluated in 2 worker processes: the same numbers as in-process."""
-    from coft_utils import profiles
+    from coft_utils.foundation import profiles
     out = {}
     for w in (1, 2):
         cfg = profiles.resolve(CH, "smoke", {"series": str(env), "workers": w, "gammas": [0.05],

@@ -1,4 +1,4 @@
-"""The controlled pre-training suite (coft_utils.pretrain) at smoke scale or smaller.
+"""The controlled pre-training suite (coft_utils.chapters.pretrain) at smoke scale or smaller.
 
 Determinism, SIGKILL-and-resume equality, a 2-process (gloo, DDP through accelerate) run that
 matches one process with the same global batch, 2 worker processes that train the same suite as
@@ -20,7 +20,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from safetensors.torch import load_file  # noqa: E402
 
-from coft_utils import models, pretrain, profiles  # noqa: E402
+from coft_utils.foundation import models, profiles  # noqa: E402
+from coft_utils.chapters import pretrain  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # 2 budgets of 4 and 8 steps (8 blocks of 64 tokens), no held-out evaluation: seconds.
@@ -128,7 +129,7 @@ def test_sigkill_resume_equals_uninterrupted(tmp_path):
     over = {**TINY, "n_budgets": 1, "min_budget": 40 * 512, "save_every": 5}
     ref = _suite(tmp_path / "ref", **over)
     runs = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "coft_utils.pretrain_launch", "--profile", "smoke", "--no-progress",
+    cmd = [sys.executable, "-m", "coft_utils.chapters.pretrain_launch", "--profile", "smoke", "--no-progress",
            "--overrides", json.dumps(over)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env_sub(runs), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -156,7 +157,7 @@ def test_two_processes_match_one(tmp_path):
     one = _suite(tmp_path / "one", **over)
     runs = tmp_path / "two"
     cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "coft_utils.pretrain_launch", "--profile", "smoke", "--no-progress", "--overrides", json.dumps(over)]
+           "-m", "coft_utils.chapters.pretrain_launch", "--profile", "smoke", "--no-progress", "--overrides", json.dumps(over)]
     out = subprocess.run(cmd, cwd=REPO, env=_env_sub(runs), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
@@ -277,6 +278,6 @@ def test_presets_meet_the_issue_targets():
 def test_paper_profile_errors_clearly_offline(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     cfg = pretrain.resolve("paper")
-    from coft_utils import data
+    from coft_utils.foundation import data
     with pytest.raises(data.DataError, match="offline"):
         next(pretrain._corpus_texts(cfg))

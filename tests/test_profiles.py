@@ -3,8 +3,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from coft_utils import profiles
-from coft_utils.profiles import ProfileError, param
+from coft_utils.foundation import profiles
+from coft_utils.foundation.profiles import ProfileError, param
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def test_empty_allowed_where_it_means_none():
 
 
 def test_malformed_yaml_is_a_clear_error(capsys):
-    from coft_utils import run
+    from coft_utils.book import run
     assert run.main(["run", "05_linear_theory", "--profile", "smoke", "-y", "{gammas: [0.2, }"]) == 1
     err = capsys.readouterr().err
     assert "is not valid YAML" in err and "Traceback" not in err

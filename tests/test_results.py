@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from coft_utils import results
-
+from coft_utils.foundation import results
 REPO = Path(__file__).resolve().parents[1]
 
 WRITER = r"""
 import sys, time
 sys.path.insert(0, {repo!r})
-from coft_utils import results
+from coft_utils.foundation import results
 store = results.Store("killtest", "smoke", root={root!r})
 units = [{{"checkpoint": c, "gamma": g}} for c in range(6) for g in (0.0, 0.5, 1.0, 2.0)]
 def work(u):
@@ -69,7 +68,7 @@ def test_record_has_provenance_and_rerun_skips(tmp_path):
     rec = store.get({"a": 1})
     assert rec["metrics"]["ppl"] == float("inf")  # non-finite numbers survive JSON
     assert rec["config"] == {"lr": 0.1}
-    from coft_utils import data
+    from coft_utils.foundation import data
     expected_sha = [l.split()[0] for l in (data.data_dir() / "SHA256SUMS").read_text().splitlines()
                     if l.endswith(" copa/copa.jsonl")]
     assert rec["data_sha256"] == {"copa/copa.jsonl": expected_sha[0]}

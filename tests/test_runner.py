@@ -8,8 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from coft_utils import run
-
+from coft_utils.book import run
 REPO = Path(__file__).resolve().parents[1]
 
 NB = '''# %% [markdown]

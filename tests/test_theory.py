@@ -1,4 +1,4 @@
-"""Tests of chapter 05 (coft_utils.theory): derivations, simulation, inflection points, notebook."""
+"""Tests of chapter 05 (coft_utils.chapters.theory): derivations, simulation, inflection points, notebook."""
 from __future__ import annotations
 
 import os
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from coft_utils import profiles, theory
-
+from coft_utils.foundation import profiles
+from coft_utils.chapters import theory
 ROOT = Path(__file__).resolve().parents[1]
 CH = "05_linear_theory"
 
@@ -160,7 +160,8 @@ def test_smoke_finetuning_u_shape_and_regularization():
 
 # ------------------------------------------------------------------------- verdicts
 def test_claim_verdicts_at_smoke():
-    from coft_utils import claims, verdicts
+    from coft_utils.book import claims
+    from coft_utils.foundation import verdicts
     cfg = profiles.resolve(CH, "smoke")
     res = theory.run_all(cfg)
     V = theory.claim_verdicts(res)

@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from coft_utils import profiles, run
-from coft_utils.profiles import ProfileError
+from coft_utils.foundation import profiles
+from coft_utils.book import run
+from coft_utils.foundation.profiles import ProfileError
 
 SMOKE = "smoke"
 
@@ -249,7 +250,7 @@ def test_bad_cli_pairs(chapter, pairs, name):
 def test_no_model_library_is_needed():
     """Validation imports neither torch nor transformers (it never loads a model)."""
     import subprocess
-    code = ("import sys; from coft_utils import profiles\n"
+    code = ("import sys; from coft_utils.foundation import profiles\n"
             "for ch in profiles.CHAPTERS:\n"
             "    for p in profiles.PROFILES: profiles.resolve(ch, p)\n"
             "try:\n    profiles.resolve('02_gaussian_sensitivity', 'smoke', {'series': 'olmo-1b'})\n"

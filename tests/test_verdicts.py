@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from coft_utils import calibration, verdicts as V
-
+from coft_utils.chapters import calibration
+from coft_utils.foundation import verdicts as V
 T = calibration.TOKENS
 N = 400
 

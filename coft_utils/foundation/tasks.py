@@ -1,13 +1,13 @@
 """Fine-tuning tasks: real data sets from ``../shared/data`` cast as language modelling.
 
-Every task turns records of a registered data set (:mod:`coft_utils.data`) into examples
+Every task turns records of a registered data set (:mod:`coft_utils.foundation.data`) into examples
 ``{"prompt": str, "target": str, "choices": [str, ...], "label": int}``: the model is trained on
 ``prompt + target`` with the loss on the target tokens only. Classification tasks put a
 *verbalized* label in ``target`` (a prompt template + one word per class, the paper's controlled
 set-up) and list every class's verbalizer in ``choices``; generative tasks (GSM8K, Python code)
 have ``choices == []`` and ``label == -1``::
 
-    from coft_utils import tasks
+    from coft_utils.foundation import tasks
     tasks.names()                                    # every registered task
     t = tasks.get("sst2")                            # unknown name -> TaskError listing the allowed ones
     sp = tasks.splits("sst2", n_train=2000, n_val=200, n_test=500)   # {"train", "validation", "test"}

@@ -5,7 +5,7 @@ its pre-training tokens and a source: a hub id + revision (what A100 users run) 
 folder (what the project trains here). Every chapter takes a series, so pointing the companion
 at your own model family is one JSON file or one dict::
 
-    from coft_utils import models
+    from coft_utils.foundation import models
     s = models.get_series("olmo-1b")                    # built-in: the paper's OLMo-1B revisions
     s.checkpoints[0].revision                           # 'step10000-tokens42B'
     s = models.get_series({"name": "mine", "checkpoints": [

@@ -2,7 +2,8 @@
 
 ::
 
-    from coft_utils import instruct, profiles
+    from coft_utils.chapters import instruct
+    from coft_utils.foundation import profiles
     cfg = profiles.resolve("01_instruction_tuning", "smoke")
     series = instruct.get_series(cfg)            # the pre-training suite (smoke/cpu/gpu) or OLMo-1B (paper)
     out = instruct.run(cfg)                      # base eval, SFT per (lr, seed), best-LR eval per seed; resumable
@@ -10,18 +11,18 @@
     out["sft"]                                   # one row per (checkpoint, lr, seed): train loss, val/test ppl
     out["tuned"]                                 # one row per (checkpoint, seed) at the chosen LR
     out["lr_choice"]                             # per checkpoint: chosen LR, seed-mean val ppl, seeds' votes
-    cv = instruct.claim_verdict(out, cfg)        # the claim row: a coft_utils.verdicts.Verdict on acc_norm
+    cv = instruct.claim_verdict(out, cfg)        # the claim row: a coft_utils.foundation.verdicts.Verdict on acc_norm
     cv["verdict"].label, cv["verdict"].stat_text(), cv["measured"], cv["acc"], cv["id"]
 
     # paper scale, several GPUs (FSDP): fills the same results store; then run the notebook
     #   accelerate launch --config_file coft_utils/configs/accelerate_fsdp_instruct.yaml \\
-    #       -m coft_utils.instruct --profile paper
+    #       -m coft_utils.chapters.instruct --profile paper
     #   python -m coft_utils run 01_instruction_tuning --profile paper
 
 What one run does, for every selected checkpoint of the series:
 
 1. **base**: zero-shot ``acc``/``acc_norm`` on the eight generalist benchmarks through
-   ``lm_eval.simple_evaluate`` (:mod:`coft_utils.lmeval_tasks`: local task configs here,
+   ``lm_eval.simple_evaluate`` (:mod:`coft_utils.foundation.lmeval_tasks`: local task configs here,
    lm-eval's standard tasks at ``paper``) and the response perplexity on the held-out
    instruction data (the ID metric, below);
 2. **sft**: for every learning rate of ``lrs`` and every fine-tuning seed (``seeds`` of them:
@@ -29,7 +30,7 @@ What one run does, for every selected checkpoint of the series:
    for another global seed, as in chapters 03-04), supervised fine-tuning with TRL's ``SFTTrainer``
    on chat-formatted dialogues with the loss on the assistant responses only
    (``assistant_only_loss=True``; the chat template marks responses with ``{% generation %}``,
-   :data:`coft_utils.models.CHAT_TEMPLATE`, with the tokenizer's own eos for hub tokenizers);
+   :data:`coft_utils.foundation.models.CHAT_TEMPLATE`, with the tokenizer's own eos for hub tokenizers);
    the tuned weights are saved, and the response perplexity on the *validation* half of the
    held-out data, averaged over the seeds, selects the learning rate of each checkpoint (the
    paper tunes the LR per checkpoint for the best ID score); how many seeds on their own would
@@ -41,7 +42,7 @@ What one run does, for every selected checkpoint of the series:
 A fine-tuning seed sets the subsample and order of the training mix and the trainer's seed; the
 seeds are the replicates of the verdict (:func:`claim_verdict`): the per-seed average
 ``acc_norm`` (the one metric declared for the claim beforehand, :data:`CLAIM_METRIC`) against
-the base model's, through :func:`coft_utils.verdicts.bends_down`. With one seed there is no
+the base model's, through :func:`coft_utils.foundation.verdicts.bends_down`. With one seed there is no
 replicate spread, and the verdict is *inconclusive* by construction.
 
 Instruction data (``sft_data``): ``hh_rlhf`` = Anthropic-HH "chosen" dialogues (here the local
@@ -77,10 +78,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import data, divergence, models, plots, profiles, results
-from . import verdicts as V
-from .lmeval_tasks import BENCHMARKS
-from .profiles import param
+from ..foundation import data, divergence, models, plots, profiles, results
+from ..foundation import verdicts as V
+from ..foundation.lmeval_tasks import BENCHMARKS
+from ..foundation.profiles import param
 
 __all__ = ["Config", "PRESETS", "CHAPTER", "PAPER", "get_series", "select_checkpoints", "sft_sources",
            "chat_template_for", "response_perplexity", "sft", "run", "summarize", "verdict", "chance_levels",
@@ -199,8 +200,8 @@ PRESETS: dict[str, Config] = {
 # --------------------------------------------------------------------------- series
 def get_series(cfg: Config) -> models.CheckpointSeries:
     """The series to tune: the pre-training suite of ``cfg.profile`` or a pinned hub series."""
-    from . import pretrain
-    return select_checkpoints(pretrain.chapter_series(cfg), cfg)
+    from ..foundation import series
+    return select_checkpoints(series.for_config(cfg), cfg)
 
 
 def select_checkpoints(series: models.CheckpointSeries, cfg: Config) -> models.CheckpointSeries:
@@ -399,7 +400,7 @@ def _barrier():
 
 
 def bench_eval(model, tok, cfg: Config) -> dict:
-    from . import lmeval_tasks
+    from ..foundation import lmeval_tasks
     r = lmeval_tasks.evaluate(model, tok, cfg.benchmarks, limit=cfg.bench_limit or None,
                               batch_size=cfg.eval_batch_size, local=cfg.bench_local,
                               max_length=cfg.eval_max_length or None)
@@ -759,7 +760,7 @@ def summarize(base, tuned, cfg: Config):
 
 def chance_levels(cfg: Config) -> dict:
     """Expected accuracy of a uniform guess on the items evaluated: mean of 1/(number of choices)."""
-    from . import lmeval_tasks
+    from ..foundation import lmeval_tasks
     out = {}
     for b in cfg.benchmarks:
         try:
@@ -807,12 +808,12 @@ def diverged_note(frame) -> str:
 
 def verdict(tuned, base, chance: dict, metric: str = "avg_acc") -> dict:
     """Does the instruction-tuned curve bend down at the end, beyond seed noise, while the base
-    curve does not? :func:`coft_utils.verdicts.bends_down` on ``tuned`` = the per-seed ``metric``
+    curve does not? :func:`coft_utils.foundation.verdicts.bends_down` on ``tuned`` = the per-seed ``metric``
     at the chosen LR (seeds x checkpoints) against ``base`` (1 x checkpoints) with the base's
     lm-eval standard error (``metric + "_stderr"``). ``tuned`` is ``out["tuned"]`` (one row per
     checkpoint and seed), ``base`` is ``out["base"]``.
 
-    Returns the :class:`~coft_utils.verdicts.Verdict` (``"verdict"``), the seed-mean and base
+    Returns the :class:`~coft_utils.foundation.verdicts.Verdict` (``"verdict"``), the seed-mean and base
     curves, whether every score lies within four standard errors of chance (uniform guessing on
     the same items: ``near_chance``) and a ``text``."""
     import numpy as np
@@ -860,7 +861,7 @@ def verdict(tuned, base, chance: dict, metric: str = "avg_acc") -> dict:
 def id_verdict(tuned, base) -> dict:
     """The in-distribution metric: does the tuned models' held-out (test) response perplexity get
     *worse* at the last checkpoint, beyond seed noise, while the base's does not?
-    :func:`coft_utils.verdicts.bends_down` with ``higher_is_better=False, log=True`` (per-seed
+    :func:`coft_utils.foundation.verdicts.bends_down` with ``higher_is_better=False, log=True`` (per-seed
     tuned perplexity against the base's, whose standard error is the ratio estimator's over the
     held-out dialogues, ``test_loss_se``; 0 for records made before it was stored)."""
     import numpy as np
@@ -1098,8 +1099,8 @@ def alpacaeval(model, tok, cfg: Config, max_new_tokens: int = 512) -> dict:
 
 # --------------------------------------------------------------------------- command line
 def main(argv=None) -> int:
-    """``python -m coft_utils.instruct --profile paper [-p key value ...]`` (also under ``accelerate launch``)."""
-    ap = argparse.ArgumentParser(prog="python -m coft_utils.instruct", description=__doc__.split("\n")[0])
+    """``python -m coft_utils.chapters.instruct --profile paper [-p key value ...]`` (also under ``accelerate launch``)."""
+    ap = argparse.ArgumentParser(prog="python -m coft_utils.chapters.instruct", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default=profiles.DEFAULT_PROFILE, choices=list(profiles.PROFILES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),

@@ -5,7 +5,7 @@ seed). Its record holds the unit, the metrics, the resolved config, and provenan
 versions, git commit, data checksums, device, time). A rerun skips units already done, so a
 run killed at any point resumes without losing or duplicating a record::
 
-    from coft_utils import results
+    from coft_utils.foundation import results
     store = results.Store("02_gaussian_sensitivity", profile="cpu")
     units = [{"checkpoint": c, "gamma": g, "seed": s} for c in ... for g in ... for s in ...]
     recs = store.run(units, lambda u: {"ppl": ...}, config=cfg, data_names=["gutenberg_top100_authors"])
@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 __all__ = ["Store", "provenance", "unit_id", "config_hash", "atomic_write_json", "runs_dir", "git_commit",
            "package_versions"]
@@ -103,7 +103,7 @@ def package_versions() -> dict:
                 out[p] = version(p)
             except PackageNotFoundError:
                 pass
-    from . import __version__
+    from .. import __version__
     out["coft_utils"] = __version__
     return out
 

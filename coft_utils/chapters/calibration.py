@@ -6,7 +6,7 @@ synthetic effect of the size the ``cpu`` book measures (the effect sizes below n
 come from). ``tests/test_verdicts.py`` asserts false-positive rate ≤ 5 % (with binomial slack)
 and power ≥ 80 %; the book's "How verdicts are decided" page shows the same table::
 
-    from coft_utils import calibration
+    from coft_utils.chapters import calibration
     df = calibration.table(n=400, seed=0)     # one row per case: fpr, power, shape, method
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import verdicts as V
+from ..foundation import verdicts as V
 
 TOKENS = 2.0 ** np.arange(6) * 262_144  # the cpu suite: 0.25M .. 8M tokens, 6 checkpoints
 
@@ -142,8 +142,8 @@ def table(n: int = 400, seed: int = 0):
 # --------------------------------------------------------------------------- the book page
 from dataclasses import dataclass as _dataclass  # noqa: E402
 
-from . import profiles  # noqa: E402
-from .profiles import param  # noqa: E402
+from ..foundation import profiles  # noqa: E402
+from ..foundation.profiles import param  # noqa: E402
 
 
 @_dataclass(frozen=True)

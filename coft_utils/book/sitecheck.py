@@ -2,10 +2,10 @@
 
 ::
 
-    from coft_utils import sitecheck
+    from coft_utils.book import sitecheck
     report = sitecheck.check_site("_build/html")     # serves it on 127.0.0.1, opens every page
     report.problems                                   # [] when every check passes
-    python -m coft_utils.sitecheck _build/html        # the same from the shell (exit 1 on problems)
+    python -m coft_utils.book.sitecheck _build/html        # the same from the shell (exit 1 on problems)
 
 Every request that does not go to the local server is blocked (and counted as a failure), so a
 page that needs a CDN fails. For every page it asserts: no failed request or HTTP error, no

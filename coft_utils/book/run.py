@@ -21,7 +21,7 @@ parameters and ``coft_utils`` code are unchanged since its last successful run i
 
 Python::
 
-    from coft_utils import run
+    from coft_utils.book import run
     run.run_notebook("05_linear_theory", profile="smoke", params={"n_modes": 3}, out_dir=tmp)
 """
 from __future__ import annotations
@@ -41,9 +41,9 @@ from pathlib import Path
 
 import yaml
 
-from . import profiles
+from ..foundation import profiles, registry
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NB_DIR = REPO_ROOT / "notebooks"
 GEN_DIR = REPO_ROOT / "book" / "_generated"
 RESERVED = ("profile", "seed")
@@ -54,8 +54,8 @@ class RunError(RuntimeError):
 
 
 def chapters() -> list[str]:
-    """Chapter names (notebook stems) in book order."""
-    return sorted(p.stem for p in NB_DIR.glob("[0-9][0-9]_*.py"))
+    """Chapter names (notebook stems) in book order, from the chapter registry."""
+    return registry.names()
 
 
 def notebook_source(name: str) -> Path:
@@ -249,7 +249,7 @@ def ensure_mathjax(root: str | os.PathLike = REPO_ROOT) -> Path:
     dest = root / "book" / "_static" / "mathjax"
     if (dest / "tex-chtml.js").is_file():
         return dest
-    from .data import cache_dir
+    from ..foundation.data import cache_dir
     prefix = cache_dir() / "npm"
     es5 = prefix / "node_modules" / "mathjax" / "es5"
     if not (es5 / "tex-chtml.js").is_file():
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         if a.cmd == "verify":
-            from . import data
+            from ..foundation import data
             print(f"[coft] verifying {data.data_dir()} (SHA256SUMS, no cache)", flush=True)
             try:
                 res = data.verify_all(rehash=True, names_=a.sets or None, echo=True)
@@ -342,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if bad else 0
         if a.cmd == "list":
             for c in chapters():
-                print(f"{c:28s} {NB_DIR / (c + '.py')}")
+                ch = registry.get(c)
+                print(f"{c:26s} {ch.title}\n{'':26s} notebook {ch.notebook.relative_to(REPO_ROOT)}; experiment "
+                      f"{ch.experiment}; report {ch.report}; claims {', '.join(ch.claims) or '-'}")
             return 0
         if a.cmd == "build":
             build()

@@ -1,9 +1,9 @@
 """Script entry point of the pre-training suite, for one or several processes.
 
-    python -m coft_utils.pretrain_launch --profile smoke --schedule cosine
-    python -m coft_utils.pretrain_launch --profile cpu --schedule all --workers 2      # 2 worker processes
-    accelerate launch --num_processes 2 -m coft_utils.pretrain_launch --profile cpu   # DDP, e.g. GPUs
-    torchrun --nproc_per_node 2 -m coft_utils.pretrain_launch --profile smoke         # 2 CPU procs (gloo)
+    python -m coft_utils.chapters.pretrain_launch --profile smoke --schedule cosine
+    python -m coft_utils.chapters.pretrain_launch --profile cpu --schedule all --workers 2      # 2 worker processes
+    accelerate launch --num_processes 2 -m coft_utils.chapters.pretrain_launch --profile cpu   # DDP, e.g. GPUs
+    torchrun --nproc_per_node 2 -m coft_utils.chapters.pretrain_launch --profile smoke         # 2 CPU procs (gloo)
 
 Options: ``--seed N``, ``--overrides '{"n_budgets": 2}'`` (JSON), ``--schedule all`` (every
 schedule; in one process their independent jobs share the ``workers`` pool), ``--workers N``
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: the profile's)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
-    from coft_utils import pretrain
+    from coft_utils.chapters import pretrain
     over = json.loads(a.overrides)
     if a.workers is not None:
         over["workers"] = a.workers

@@ -6,7 +6,7 @@ counts, and the public hub name used at paper scale. Loading goes through Huggin
 sha256 sums have been checked against ``SHA256SUMS`` (the check is cached per file, keyed by
 size, modification time, inode and status-change time, after its first success)::
 
-    from coft_utils import data
+    from coft_utils.foundation import data
     data.names()                                  # every registered set
     ds = data.load("sst2_glue", "train")          # datasets.Dataset: sentence -> text, label
     dd = data.load("mr")                          # DatasetDict of every split
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 __all__ = ["DataError", "DataSpec", "REGISTRY", "names", "spec", "data_dir", "load", "verify",
            "verify_all", "checksums", "gutenberg_bodies", "file_path"]

@@ -2,7 +2,7 @@
 
 ::
 
-    from coft_utils import evaluate, models
+    from coft_utils.foundation import evaluate, models
     tok = models.load_tokenizer(ckpt)
     blocks = evaluate.heldout_blocks(tok, "gutenberg", n_blocks=64, seq_len=128)  # LongTensor [64, 128]
     r = evaluate.perplexity(model, blocks, batch_size=16)
@@ -38,7 +38,7 @@ def max_blocks(source: str, seq_len: int) -> int | None:
 
 
 def check_blocks(source: str, n_blocks: int, seq_len: int, names: tuple[str, str] = ("n_blocks", "seq_len")):
-    """Raise :class:`coft_utils.profiles.ProfileError` when ``n_blocks`` blocks of ``seq_len``
+    """Raise :class:`coft_utils.foundation.profiles.ProfileError` when ``n_blocks`` blocks of ``seq_len``
     tokens cannot fit in the held-out ``source`` (whatever the tokenizer)."""
     from .profiles import ProfileError
     cap = max_blocks(source, seq_len)

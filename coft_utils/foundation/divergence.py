@@ -5,7 +5,7 @@ training a NaN model, which is then evaluated as if it were a model. Chapters 01
 wrap their trainer class with :func:`watch`, which notes the first optimizer step whose loss is
 not finite and stops there; :func:`check` gives the record's ``diverged`` fields::
 
-    from coft_utils import divergence
+    from coft_utils.foundation import divergence
     trainer = divergence.watch(Trainer)(model=model, args=args, ...)   # or SFTTrainer
     trainer.train()
     info = divergence.check(trainer, model)   # {"diverged", "diverged_step", "diverged_reason"}

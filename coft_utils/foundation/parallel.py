@@ -4,7 +4,7 @@ The CPU profiles run on small machines (2 cores) where one tiny model per core b
 model on two threads: units that do not depend on each other (the pre-training suite's
 cosine budgets, fine-tuning units, perturbation points) go to ``workers`` processes::
 
-    from coft_utils import parallel
+    from coft_utils.foundation import parallel
     out = parallel.map_units(train_one, units, workers=2)          # results in input order
     out = parallel.map_units(train_one, units, workers=1)          # in-process: no pool, same results
 
@@ -36,11 +36,13 @@ Workers are loky's reusable processes: started on first use (a few seconds: Pyth
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
+import warnings
 from typing import Any, Callable, Iterable, Sequence
 
-__all__ = ["map_units", "in_worker", "default_workers", "shutdown"]
+__all__ = ["map_units", "in_worker", "default_workers", "shutdown", "quiet"]
 
 _ENV_PREFIXES = ("COFT_", "HF_", "TRANSFORMERS_", "TOKENIZERS_PARALLELISM")
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -94,7 +96,7 @@ def _set_threads(threads: int | None) -> int | None:
 def _name_error(exc: BaseException, name: str) -> BaseException:
     try:
         exc.coft_unit = name
-        exc.add_note(f"[coft_utils.parallel] in unit {name} (process {os.getpid()})")
+        exc.add_note(f"[coft_utils.foundation.parallel] in unit {name} (process {os.getpid()})")
     except Exception:  # exceptions without __dict__ (rare builtins): keep them as they are
         pass
     return exc
@@ -196,3 +198,26 @@ def _probe(seconds: float = 0.0) -> dict:  # used by tests and the benchmark: wh
         time.sleep(seconds)
     return {"pid": os.getpid(), "torch_threads": torch.get_num_threads(),
             "omp": os.environ.get("OMP_NUM_THREADS"), "worker": in_worker()}
+
+
+def quiet() -> None:
+    """Silence progress bars and chatty loggers of transformers/datasets inside notebooks."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    for name in ("transformers", "datasets", "accelerate", "huggingface_hub", "lm-eval", "lm_eval"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as tlog
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except Exception:  # transformers not imported yet / not installed: nothing to silence
+        pass
+    try:
+        import datasets
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except Exception:
+        pass

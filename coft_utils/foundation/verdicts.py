@@ -5,7 +5,7 @@ A verdict is computed from *replicates*, never from means: an array ``Y`` of sha
 pre-training tokens. Each test returns a :class:`Verdict` with its label, statistic, confidence
 interval, number of replicates and the method::
 
-    from coft_utils import verdicts
+    from coft_utils.foundation import verdicts
     v = verdicts.rises(tokens, Y)                     # does Y grow with tokens?
     v = verdicts.improves(tokens, ppl, lower_is_better=True, log=True)
     v = verdicts.u_shape(tokens, Y, log=True)         # interior minimum, beyond noise on both sides

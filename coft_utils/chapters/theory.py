@@ -5,7 +5,8 @@ toward a target A = U diag(s) V^T learns A's singular directions one at a time; 
 learned (smaller) direction buys less pre-training loss but makes the weights larger, hence
 more sensitive to noise and to fine-tuning. Everything of the chapter lives here::
 
-    from coft_utils import profiles, theory
+    from coft_utils.foundation import profiles
+    from coft_utils.chapters import theory
     cfg = profiles.resolve("05_linear_theory", "smoke")
     res = theory.run_all(cfg)            # simulation (full matrices) + theory curves
     res.perturb_sim_min, res.perturb_pred_ckpt      # simulated vs predicted inflection
@@ -28,7 +29,7 @@ exact gradient descent on population losses: deterministic, without noise, so th
 exact (``method`` = :data:`EXACT`, the interval has zero width). The one random part is the
 Monte Carlo over Gaussian perturbations: its ``n_draws`` draws, averaged in
 :data:`N_GROUPS` groups of equal size (batch means, independent replicates), are the replicates
-of :func:`coft_utils.verdicts.u_shape` / ``rises`` / ``minimum_shift``. The same draws are used
+of :func:`coft_utils.foundation.verdicts.u_shape` / ``rises`` / ``minimum_shift``. The same draws are used
 at every checkpoint, which makes the per-checkpoint Welch standard errors of those tests
 conservative (the pairing is not used).
 """
@@ -40,9 +41,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import plots, profiles
-from . import verdicts as _V
-from .profiles import param
+from ..foundation import plots, profiles
+from ..foundation import verdicts as _V
+from ..foundation.profiles import param
 
 __all__ = [
     "Config", "PRESETS", "spectrum", "make_problem", "Problem", "strength", "learning_time",
@@ -757,7 +758,7 @@ def draw_groups(draws, n_groups: int = N_GROUPS) -> np.ndarray:
 
 
 # exact (no-noise) verdicts, the U-shape of a deterministic curve and the all-parts rule live in
-# coft_utils.verdicts with the calibrated tests; the names here are kept for this chapter's code
+# coft_utils.foundation.verdicts with the calibrated tests; the names here are kept for this chapter's code
 _kendall = _V.kendall
 exact_verdict = _V.exact
 _exact_u = _V.u_shape_exact

@@ -4,13 +4,13 @@ Every chapter states its verdict on the claims it tests with :func:`record`; the
 (``notebooks/99_claims.py``) collects them across profiles into one table, so no row of that
 table is typed in::
 
-    from coft_utils import claims
-    v = verdicts.u_shape(tokens, ppl_per_seed)             # a coft_utils.verdicts.Verdict
+    from coft_utils.book import claims
+    v = verdicts.u_shape(tokens, ppl_per_seed)             # a coft_utils.foundation.verdicts.Verdict
     claims.record("ushape_noise_init", "cpu", v, measured="perturbed ppl, gamma=3.2, init scale",
                   chapter="02_gaussian_sensitivity")
     claims.table()        # DataFrame: one row per claim, one column per profile run
 
-Verdicts are :class:`coft_utils.verdicts.Verdict` objects (label, statistic, CI, replicates,
+Verdicts are :class:`coft_utils.foundation.verdicts.Verdict` objects (label, statistic, CI, replicates,
 method), their labels one of :data:`VERDICTS`. Records are results-store records (atomic, with
 provenance) under ``runs/<profile>/claims/``; reference records from ``gpu``/``paper`` runs on
 other machines may be committed under ``results/<profile>/claims/`` and are labelled as such.
@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import profiles, results, verdicts
+from ..foundation import profiles, registry, results, verdicts
 
 VERDICTS = verdicts.LABELS
 
@@ -32,41 +32,45 @@ class Claim:
     id: str
     text: str
     paper: str  # where the paper shows it
-    chapter: str  # the chapter that tests it
+
+    @property
+    def chapter(self) -> str:
+        """The chapter that tests it (from the chapter registry)."""
+        return registry.chapter_of(self.id)
 
 
 CLAIMS: dict[str, Claim] = {c.id: c for c in (
     Claim("base_improves", "Base models improve with more pre-training tokens",
-          "Fig. 1 (base curves); §3.2", "00_pretraining_suite"),
+          "Fig. 1 (base curves); §3.2"),
     Claim("olmo_instruction", "OLMo-1B: after instruction tuning the last (3T-token) checkpoint is worse than an "
           "earlier one (2.3T), while the base model keeps improving",
-          "Figs. 1-2", "01_instruction_tuning"),
+          "Figs. 1-2"),
     Claim("sensitivity_noise_init", "Progressive sensitivity, fixed-size noise (initialization scale): the damage "
           "of the same Gaussian perturbation grows with pre-training tokens",
-          "Fig. 3 (left)", "02_gaussian_sensitivity"),
+          "Fig. 3 (left)"),
     Claim("ushape_noise_init", "Catastrophic overtraining under fixed-size noise (initialization scale): perturbed "
-          "perplexity is U-shaped in tokens", "Fig. 3 (right)", "02_gaussian_sensitivity"),
+          "perplexity is U-shaped in tokens", "Fig. 3 (right)"),
     Claim("sensitivity_noise_empirical", "Progressive sensitivity, weight-relative noise (each tensor's own std, "
           "which grows with the weights): the damage grows with tokens",
-          "Pythia-70M reproduction report", "02_gaussian_sensitivity"),
+          "Pythia-70M reproduction report"),
     Claim("ushape_noise_empirical", "Weight-relative noise: perturbed perplexity is U-shaped in tokens",
-          "Pythia-70M reproduction report", "02_gaussian_sensitivity"),
+          "Pythia-70M reproduction report"),
     Claim("forgetting_grows", "At a fixed fine-tuning learning rate, pre-training-domain forgetting grows with tokens",
-          "Figs. 4-5", "03_fixed_lr_finetuning"),
+          "Figs. 4-5"),
     Claim("ushape_fixed_lr", "At a fixed fine-tuning learning rate, pre-training-domain perplexity after "
-          "fine-tuning is U-shaped in tokens (an inflection point)", "Figs. 4-5", "03_fixed_lr_finetuning"),
+          "fine-tuning is U-shaped in tokens (an inflection point)", "Figs. 4-5"),
     Claim("earlier_larger_lr", "Larger fine-tuning learning rates reach the inflection point with fewer tokens",
-          "Figs. 4-5", "03_fixed_lr_finetuning"),
+          "Figs. 4-5"),
     Claim("lr_tuning_later", "Tuning the learning rate for in-distribution performance moves the inflection point "
-          "later", "Fig. 6", "04_lr_sweep"),
+          "later", "Fig. 6"),
     Claim("lr_tuning_remains", "Tuning the learning rate does not remove the inflection point (the perplexity "
-          "after fine-tuning at the tuned rate is still U-shaped)", "Fig. 6", "04_lr_sweep"),
+          "after fine-tuning at the tuned rate is still U-shaped)", "Fig. 6"),
     Claim("linear_incremental", "Linear model: gradient flow learns the target's singular directions one at a time, largest first",
-          "§4", "05_linear_theory"),
+          "§4"),
     Claim("linear_ushape", "Linear model: progressive sensitivity and a U-shape of the perturbed and fine-tuned pre-training loss",
-          "§4", "05_linear_theory"),
+          "§4"),
     Claim("linear_regularization", "Linear model: regularizing fine-tuning toward the pre-trained weights delays the inflection point at a cost in fine-tuning loss",
-          "Theorem 4.7", "05_linear_theory"),
+          "Theorem 4.7"),
 )}
 
 REFERENCE_DIR = results.REPO_ROOT / "results"
@@ -81,7 +85,7 @@ def record(claim_id: str, profile: str, verdict, measured: str, numbers: dict | 
     overridden parameters (``config`` differs from the preset beyond ``workers``/``threads``) is
     kept apart and listed under the table, never shown as the profile's verdict.
 
-    ``verdict`` is a :class:`coft_utils.verdicts.Verdict` (its label, statistic, CI, replicates
+    ``verdict`` is a :class:`coft_utils.foundation.verdicts.Verdict` (its label, statistic, CI, replicates
     and method are stored) or, for exact (deterministic) results, one of :data:`VERDICTS`."""
     if claim_id not in CLAIMS:
         raise ValueError(f"unknown claim {claim_id!r}; allowed: {', '.join(CLAIMS)}")

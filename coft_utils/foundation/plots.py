@@ -4,7 +4,7 @@ A chapter whose runs all diverged has nothing positive and finite to draw; matpl
 raises "Data cannot be log-scaled" when the figure is shown, and the page does not render.
 Call these after plotting, instead of ``ax.set_yscale("log")``::
 
-    from coft_utils import plots
+    from coft_utils.foundation import plots
     ax.plot(tokens, ppl, "o-")
     plots.log_y(ax)              # log scale if the axes hold a positive finite value, else a note
     plots.log_x(ax, base=2)

@@ -7,7 +7,7 @@ of steps for every checkpoint), then measure ID metrics on validation and test d
 perplexity again on exactly the same tokens. Each unit is one record of the results store, so a
 killed sweep resumes; fine-tuned weights are kept only with ``keep_weights=True``::
 
-    from coft_utils import finetune
+    from coft_utils.chapters import finetune
     cfg = finetune.resolve("03_fixed_lr_finetuning", "smoke")            # or profiles.resolve(...)
     series = finetune.load_series(cfg)
     df = finetune.sweep(series, cfg)                  # one row per unit: id_* / ood_* metrics
@@ -21,10 +21,10 @@ killed sweep resumes; fine-tuned weights are kept only with ``keep_weights=True`
 
     # at gpu / paper scale, the same sweep on several GPUs (the Trainer runs under accelerate):
     #   accelerate launch --config_file coft_utils/configs/accelerate_ddp.yaml \\
-    #       -m coft_utils.finetune --chapter 03_fixed_lr_finetuning --profile gpu
+    #       -m coft_utils.chapters.finetune --chapter 03_fixed_lr_finetuning --profile gpu
     #   accelerate launch --config_file coft_utils/configs/accelerate_fsdp.yaml \\
-    #       -m coft_utils.finetune --chapter 04_lr_sweep --profile paper
-    # (DDP without GPUs, e.g. to check the path: torchrun --nproc_per_node 2 -m coft_utils.finetune
+    #       -m coft_utils.chapters.finetune --chapter 04_lr_sweep --profile paper
+    # (DDP without GPUs, e.g. to check the path: torchrun --nproc_per_node 2 -m coft_utils.chapters.finetune
     #  --profile smoke; the Trainer wraps the model in DistributedDataParallel over gloo, and with the
     #  same global batch the training loss equals the single-process one.)
 
@@ -60,8 +60,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import divergence, models, plots, profiles, results, tasks as tasks_mod, verdicts
-from .profiles import param
+from ..foundation import divergence, models, plots, profiles, registry, results, tasks as tasks_mod, verdicts
+from ..foundation.profiles import param
 
 __all__ = ["Config", "PRESETS", "CHAPTERS", "resolve", "load_series", "encode", "target_logprobs",
            "class_metrics", "answer_perplexity", "id_metrics", "ood_blocks", "ood_perplexity",
@@ -70,7 +70,7 @@ __all__ = ["Config", "PRESETS", "CHAPTERS", "resolve", "load_series", "encode", 
            "sweep_summary", "plot_id", "plot_ood", "plot_best", "plot_pareto", "fixed_lr_verdict",
            "sweep_verdict", "THEIRS", "main"]
 
-CHAPTERS = ("03_fixed_lr_finetuning", "04_lr_sweep")
+CHAPTERS = tuple(n for n, c in registry.CHAPTERS.items() if c.experiment == "coft_utils.chapters.finetune")  # 03, 04
 OOD_SOURCES = ("gutenberg", "wikitext", "c4")
 SCHEDULES = ("linear", "cosine", "constant_with_warmup", "constant")
 
@@ -93,7 +93,7 @@ THEIRS = {
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class Config(profiles.SeriesConfig):
-    tasks: tuple = param(("gsm8k",), "fine-tuning tasks (coft_utils.tasks registry: "
+    tasks: tuple = param(("gsm8k",), "fine-tuning tasks (coft_utils.foundation.tasks registry: "
                          + ", ".join(tasks_mod.names()) + ")")
     lrs: tuple[float, ...] = param((1e-4,), "fine-tuning peak learning rates", min=0.0, min_exclusive=True)
     steps: int = param(100, "optimizer steps (the same for every checkpoint)", min=1,
@@ -153,7 +153,7 @@ class Config(profiles.SeriesConfig):
                 raise profiles.ProfileError(
                     f"parameter {name!r} = {getattr(self, name)} is more than the {split} split of every task has "
                     f"({', '.join(f'{t}: {n}' for t, n in sizes.items())}); allowed: <= {max(known)}")
-        from . import evaluate
+        from ..foundation import evaluate
         evaluate.check_blocks(self.ood_source, self.ood_blocks, self.ood_seq_len, ("ood_blocks", "ood_seq_len"))
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.experiment) or self.experiment == "claims" \
                 or ".." in self.experiment:
@@ -201,8 +201,8 @@ def resolve(chapter: str = "03_fixed_lr_finetuning", profile: str = "cpu", overr
 
 
 def load_series(cfg: Config) -> models.CheckpointSeries:
-    from . import pretrain  # the project's pre-training suite (trained once, cached)
-    return pretrain.chapter_series(cfg)
+    from ..foundation import series
+    return series.for_config(cfg)
 
 
 def _check_lr(lr) -> float:
@@ -308,7 +308,7 @@ def id_metrics(model, tok, task, examples: list[dict], max_len: int, batch_size:
 
 # --------------------------------------------------------------------------- OOD tokens
 def _c4_ids(tok, n_tokens: int) -> np.ndarray:
-    from . import data, evaluate
+    from ..foundation import data, evaluate
     cache = data.cache_dir() / "heldout" / f"c4-{evaluate.tokenizer_fingerprint(tok)}-{n_tokens}.npy"
     if cache.is_file():
         return np.load(cache)
@@ -327,7 +327,7 @@ def _c4_ids(tok, n_tokens: int) -> np.ndarray:
 def ood_blocks(tok, cfg: Config):
     """The fixed held-out blocks (LongTensor [ood_blocks, ood_seq_len]) of the pre-training domain."""
     import torch
-    from . import evaluate
+    from ..foundation import evaluate
     if cfg.ood_source == "c4":
         ids = _c4_ids(tok, cfg.ood_blocks * cfg.ood_seq_len)
         return torch.from_numpy(ids.reshape(cfg.ood_blocks, cfg.ood_seq_len).copy())
@@ -339,7 +339,7 @@ def blocks_sha(blocks) -> str:
 
 
 def ood_perplexity(model, blocks, batch_size: int = 32) -> dict:
-    from . import evaluate
+    from ..foundation import evaluate
     r = evaluate.perplexity(model, blocks, batch_size)
     return {"ppl": r["ppl"], "loss": r["loss"], "n_tokens": r["n_tokens"], "tokens_sha": blocks_sha(blocks)}
 
@@ -565,11 +565,11 @@ def sweep(series: models.CheckpointSeries, cfg: Config, progress: bool = False, 
     """Run every unit not yet in the store (resume), return :func:`frame` of this config's units.
 
     ``max_units`` stops after that many *new* units (for budgets and tests). ``cfg.workers`` > 1
-    runs independent units in that many processes of one thread each (``coft_utils.parallel``);
+    runs independent units in that many processes of one thread each (``coft_utils.foundation.parallel``);
     each unit writes its own record, so a killed run resumes. Under a distributed launch every
     rank trains each unit together and only rank 0 writes records.
     """
-    from . import parallel
+    from ..foundation import parallel
     store = results.Store(cfg.experiment, cfg.profile)
     us = units(series, cfg)
     todo = [u for u in us if not store.done(u)]
@@ -1155,10 +1155,10 @@ def sweep_summary(df, best, cfg, series) -> dict:
 
 # --------------------------------------------------------------------------- command line
 def main(argv=None) -> int:
-    """``python -m coft_utils.finetune --chapter 04_lr_sweep --profile paper [-o '{"lrs": [...]}']``.
+    """``python -m coft_utils.chapters.finetune --chapter 04_lr_sweep --profile paper [-o '{"lrs": [...]}']``.
 
     Runs the chapter's sweep into the results store (resumable); use it under
-    ``accelerate launch --config_file coft_utils/configs/accelerate_{ddp,fsdp}.yaml -m coft_utils.finetune``
+    ``accelerate launch --config_file coft_utils/configs/accelerate_{ddp,fsdp}.yaml -m coft_utils.chapters.finetune``
     at gpu/paper scale, then execute the notebook (which finds every record done).
     """
     ap = argparse.ArgumentParser(description=main.__doc__)

@@ -3,10 +3,11 @@
 The paper (Springer et al., 2025, Sec. 4) separates "more tokens" from "a different final
 learning rate" by pre-training its own OLMo-15M/30M/90M on C4 for 4B..128B tokens, every run
 annealed to zero. This module runs the same experiment at every profile and returns the result
-as a :class:`coft_utils.models.CheckpointSeries` of local folders, so every chapter loads it like
+as a :class:`coft_utils.foundation.models.CheckpointSeries` of local folders, so every chapter loads it like
 a hub series::
 
-    from coft_utils import pretrain, models
+    from coft_utils.chapters import pretrain
+    from coft_utils.foundation import models
     series = pretrain.get_suite("smoke")                  # < 60 s, trains once, then cached
     series = pretrain.get_suite("cpu", schedule="wsd")    # cosine (default) | wsd | constant
     model = models.load_model(series.checkpoints[-1]); tok = models.load_tokenizer(series.checkpoints[-1])
@@ -18,12 +19,12 @@ a hub series::
     scan = pretrain.lr_scan("cpu", schedules=("cosine", "wsd"), lrs=[3e-3, 6e-3], budgets=3)
     pretrain.choose_lr(scan)                              # {"cosine": ..., "wsd": ...}
 
-    # independent jobs on `workers` processes of one thread each (coft_utils.parallel), or
+    # independent jobs on `workers` processes of one thread each (coft_utils.foundation.parallel), or
     # the same training code on several processes / GPUs (DDP through accelerate):
-    #   python -m coft_utils.pretrain_launch --profile cpu --schedule all --workers 2
-    #   accelerate launch --num_processes 2 -m coft_utils.pretrain_launch --profile gpu --schedule all
-    #   accelerate launch --cpu --num_processes 2 -m coft_utils.pretrain_launch --profile smoke   # gloo
-    #   torchrun --nproc_per_node 2 -m coft_utils.pretrain_launch --profile smoke
+    #   python -m coft_utils.chapters.pretrain_launch --profile cpu --schedule all --workers 2
+    #   accelerate launch --num_processes 2 -m coft_utils.chapters.pretrain_launch --profile gpu --schedule all
+    #   accelerate launch --cpu --num_processes 2 -m coft_utils.chapters.pretrain_launch --profile smoke   # gloo
+    #   torchrun --nproc_per_node 2 -m coft_utils.chapters.pretrain_launch --profile smoke
 
 Schedules (a geometric series of ``n_budgets`` token budgets, each double the last):
 
@@ -40,7 +41,7 @@ holds the values it chose there.
 
 Parallel: the jobs of a plan (every cosine budget, the trunk, each decay branch once its branch
 point exists) are independent units; :func:`train_suites` runs those of several schedules and
-configs together on ``cfg.workers`` processes (:mod:`coft_utils.parallel`), longest first. Each
+configs together on ``cfg.workers`` processes (:mod:`coft_utils.foundation.parallel`), longest first. Each
 job writes its own state, checkpoints and records atomically, so a killed run resumes, and the
 weights do not depend on ``workers`` (one torch thread per process either way).
 
@@ -73,12 +74,12 @@ from typing import Callable
 
 import numpy as np
 
-from . import data, models, parallel, plots, profiles, results
-from .profiles import param
+from ..foundation import data, models, parallel, plots, profiles, results
+from ..foundation.profiles import param
 
 __all__ = ["Config", "PRESETS", "SCHEDULES", "CODE_VERSION", "get_suite", "cached_suite", "suite_records",
            "load_records", "suite_dir", "get_tokenizer", "token_blocks", "plan", "train_job",
-           "lr_multiplier", "budget_steps", "n_params", "cost_ratio", "fmt_tokens", "chapter_series",
+           "lr_multiplier", "budget_steps", "n_params", "cost_ratio", "fmt_tokens",
            "train_suites", "run_unit", "Unit", "lr_scan", "choose_lr", "lr_scan_summary", "plot_lr_scan"]
 
 CHAPTER = "00_pretraining_suite"
@@ -155,7 +156,7 @@ class Config(profiles.ChapterConfig):
             raise profiles.ProfileError(f"parameter 'corpus' = 'c4' needs the hub (paper profile); "
                                         f"allowed at profile {self.profile!r}: 'gutenberg'")
         if self.corpus == "gutenberg" and self.val_blocks:
-            from . import evaluate
+            from ..foundation import evaluate
             evaluate.check_blocks("gutenberg", self.val_blocks, self.seq_len, ("val_blocks", "seq_len"))
 
 
@@ -281,7 +282,7 @@ def token_blocks(cfg: Config, tokenizer) -> np.ndarray:
     Documents are joined with eos and cut into ``seq_len`` blocks. Tokenizes the corpus until
     the largest budget is covered (or the corpus ends: later epochs repeat it, reshuffled).
     """
-    from . import evaluate
+    from ..foundation import evaluate
     need = _tokens_needed(cfg)
     key = results.config_hash({"corpus": cfg.corpus, "tok": evaluate.tokenizer_fingerprint(tokenizer), "need": need,
                  "v": 1})
@@ -649,7 +650,7 @@ def suite_key(cfg: Config, tokenizer) -> str:
     ``constant`` then share the trunk); ``lr`` stands for ``cfg.peak_lr()``, so a config without
     ``lr_<schedule>`` overrides has the key it had before those fields existed.
     """
-    from . import evaluate
+    from ..foundation import evaluate
     c = {k: v for k, v in cfg.to_dict().items() if k not in _KEY_SKIP}
     c["lr"] = cfg.peak_lr()
     return results.config_hash({"config": c, "tokenizer": evaluate.tokenizer_fingerprint(tokenizer),
@@ -662,7 +663,7 @@ def suite_dir(cfg: Config, tokenizer) -> Path:
 
 def _val_blocks(cfg: Config, tokenizer):
     import torch
-    from . import evaluate
+    from ..foundation import evaluate
     if cfg.corpus == "gutenberg":
         return evaluate.heldout_blocks(tokenizer, "gutenberg", cfg.val_blocks, cfg.seq_len)
     ids: list[int] = []
@@ -704,7 +705,7 @@ class Unit:
 
 
 def _context_key(cfg: Config) -> tuple:
-    from . import data
+    from ..foundation import data
     return (cfg.corpus, cfg.vocab_size, cfg.tokenizer_chars, cfg.seq_len, cfg.batch_size, _tokens_needed(cfg),
             cfg.seed, cfg.val_blocks, cfg.profile, cfg.mixed_precision, str(data.cache_dir()))
 
@@ -717,8 +718,7 @@ def _context(cfg: Config, accelerator=None):
     key = _context_key(cfg) + (id(accelerator),)
     if key not in _CONTEXT:
         if parallel.in_worker():  # no progress bars / chatty loggers from the worker processes
-            from . import nb
-            nb.quiet()
+            parallel.quiet()
         acc = accelerator or _accelerator(cfg)
         tok = get_tokenizer(cfg)
         stream = BlockStream(token_blocks(cfg, tok), cfg.batch_size, cfg.seed, acc.process_index, acc.num_processes)
@@ -730,7 +730,7 @@ def _context(cfg: Config, accelerator=None):
 
 def _exporter(cfg: Config, tok, root: Path, val, accelerator):
     def export(model, series, label, step, elapsed, diverged_step=None):
-        from . import evaluate
+        from ..foundation import evaluate
         out = root / series / "ckpt" / label
         models.save_model(model, out, tok)
         nparams = models.count_params(model)
@@ -1077,11 +1077,11 @@ def diverged_note(table) -> str:
 
 def monotone_verdict(table) -> dict:
     """Does validation perplexity improve with tokens, per schedule? A calibrated test
-    (``coft_utils.verdicts.improves`` on log perplexity: the slope per doubling of tokens with
+    (``coft_utils.foundation.verdicts.improves`` on log perplexity: the slope per doubling of tokens with
     its 95 % CI; one trained model per budget, so the s.e. comes from the fit's residuals); the
     claim row requires every schedule (an intersection-union test, each at α). Whether every
     doubling helps (strict monotonicity) is reported beside it."""
-    from . import verdicts
+    from ..foundation import verdicts
     per, tests = {}, {}
     for sched, g in table.groupby("schedule", sort=False):
         g = g.sort_values("tokens")
@@ -1115,16 +1115,3 @@ def cost_summary(suites: dict[str, models.CheckpointSeries]) -> dict:
     else:
         out["text"] = "; ".join(f"{s}: {w:.0f} s" for s, w in wall.items())
     return out
-
-
-def chapter_series(cfg, progress: bool = False) -> models.CheckpointSeries:
-    """The series a chapter config (:class:`coft_utils.profiles.SeriesConfig`) names: the
-    project's suite at ``cfg.profile`` and ``cfg.schedule`` (trained once, cached), or a hub /
-    JSON series; restricted to ``cfg.checkpoints`` when given."""
-    if cfg.series == "suite":
-        s = get_suite(cfg.profile, schedule=cfg.schedule, seed=0, progress=progress)
-    else:
-        s = models.get_series(cfg.series)
-    if cfg.checkpoints:
-        s = s.select(cfg.checkpoints)
-    return s

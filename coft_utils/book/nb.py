@@ -8,7 +8,7 @@ A chapter notebook starts with::
     overrides = {}
 
     # %%
-    from coft_utils import nb
+    from coft_utils.book import nb
     cfg = nb.setup("05_linear_theory", profile, seed, overrides)   # validated, offline env set
     nb.show_params(cfg)                                             # the resolved-parameters table
 
@@ -17,34 +17,10 @@ and states its verdicts with ``nb.glue("name", value)``, referenced in the markd
 """
 from __future__ import annotations
 
-import logging
-import os
-import warnings
-
-from . import profiles
+from ..foundation import parallel, profiles
 
 
-def quiet() -> None:
-    """Silence progress bars and chatty loggers of transformers/datasets inside notebooks."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
-    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-    for name in ("transformers", "datasets", "accelerate", "huggingface_hub", "lm-eval", "lm_eval"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from transformers.utils import logging as tlog
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
-    except Exception:  # transformers not imported yet / not installed: nothing to silence
-        pass
-    try:
-        import datasets
-        datasets.disable_progress_bars()
-        datasets.logging.set_verbosity_error()
-    except Exception:
-        pass
+quiet = parallel.quiet  # silence progress bars and chatty loggers (also used by worker processes)
 
 
 def setup(chapter: str, profile: str = profiles.DEFAULT_PROFILE, seed: int = 0,

@@ -5,7 +5,8 @@ The perturbation is ``θ' = θ + γ·s·ε`` with ``ε ~ N(0, I)`` drawn per ten
 scales the noise by the initialization covariance) or the tensor's own empirical standard
 deviation (``scale="empirical"``: the protocol of the Pythia-70M reproduction report)::
 
-    from coft_utils import perturb, models, evaluate
+    from coft_utils.chapters import perturb
+    from coft_utils.foundation import models, evaluate
     model = models.load_model(ckpt)
     p = perturb.Perturber(model, scale="init", targets="all")     # one backup of the weights
     with p.perturbed(gamma=0.04, key=(ckpt.label, 0.04, 0)):      # noise from (label, γ, seed)
@@ -15,7 +16,7 @@ deviation (``scale="empirical"``: the protocol of the Pythia-70M reproduction re
     cfg = profiles.resolve("02_gaussian_sensitivity", "cpu")
     df = perturb.sweep(perturb.load_series(cfg), cfg)              # records in results.Store; resumes
     s = perturb.summarize(df)                                      # mean/std over noise seeds, Δppl
-    perturb.scale_verdicts(df, "gutenberg")                        # calibrated tests (coft_utils.verdicts)
+    perturb.scale_verdicts(df, "gutenberg")                        # calibrated tests (coft_utils.foundation.verdicts)
 
 Noise is drawn tensor by tensor from a ``torch.Generator`` seeded with a hash of
 ``(checkpoint label, γ, noise seed, tensor name)``, so any point of a sweep can be recomputed
@@ -42,8 +43,8 @@ import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from . import evaluate, models, plots, profiles, results, verdicts
-from .profiles import param
+from ..foundation import evaluate, models, plots, profiles, results, verdicts
+from ..foundation.profiles import param
 
 __all__ = ["Config", "PRESETS", "Perturber", "perturb_", "noise_seed", "select_tensors",
            "load_series", "heldout", "sweep", "summarize", "weight_stats", "verdict", "verdict_table",
@@ -88,7 +89,7 @@ class Config(profiles.SeriesConfig):
             raise profiles.ProfileError("parameter 'gammas' must list at least one γ")
         if len(set(self.compare_gammas)) != len(self.compare_gammas):
             raise profiles.ProfileError(f"parameter 'compare_gammas' has duplicates: {self.compare_gammas}")
-        from . import evaluate
+        from ..foundation import evaluate
         for src in self.sources:
             evaluate.check_blocks(src, self.n_blocks, self.seq_len)
 
@@ -289,14 +290,14 @@ def perturb_(model, gamma: float, key, scale: str = "init", targets: str = "all"
 
 # --------------------------------------------------------------------------- series and data
 def load_series(cfg: Config) -> models.CheckpointSeries:
-    from . import pretrain  # the project's pre-training suite (cached; trained once)
-    return pretrain.chapter_series(cfg, progress=True)
+    from ..foundation import series
+    return series.for_config(cfg, progress=True)
 
 
 def _c4_ids(tokenizer, n_tokens: int):
     """C4 validation (``allenai/c4``, en) from the hub: the first documents, cached per tokenizer."""
     import numpy as np
-    from . import data
+    from ..foundation import data
     cache = data.cache_dir() / "heldout" / f"c4-{evaluate.tokenizer_fingerprint(tokenizer)}-{n_tokens}.npy"
     if cache.is_file():
         return np.load(cache)
@@ -385,10 +386,10 @@ def sweep(series, cfg: Config, store: results.Store | None = None, progress: boo
     Finished units are skipped (a killed sweep resumes). A diverged point (inf/NaN loss) is
     recorded with ``diverged=True`` and the sweep goes on. Checkpoints are independent units:
     ``cfg.workers`` > 1 evaluates them in that many processes of one thread each
-    (``coft_utils.parallel``). Returns ``store.frame()`` restricted to this config's units.
+    (``coft_utils.foundation.parallel``). Returns ``store.frame()`` restricted to this config's units.
     """
     import torch
-    from . import parallel
+    from ..foundation import parallel
     series = models.get_series(series)
     store = store or results.Store(EXPERIMENT, cfg.profile)
     if cfg.threads:

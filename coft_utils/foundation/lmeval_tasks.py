@@ -2,7 +2,7 @@
 
 ::
 
-    from coft_utils import lmeval_tasks as lt
+    from coft_utils.foundation import lmeval_tasks as lt
     r = lt.evaluate(model, tok, ["arc_easy", "piqa"], limit=100)        # local files, offline
     r["scores"]["arc_easy"]            # {'acc': .., 'acc_norm': .., 'acc_stderr': .., 'n': 100}
     r = lt.evaluate("allenai/OLMo-1B-hf", None, lt.BENCHMARKS, local=False)  # lm-eval's own tasks (hub)
@@ -11,7 +11,7 @@
 written at run time into ``data.cache_dir()/lmeval_tasks/`` (:func:`write_tasks`), pointing at
 that file by absolute path (``dataset_path: json``, ``dataset_kwargs: {data_files: ...}``), and
 loaded with ``lm_eval.tasks.TaskManager(include_path=..., include_defaults=False)``; the task of
-benchmark ``b`` is called ``coft_b``. The source files are read through :func:`coft_utils.data.load`
+benchmark ``b`` is called ``coft_b``. The source files are read through :func:`coft_utils.foundation.data.load`
 (sha256-verified). Normalization, per benchmark (prompts follow lm-eval's own task configs):
 
 * ``arc_easy``, ``arc_challenge``: ``"<query>\\nAnswer:"`` (the local query already starts with

@@ -1,11 +1,11 @@
 """Named size presets ("profiles") and parameter validation, like minGPT's ``gpt-nano``.
 
 Every chapter owns one frozen ``Config`` dataclass and a ``PRESETS`` dict that maps each
-profile name to an instance of it (in the chapter's module, e.g. ``coft_utils.theory``). This
+profile name to an instance of it (in the chapter's module, e.g. ``coft_utils.chapters.theory``). This
 module knows the profiles, finds a chapter's presets, applies user overrides and validates
 every field *before* any work starts::
 
-    from coft_utils import profiles
+    from coft_utils.foundation import profiles
     cfg = profiles.resolve("05_linear_theory", "cpu", {"gammas": [0.1, 0.2]}, seed=0)
     cfg.gammas            # -> (0.1, 0.2)
     profiles.describe(cfg)   # -> table rows (name, value, allowed) for the book
@@ -32,6 +32,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from . import registry as _registry
 
 __all__ = [
     "PROFILES", "CHAPTERS", "ProfileError", "Profile", "ChapterConfig", "SeriesConfig", "param", "get_profile",
@@ -67,16 +69,8 @@ PROFILES: dict[str, Profile] = {
 DEFAULT_PROFILE = "cpu"
 
 # chapter (notebook stem) -> module that defines ``Config`` and ``PRESETS``
-CHAPTERS: dict[str, str] = {
-    "00_pretraining_suite": "coft_utils.pretrain",
-    "01_instruction_tuning": "coft_utils.instruct",
-    "02_gaussian_sensitivity": "coft_utils.perturb",
-    "03_fixed_lr_finetuning": "coft_utils.finetune",
-    "04_lr_sweep": "coft_utils.finetune",
-    "05_linear_theory": "coft_utils.theory",
-    "98_verdicts": "coft_utils.calibration",
-    "99_claims": "coft_utils.claims",
-}
+# chapter -> its experiment module (the one with Config and PRESETS), read from the registry
+CHAPTERS: dict[str, str] = {name: c.experiment for name, c in _registry.CHAPTERS.items()}
 
 
 def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -133,7 +127,7 @@ class ChapterConfig:
 @dataclass(frozen=True)
 class SeriesConfig(ChapterConfig):
     """Base of the chapters that run on a checkpoint series (one vocabulary for all of them);
-    ``coft_utils.pretrain.chapter_series(cfg)`` loads what these fields name.
+    ``coft_utils.foundation.series.for_config(cfg)`` loads what these fields name.
 
     :func:`validate` checks them for every such chapter before any work (nothing is trained or
     loaded): ``series`` is 'suite', a built-in name or an existing series .json; ``checkpoints``
@@ -141,7 +135,7 @@ class SeriesConfig(ChapterConfig):
     no chosen checkpoint may be hub-only (a ``hub_id`` without a local ``path``)."""
 
     series: str = param("suite", "checkpoint series: 'suite' (this project's pre-training suite), a "
-                        "built-in hub series (olmo-1b, pythia-70m, ...) or a series .json path")
+                        "built-in hub series (olmo-1b, pythia-70m, ...) or a series .json/.yaml path")
     schedule: str = param("cosine", "LR schedule of the suite's pre-training (series='suite' only)",
                           choices=("cosine", "wsd", "constant"))
     checkpoints: tuple[str, ...] = param((), "checkpoint labels to use (empty: all of the series)", item=str)
@@ -287,20 +281,20 @@ def series_info(series: str, profile: str, schedule: str = "cosine") -> SeriesIn
 
     The project's suite is not trained here: its labels follow from the pre-training preset of
     ``profile`` (one per token budget, the same for every schedule)."""
-    from . import models
+    from . import models, series as series_mod
     if series == "suite":
-        from . import pretrain
+        pretrain = _registry.experiment(series_mod.SUITE_CHAPTER)
         pre = dataclasses.replace(pretrain.PRESETS[profile], schedule=schedule)
         return SeriesInfo("suite", tuple(pretrain.budget_labels(pre)), (), ())
     allowed = ("allowed: 'suite' (this project's pre-training suite), a built-in series ("
-               + ", ".join(models.SERIES) + ") or the path of a series .json file")
+               + ", ".join(models.SERIES) + ") or the path of a series .json/.yaml file")
     if series in models.SERIES:
         s, kind = models.SERIES[series], "builtin"
-    elif series.endswith(".json"):
+    elif series.endswith(series_mod.FILE_SUFFIXES):
         if not os.path.isfile(series):
             raise ProfileError(f"parameter 'series' = {series!r}: no such file; {allowed}")
         try:
-            s, kind = models.get_series(series), "file"
+            s, kind = series_mod.load(series), "file"
         except (models.SeriesError, OSError, ValueError) as e:
             raise ProfileError(f"parameter 'series' = {series!r} is not a valid series file: {e}") from None
     else:
