@@ -46,11 +46,11 @@ def _train(cfgs, workers: int) -> tuple[float, list]:
 
 def run(quick: bool = False) -> dict:
     from coft_utils.foundation import parallel
-    from coft_utils.chapters import pretrain
+    from coft_utils.chapters import pretrain_data
     cfgs = _cfgs(STEPS, UNITS)
-    tok = pretrain.get_tokenizer(cfgs[0])
-    pretrain.token_blocks(cfgs[0], tok)  # the shared inputs exist before any timing
-    pretrain._val_blocks(cfgs[0], tok)
+    tok = pretrain_data.get_tokenizer(cfgs[0])
+    pretrain_data.token_blocks(cfgs[0], tok)  # the shared inputs exist before any timing
+    pretrain_data._val_blocks(cfgs[0], tok)
     warm = _cfgs(5, 2)
     _train(warm, 1)  # imports and first-call costs of this process ...
     _train(warm, 2)  # ... and of the two workers

@@ -1,6 +1,6 @@
 """Pre-training loop speed: the suite's training loop vs a bare PyTorch loop, same model and batch.
 
-``pretrain.loop_vs_bare_ratio`` = tokens/s of ``coft_utils.chapters.pretrain.train_job`` (accelerate,
+``pretrain.loop_vs_bare_ratio`` = tokens/s of ``coft_utils.chapters.pretrain_train.train_job`` (accelerate,
 LambdaLR, grad clipping, data stream, state saves) / tokens/s of a bare forward/backward/AdamW
 loop, both on the ``cpu`` preset's model and batch (random token blocks, so no corpus is
 needed), measured in alternating rounds in the same process; the best round of each counts
@@ -28,8 +28,8 @@ class _Tok:  # what train_job needs of a tokenizer
 def _bare(cfg, blocks, steps):
     import torch
     from coft_utils.foundation import models
-    from coft_utils.chapters import pretrain
-    model = models.build_model(pretrain._model_config(cfg, _Tok(cfg.vocab_size)), seed=cfg.seed)
+    from coft_utils.chapters import pretrain_train
+    model = models.build_model(pretrain_train._model_config(cfg, _Tok(cfg.vocab_size)), seed=cfg.seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay,
                             foreach=True)
@@ -48,23 +48,23 @@ def _bare(cfg, blocks, steps):
 
 
 def _suite_loop(cfg, blocks, steps, acc):
-    from coft_utils.chapters import pretrain
-    stream = pretrain.BlockStream(blocks, cfg.batch_size, cfg.seed)
+    from coft_utils.chapters import pretrain_plan, pretrain_train
+    stream = pretrain_train.BlockStream(blocks, cfg.batch_size, cfg.seed)
     with tempfile.TemporaryDirectory() as d:
-        warm = pretrain.Job("warm", "cosine", 0, 1, "cosine", steps + 1)
-        pretrain.train_job(cfg, warm, Path(d), stream, _Tok(cfg.vocab_size), acc, progress=False)
-        job = pretrain.Job("bench", "cosine", 0, steps, "cosine", steps)
-        info = pretrain.train_job(cfg, job, Path(d), stream, _Tok(cfg.vocab_size), acc, progress=False)
+        warm = pretrain_plan.Job("warm", "cosine", 0, 1, "cosine", steps + 1)
+        pretrain_train.train_job(cfg, warm, Path(d), stream, _Tok(cfg.vocab_size), acc, progress=False)
+        job = pretrain_plan.Job("bench", "cosine", 0, steps, "cosine", steps)
+        info = pretrain_train.train_job(cfg, job, Path(d), stream, _Tok(cfg.vocab_size), acc, progress=False)
     return steps * cfg.tokens_per_step() / info["own_wall_s"]
 
 
 def run(quick: bool = False) -> dict:
     import torch
-    from coft_utils.chapters import pretrain
+    from coft_utils.chapters import pretrain, pretrain_plan, pretrain_train
     cfg = pretrain.resolve("cpu")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    acc = pretrain._accelerator(cfg)
+    acc = pretrain_train._accelerator(cfg)
     rng = np.random.default_rng(0)
     blocks = rng.integers(0, cfg.vocab_size, size=(16 * cfg.batch_size, cfg.seq_len), dtype=np.uint16)
     steps = 20 if quick else 40
@@ -75,7 +75,7 @@ def run(quick: bool = False) -> dict:
         suite.append(_suite_loop(cfg, blocks, steps, acc))
     out = {"pretrain.loop_tokens_per_s": round(max(suite)), "pretrain.bare_tokens_per_s": round(max(bare)),
            "pretrain.loop_vs_bare_ratio": round(max(suite) / max(bare), 3),
-           "pretrain.wsd_vs_cosine_planned_step_ratio": round(1 / pretrain.cost_ratio(cfg), 3)}
+           "pretrain.wsd_vs_cosine_planned_step_ratio": round(1 / pretrain_plan.cost_ratio(cfg), 3)}
     cos, wsd = pretrain.cached_suite("cpu", "cosine"), pretrain.cached_suite("cpu", "wsd")
     if cos is not None and wsd is not None:
         out["pretrain.wsd_vs_cosine_cost_ratio"] = round(wsd.meta["total_train_wall_s"] / cos.meta["total_train_wall_s"], 3)

@@ -47,16 +47,17 @@ import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
 from coft_utils.book import claims, nb
-from coft_utils.chapters import pretrain
+from coft_utils.chapters import pretrain, pretrain_report, pretrain_scan
+from coft_utils.foundation import plots, weights
 cfg = nb.setup("00_pretraining_suite", profile, seed, overrides)
-scan = None
+scan, scan_summary = None, None
 if cfg.lr_scan_lrs:
-    scan = pretrain.lr_scan(profile, lrs=cfg.lr_scan_lrs, budgets=min(cfg.lr_scan_budgets, cfg.n_budgets),
-                            seed=seed, overrides=overrides)
-    scan_summary = pretrain.lr_scan_summary(scan, cfg)
+    scan = pretrain_scan.lr_scan(profile, lrs=cfg.lr_scan_lrs, budgets=min(cfg.lr_scan_budgets, cfg.n_budgets),
+                                 seed=seed, overrides=overrides)
+    scan_summary = pretrain_report.lr_scan_summary(scan, cfg)
 suites = pretrain.all_suites(profile, seed=seed, overrides=overrides)
-table = pretrain.records_frame(suites)
-verdict = pretrain.monotone_verdict(table)
+table = pretrain_report.records_frame(suites)
+verdict = pretrain_report.monotone_verdict(table)
 
 # %% [markdown]
 # ## The answer
@@ -64,7 +65,8 @@ verdict = pretrain.monotone_verdict(table)
 # %% tags=["remove-input"]
 display(HTML(claims.badge(verdict["verdict"].label) + " <b>Base models improve with more pre-training tokens "
              f"(every schedule): {verdict['verdict'].label}.</b>"))
-fig = pretrain.plot_ppl(table)
+fig = pretrain_report.plot_ppl(table)
+plots.badge(fig.axes[0], verdict["verdict"].label)
 plt.show()
 display(Markdown(verdict["text"]))
 
@@ -81,25 +83,21 @@ nb.show_params(cfg)
 # most of its steps far below its peak, a constant run none. So each schedule gets its own peak
 # LR (`lr_cosine`, `lr_wsd`, `lr_constant`), chosen by a scan: every schedule is trained at every
 # LR of `lr_scan_lrs` on the smallest `lr_scan_budgets` budgets, and the rule
-# (`pretrain.choose_lr`) takes, per schedule, the LR with the lowest mean validation
+# (`pretrain_scan.choose_lr`) takes, per schedule, the LR with the lowest mean validation
 # log-perplexity over those budgets (ties: the smaller LR). The profile's preset holds the values
 # this scan chose at that profile. The scan's runs are the suite's own jobs (same cache folders),
 # so the suite below reuses those at the chosen LRs.
 
 # %%
 if scan is not None:
-    scan_text = scan_summary["text"]
-    fig_scan = pretrain.plot_lr_scan(scan, scan_summary["chosen"])
-else:
-    scan_text = ("The LR scan is skipped in this run (lr_scan_lrs is empty); the suite uses the preset's "
-                 "peak LRs: " + ", ".join(f"{s} {cfg.peak_lr(s):g}" for s in pretrain.SCHEDULES) + ".")
+    fig_scan = pretrain_report.plot_lr_scan(scan, scan_summary["chosen"])
+scan_text = pretrain_report.lr_scan_text(scan_summary, cfg)
 nb.glue("pt_lr_scan", scan_text)
 print(scan_text)
 
 # %%
 if scan is not None:
-    display(scan.pivot_table(index=["schedule", "lr"], columns="label", values="val_ppl", sort=False)
-            .style.format("{:.2f}"))
+    display(pretrain_report.lr_scan_table(scan))
 
 # %% [markdown]
 # {glue:text}`pt_lr_scan`
@@ -116,8 +114,7 @@ if scan is not None:
 # on `workers`.
 
 # %%
-table.style.format({"lr": "{:g}", "tokens": "{:,.0f}", "tokens_per_param": "{:,.1f}", "val_ppl": "{:.2f}",
-                    "val_loss": "{:.3f}", "wall_s": "{:.1f}"}).hide(axis="index")
+pretrain_report.records_table(table)
 
 # %% [markdown]
 # Each row is one checkpoint: its schedule's peak LR, its pre-training tokens, tokens per parameter (all parameters,
@@ -126,12 +123,13 @@ table.style.format({"lr": "{:g}", "tokens": "{:,.0f}", "tokens_per_param": "{:,.
 # that point).
 
 # %%
-cost = pretrain.cost_summary(suites)
+cost = pretrain_report.cost_summary(suites)
 nb.glue("pt_verdict", verdict["text"])
 nb.glue("pt_cost", cost["text"])
 nb.glue("pt_top_tpp", f"{table['tokens_per_param'].max():,.0f}")
 claims.record("base_improves", cfg.profile, verdict["verdict"], verdict["text"].replace("**", ""),
-              numbers=verdict["per_schedule"], chapter="00_pretraining_suite", config=cfg)
+              numbers=verdict["per_schedule"], chapter="00_pretraining_suite", config=cfg,
+              records=[weights.identity(c) for s in suites.values() for c in s])  # the checkpoints' weights
 print(verdict["text"])
 print(cost["text"])
 

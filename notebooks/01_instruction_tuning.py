@@ -34,20 +34,17 @@ seed = 0
 overrides = {}
 
 # %% tags=["remove-input"]
-import time
-
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
 from coft_utils.book import claims, nb
 from coft_utils.chapters import instruct
+from coft_utils.chapters import instruct_report as report
 cfg = nb.setup("01_instruction_tuning", profile, seed, overrides)
-t0 = time.perf_counter()
 series = instruct.get_series(cfg)
 out = instruct.run(cfg, series=series, progress=False)
-cv = instruct.claim_verdict(out, cfg)
-wall = time.perf_counter() - t0
+cv = report.claim_verdict(out, cfg)
 
 # %% [markdown]
 # ## The answer
@@ -63,7 +60,7 @@ display(Markdown(cv["sentence"] + " Details and the other metrics: [the verdict]
 # %% tags=["hide-output"]
 nb.show_params(cfg)
 print(f"series {series.name!r}: {len(series)} checkpoints ({', '.join(c.label for c in series)}); "
-      f"seeds {out['seeds']}; {wall:.1f} s")
+      f"seeds {out['seeds']}; {out['wall_s']:.1f} s")
 
 # %% [markdown]
 # ## What the paper reports (theirs)
@@ -72,10 +69,9 @@ print(f"series {series.name!r}: {len(series)} checkpoints ({', '.join(c.label fo
 # statements about OLMo-1B; they are not measured here.
 
 # %%
-theirs = pd.DataFrame({"statement (theirs, OLMo-1B)": instruct.PAPER["statements"]})
-display(theirs)
-nb.glue("paper_alpaca", f"{instruct.PAPER['alpacaeval_3T_vs_2p3T']:+.0f}")
-nb.glue("paper_arc", f"{instruct.PAPER['arc_3T_vs_2p3T']:+.0f}")
+display(report.table_paper())
+nb.glue("paper_alpaca", f"{report.PAPER['alpacaeval_3T_vs_2p3T']:+.0f}")
+nb.glue("paper_arc", f"{report.PAPER['arc_3T_vs_2p3T']:+.0f}")
 
 # %% [markdown]
 # In their words: 3T vs 2.3T tokens after instruction tuning, about {glue:text}`paper_alpaca`
@@ -116,16 +112,15 @@ nb.glue("paper_arc", f"{instruct.PAPER['arc_3T_vs_2p3T']:+.0f}")
 #   `eval_max_length` tokens (raised where a long answer would not fit); for the suite's tiny
 #   models this exceeds their pre-training context, which their rotary positions extrapolate.
 # * **Verdict.** Declared before any run: the claim row is decided on the average `acc_norm`
-#   (`instruct.CLAIM_METRIC`), with `coft_utils.foundation.verdicts.bends_down`: the seed-mean tuned curve's
+#   (`instruct_report.CLAIM_METRIC`), with `coft_utils.foundation.verdicts.bends_down`: the seed-mean tuned curve's
 #   last checkpoint against its best checkpoint of the later half of the series, with the
 #   seeds as replicates and a critical value that accounts for picking that checkpoint; the
 #   same test on the base curve (with its lm-eval standard error) must not fire. The average
 #   `acc` and the ID perplexity are tested the same way and reported, but do not count.
 
 # %%
-ck_table = pd.DataFrame([{"checkpoint": c.label, "tokens": c.tokens, "source": c.source} for c in series])
-display(ck_table.set_index("checkpoint"))
-display(pd.DataFrame(out["n_examples"]).T.rename_axis("source"))
+display(report.table_checkpoints(series))
+display(report.table_examples(out))
 nb.glue("n_ckpt", len(series))
 nb.glue("series_name", series.name)
 nb.glue("tok_lo", f"{series.checkpoints[0].tokens:,.0f}")
@@ -146,20 +141,20 @@ nb.glue("tok_hi", f"{series.checkpoints[-1].tokens:,.0f}")
 
 # %%
 nb.glue("exp_wall", f"{out['wall_s']:.0f}")
-display(out["lr_choice"].set_index("checkpoint").round(3))
+display(report.table_lr_choice(out))
 
 # %% [markdown]
 # ## Fig. 1: average benchmark score against pre-training tokens
 
 # %%
-fig = instruct.fig_average(out, cfg)
+fig = report.fig_average(out, cfg)
 plt.show()
 
 # %% [markdown]
 # ## Fig. 2: every benchmark
 
 # %%
-fig = instruct.fig_benchmarks(out, cfg)
+fig = report.fig_benchmarks(out, cfg)
 plt.show()
 
 # %% [markdown]
@@ -170,7 +165,7 @@ plt.show()
 # the one that picks the learning rate; the chosen one is ringed.
 
 # %%
-fig = instruct.fig_id(out, cfg)
+fig = report.fig_id(out, cfg)
 plt.show()
 
 # %% [markdown]
@@ -181,18 +176,16 @@ plt.show()
 # of its log over the held-out dialogues). Then every benchmark, and the per-seed records.
 
 # %%
-display(instruct.table_summary(out, cfg))
-display(instruct.table_summary(out, cfg, per_benchmark=True))
-display(out["tuned"][["checkpoint", "seed", "lr", "avg_acc", "avg_acc_norm", "test_ppl", "val_ppl"]]
-        .set_index(["checkpoint", "seed"]).round(4))
+display(report.table_summary(out, cfg))
+display(report.table_summary(out, cfg, per_benchmark=True))
+display(report.table_seeds(out))
 
 # %% [markdown]
 # ## AlpacaEval
 
 # %%
 if cfg.alpacaeval_judge:
-    ae = out["tuned"][["checkpoint", "seed", "tokens"] + [c for c in out["tuned"].columns if c.startswith("alpacaeval")]]
-    display(ae)
+    display(report.table_alpacaeval(out))
     nb.glue("alpaca_status", f"run with the judge {cfg.alpacaeval_judge!r}; win rates in the table above.")
 else:
     nb.glue("alpaca_status", "skipped: no judge is configured (parameter alpacaeval_judge = None). "
@@ -228,12 +221,11 @@ print("AlpacaEval:", "run" if cfg.alpacaeval_judge else "skipped (alpacaeval_jud
 # "How verdicts are decided" page.
 
 # %%
-for k, val in dict(verdict_sentence=cv["sentence"], verdict_norm=cv["acc_norm"]["text"], verdict_acc=cv["acc"]["text"],
-                   verdict_id=cv["id"]["text"], chance_avg=f"{out['chance']['avg']:.3f}", lr_text=cv["lr_text"],
-                   bench_n=str(int(out["base"][f"{cfg.benchmarks[0]}/n"].iloc[0]))).items():
+for k, val in report.verdict_glue(out, cv, cfg).items():
     nb.glue(k, val)
 claims.record("olmo_instruction", cfg.profile, v, measured=cv["measured"], numbers=cv["numbers"],
-              chapter="01_instruction_tuning", config=cfg)
+              chapter="01_instruction_tuning", config=cfg,
+              records=pd.concat([out["base"], out["sft"], out["tuned"]]))
 print(v.text())
 print("method:", v.method)
 
@@ -250,10 +242,10 @@ print("method:", v.method)
 #
 # ```
 # accelerate launch --config_file coft_utils/configs/accelerate_fsdp_instruct.yaml \
-#     -m coft_utils.chapters.instruct --profile paper
+#     -m coft_utils.chapters.instruct_launch --profile paper
 # python -m coft_utils run 01_instruction_tuning --profile paper
 # ```
 #
-# `-m coft_utils.chapters.instruct -p series amber` (or `olmo-2-7b-stage1`) tunes another series;
+# `-m coft_utils.chapters.instruct_launch -p series amber` (or `olmo-2-7b-stage1`) tunes another series;
 # `-p sft_data '[tulu]'` uses TULU instead of Anthropic-HH.
 # ````

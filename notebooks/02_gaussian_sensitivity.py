@@ -34,16 +34,17 @@ import pandas as pd
 from IPython.display import HTML, Markdown, display
 
 from coft_utils.book import claims, nb
-from coft_utils.chapters import perturb
+from coft_utils.chapters import perturb, perturb_report
+from coft_utils.foundation import plots
 cfg = nb.setup("02_gaussian_sensitivity", profile, seed, overrides)
 t0 = time.time()
 series = perturb.load_series(cfg)
 df = perturb.sweep(series, cfg, progress=False)
-summary = perturb.summarize(df)
+summary = perturb_report.summarize(df)
 src_in, src_out = cfg.sources[0], cfg.sources[-1]
 cfg2 = cfg.other_scale()
 df2 = perturb.sweep(series, cfg2, progress=False) if cfg2 is not None else None
-V = perturb.chapter_verdict(df, summary, src_in, src_out, cfg, df2, cfg2)
+V = perturb_report.chapter_verdict(df, summary, src_in, src_out, cfg, df2, cfg2)
 wall = time.time() - t0
 
 # %% [markdown]
@@ -52,7 +53,8 @@ wall = time.time() - t0
 # %% tags=["remove-input"]
 display(HTML(claims.badge(V["label"]) + f" <b>{V['headline']}</b>"))
 fig, ax = plt.subplots(figsize=(7.0, 4.2))
-perturb.plot_absolute(summary, src_in, ax=ax)
+perturb_report.plot_absolute(summary, src_in, ax=ax)
+plots.badge(ax, V["label"])
 plt.show()
 display(Markdown(V["in"]))
 
@@ -72,7 +74,8 @@ display(Markdown(V["in"]))
 # `paper` profile) and restore the weights bit-for-bit from one saved copy per checkpoint. The
 # noise of each point is drawn from a seed derived from (checkpoint, γ, seed), so any point can be
 # recomputed alone; a diverged point (inf/NaN loss) is recorded as such. All logic lives in
-# `coft_utils.chapters.perturb`.
+# `coft_utils.chapters.perturb` (the sweep) and `coft_utils.chapters.perturb_report` (summaries,
+# verdicts, tables and figures).
 #
 # The scale s is a parameter: the initialization standard deviation (the paper's choice) or each
 # tensor's own empirical standard deviation (the Pythia-70M report's choice). The γ grids of the
@@ -97,7 +100,7 @@ print(f"series {series.name!r}: {len(series)} checkpoints "
 # %%
 fig, axes = plt.subplots(1, len(cfg.sources), figsize=(6.0 * len(cfg.sources), 4.2), squeeze=False)
 for ax, src in zip(axes[0], cfg.sources):
-    perturb.plot_delta(summary, src, ax=ax)
+    perturb_report.plot_delta(summary, src, ax=ax)
 fig.tight_layout()
 plt.show()
 
@@ -109,7 +112,7 @@ plt.show()
 # %%
 fig, axes = plt.subplots(1, len(cfg.sources), figsize=(6.0 * len(cfg.sources), 4.2), squeeze=False)
 for ax, src in zip(axes[0], cfg.sources):
-    perturb.plot_absolute(summary, src, ax=ax)
+    perturb_report.plot_absolute(summary, src, ax=ax)
 fig.tight_layout()
 plt.show()
 
@@ -120,9 +123,7 @@ plt.show()
 # call that γ inconclusive).
 
 # %%
-table = summary.copy()
-table["tokens"] = table["tokens"].map(lambda t: f"{t:.3g}")
-display(table.round(3).set_index(["source", "gamma", "checkpoint"]))
+display(perturb_report.numbers_table(summary))
 
 # %% [markdown]
 # ## (d) Beside what others report
@@ -132,20 +133,9 @@ display(table.round(3).set_index(["source", "gamma", "checkpoint"]))
 # is not positive), not values.
 
 # %%
-th = perturb.THEIRS["pythia70m_report"]
-rows = [{"who": "theirs: " + th["who"], "source": th["source"], "gamma": th["gamma"],
-         "first checkpoint": th["points"][0]["label"], "Δppl first": th["points"][0]["delta_ppl"],
-         "last checkpoint": th["points"][-1]["label"], "Δppl last": th["points"][-1]["delta_ppl"]}]
-for src in cfg.sources:
-    for g, d in summary[summary.source == src].groupby("gamma"):
-        d = d.sort_values("tokens")
-        rows.append({"who": f"ours: {series.name}, scale={cfg.scale}", "source": src, "gamma": g,
-                     "first checkpoint": d.checkpoint.iloc[0], "Δppl first": d.delta_mean.iloc[0],
-                     "last checkpoint": d.checkpoint.iloc[-1], "Δppl last": d.delta_mean.iloc[-1]})
-comp = pd.DataFrame(rows)
-comp["growth (last/first)"] = (comp["Δppl last"] / comp["Δppl first"]).where(comp["Δppl first"] > 0)
+comp = perturb_report.theirs_table(summary, cfg.sources, series.name, cfg.scale)
 display(comp.round(3))
-print("Paper (theirs):", perturb.THEIRS["paper"])
+print("Paper (theirs):", perturb_report.THEIRS["paper"])
 
 # %% [markdown]
 # ## (e) The other noise scale
@@ -158,24 +148,17 @@ print("Paper (theirs):", perturb.THEIRS["paper"])
 
 # %%
 if cfg2 is not None:
-    summary2 = perturb.summarize(df2)
-    fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.2))
-    perturb.plot_delta(summary2, src_in, ax=axes[0])
-    perturb.plot_absolute(summary2, src_in, ax=axes[1])
-    for ax in axes:
-        ax.set_title(ax.get_title() + f", scale={cfg2.scale}")
-    fig.tight_layout()
+    summary2 = perturb_report.summarize(df2)
+    perturb_report.plot_other_scale(summary2, src_in, cfg2.scale)
     plt.show()
-    display(perturb.verdict_table(df2, (src_in,)).round(3))
+    display(perturb_report.verdict_table(df2, (src_in,)).round(3))
 ws = perturb.weight_stats(series, cfg.targets)
 display(ws.round(4))
-init_df = df if cfg.scale == "init" else (df2 if cfg2 is not None else None)
-init_s = (float(init_df.init_std_used.dropna().iloc[0])
-          if init_df is not None and init_df.init_std_used.notna().any() else None)
-weights_text = perturb.weights_text(ws, init_s)
+init_s = perturb_report.init_scale_used(df, cfg, df2)
+weights_text = perturb_report.weights_text(ws, init_s)
 nb.glue("weights_text", weights_text)
-nb.glue("scale_main", perturb.SCALE_TEXT[cfg.scale])
-nb.glue("scale_cmp", perturb.SCALE_TEXT[cfg2.scale] if cfg2 is not None else "none: not run")
+nb.glue("scale_main", perturb_report.SCALE_TEXT[cfg.scale])
+nb.glue("scale_cmp", perturb_report.SCALE_TEXT[cfg2.scale] if cfg2 is not None else "none: not run")
 
 # %% [markdown]
 # <a id="verdict"></a>
@@ -200,10 +183,10 @@ nb.glue("scale_cmp", perturb.SCALE_TEXT[cfg2.scale] if cfg2 is not None else "no
 for k, val in dict(src_in=src_in, src_out=src_out, verdict_in=V["in"], verdict_out=V["out"] or "—",
                    verdict_base=V["base"], verdict_cmp=V["cmp"] or "not run (`compare_gammas` is empty).").items():
     nb.glue(k, val)
-display(perturb.verdict_table(df, cfg.sources).round(3))
+display(perturb_report.verdict_table(df, cfg.sources).round(3))
 for cid, (v, measured) in V["claims"].items():
     claims.record(cid, cfg.profile, v, measured, numbers=V["numbers"], chapter="02_gaussian_sensitivity",
-                  config=cfg)
+                  config=cfg, records=pd.concat([df, df2]) if df2 is not None else df)
 
 # %% [markdown]
 # ```{admonition} Rerun this

@@ -27,23 +27,16 @@ seed = 0
 overrides = {}
 
 # %% tags=["remove-input"]
-import time
-
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
 from coft_utils.book import claims, nb
-from coft_utils.chapters import finetune
+from coft_utils.chapters import finetune, finetune_report
 from coft_utils.foundation import plots
 cfg = nb.setup("03_fixed_lr_finetuning", profile, seed, overrides)
-t0 = time.time()
-series = finetune.load_series(cfg)
-df = finetune.sweep(series, cfg)
-wall = time.time() - t0
-assert len(df) == len(finetune.units(series, cfg)), "some units are missing"
-v = finetune.fixed_lr_summary(df, cfg, series)
-run_info = (f"series {series.name!r}: {len(series)} checkpoints ({', '.join(c.label for c in series)}); "
-            f"{len(df)} units ({cfg.seeds} seeds each); {wall:.1f} s")
+run = finetune.run_all(cfg)  # every unit (resumes: records already in the store are reused)
+series, df, wall = run["series"], run["df"], run["wall_s"]
+v = finetune_report.fixed_lr_summary(df, cfg, series)
 
 # %% [markdown]
 # ## The answer
@@ -51,7 +44,8 @@ run_info = (f"series {series.name!r}: {len(series)} checkpoints ({', '.join(c.la
 # %% tags=["remove-input"]
 display(HTML(claims.badge(v["label"]) + f" <b>{v['overall']}</b>"))
 fig, ax = plt.subplots(figsize=(7.0, 4.2))
-finetune.plot_ood(df, cfg.tasks[0], "after", ax=ax)
+finetune_report.plot_ood(df, cfg.tasks[0], "after", ax=ax)
+plots.badge(ax, v["label"])
 plt.show()
 display(Markdown(v["text"]))
 
@@ -63,7 +57,9 @@ display(Markdown(v["text"]))
 # shows an inflection point after which more pre-training makes it worse, and the inflection
 # comes earlier for larger fine-tuning learning rates. We copy no numbers from the paper.
 #
-# **Method as run here.** All logic lives in `coft_utils.chapters.finetune` and `coft_utils.foundation.tasks`. Each
+# **Method as run here.** All logic lives in `coft_utils.chapters.finetune` (the experiment; the ID metrics in
+# `finetune_eval`, the training in `finetune_train`), `coft_utils.chapters.finetune_report` (analysis, figures,
+# verdicts) and `coft_utils.foundation.tasks`. Each
 # task is cast as language modelling: a prompt template, then the target (the verbalized label
 # for classification, the worked answer for GSM8K, the function body for HumanEval); the loss is on
 # the target tokens only. Every (checkpoint, task, learning rate, seed) is one unit: load the
@@ -88,7 +84,7 @@ display(Markdown(v["text"]))
 
 # %% tags=["hide-output"]
 nb.show_params(cfg)
-print(run_info)
+print(finetune.run_info(run, cfg))
 
 # %% [markdown]
 # ## (a) ID performance after fine-tuning against pre-training tokens
@@ -99,7 +95,7 @@ print(run_info)
 # %%
 for task in cfg.tasks:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    finetune.plot_id(df, task, "test_id_ppl", ax=ax)
+    finetune_report.plot_id(df, task, "test_id_ppl", ax=ax)
     plots.log_y(ax)
     fig.tight_layout()
     plt.show()
@@ -115,10 +111,10 @@ for task in cfg.tasks:
 # %%
 for task in cfg.tasks:
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
-    finetune.plot_ood(df, task, "delta", ax=axes[0])
+    finetune_report.plot_ood(df, task, "delta", ax=axes[0])
     axes[0].set_yscale("symlog", linthresh=1.0)
-    finetune.plot_ood(df, task, "dloss", ax=axes[1])
-    finetune.plot_ood(df, task, "after", ax=axes[2])
+    finetune_report.plot_ood(df, task, "dloss", ax=axes[1])
+    finetune_report.plot_ood(df, task, "after", ax=axes[2])
     fig.tight_layout()
     plt.show()
 
@@ -129,11 +125,8 @@ for task in cfg.tasks:
 # and where the OOD perplexity after fine-tuning is lowest.
 
 # %%
-cols = ["task", "lr", "checkpoint", "seed", "tokens", "train_loss_first", "train_loss_last", "base_test_id_ppl",
-        "test_id_ppl", "test_accuracy", "ood_ppl_before", "ood_ppl_after", "ood_delta"]
-cols += [c for c in ("diverged", "diverged_step") if c in df]  # a diverged run: no scores (NaN)
-display(df[cols].set_index(["task", "lr", "checkpoint", "seed"]).round(3))
-inf = finetune.inflection_table(df)
+display(finetune_report.unit_table(df).round(3))  # a diverged run: no scores (NaN)
+inf = finetune_report.inflection_table(df)
 display(inf.round(3).set_index(["task", "lr"]))
 
 # %% [markdown]
@@ -156,8 +149,8 @@ nb.glue("verdict_fixed", v["text"])
 nb.glue("fixed_wall_s", f"{wall:.0f}")
 for cid, (verdict, measured) in v["claims"].items():
     claims.record(cid, cfg.profile, verdict, measured, numbers=v["numbers"], chapter="03_fixed_lr_finetuning",
-                  config=cfg)
-print("Paper (theirs):", finetune.THEIRS["fixed_lr"])
+                  config=cfg, records=df)
+print("Paper (theirs):", finetune_report.THEIRS["fixed_lr"])
 
 # %% [markdown]
 # ```{admonition} Rerun this

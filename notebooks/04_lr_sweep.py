@@ -26,34 +26,26 @@ seed = 0
 overrides = {}
 
 # %% tags=["remove-input"]
-import time
-
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
 from coft_utils.book import claims, nb
-from coft_utils.chapters import finetune
-from coft_utils.foundation import plots, results
+from coft_utils.chapters import finetune, finetune_report
+from coft_utils.foundation import plots
 cfg = nb.setup("04_lr_sweep", profile, seed, overrides)
-t0 = time.time()
-series = finetune.load_series(cfg)
-all_units = finetune.units(series, cfg)
-reused = sum(results.Store(cfg.experiment, cfg.profile).done(u) for u in all_units)
-df = finetune.sweep(series, cfg)
-wall = time.time() - t0
-assert len(df) == len(all_units), "some units are missing"
-best = finetune.best_lr(df, cfg.select_metric)
-v = finetune.sweep_summary(df, best, cfg, series)
-run_info = (f"series {series.name!r}: {len(series)} checkpoints; grid {list(cfg.lrs)}; {cfg.seeds} seeds; "
-            f"{len(df)} units ({reused} reused from the store, {len(all_units) - reused} trained now); {wall:.1f} s")
+run = finetune.run_all(cfg)  # every unit (records of chapter 03 at the same settings are reused)
+series, df, wall = run["series"], run["df"], run["wall_s"]
+best = finetune_report.best_lr(df, cfg.select_metric)
+v = finetune_report.sweep_summary(df, best, cfg, series)
 
 # %% [markdown]
 # ## The answer
 
 # %% tags=["remove-input"]
 display(HTML(claims.badge(v["label"]) + f" <b>{v['headline']}</b>"))
-axes = finetune.plot_best(best, cfg.tasks[0])
+axes = finetune_report.plot_best(best, cfg.tasks[0])
 plots.log_y(axes[0])
+plots.badge(axes[1], v["label"])
 axes[0].figure.tight_layout()
 plt.show()
 display(Markdown(v["text"]))
@@ -82,7 +74,7 @@ display(Markdown(v["text"]))
 
 # %% tags=["hide-output"]
 nb.show_params(cfg)
-print(run_info)
+print(finetune.run_info(run, cfg))
 
 # %% [markdown]
 # ## (a) Best ID performance, OOD at that learning rate, and the optimal learning rate
@@ -92,7 +84,7 @@ print(run_info)
 
 # %%
 for task in cfg.tasks:
-    axes = finetune.plot_best(best, task)
+    axes = finetune_report.plot_best(best, task)
     plots.log_y(axes[0])
     axes[0].figure.tight_layout()
     plt.show()
@@ -108,7 +100,7 @@ for task in cfg.tasks:
 # %%
 for task in cfg.tasks:
     fig, ax = plt.subplots(figsize=(6.8, 4.6))
-    finetune.plot_pareto(df, task, cfg.early_frac, ax=ax)
+    finetune_report.plot_pareto(df, task, cfg.early_frac, ax=ax)
     fig.tight_layout()
     plt.show()
 
@@ -121,12 +113,8 @@ for task in cfg.tasks:
 
 # %%
 for task in cfg.tasks:
-    d = df[df.task == task]
-    grid = d.pivot_table(index=["checkpoint", "tokens"], columns="lr", values=f"val_{cfg.select_metric}")
-    display(grid.sort_index(level="tokens").round(3))
-cols = ["task", "checkpoint", "tokens", "lr", "wins_chosen", "wins", f"val_{cfg.select_metric}", "test_id_ppl",
-        "test_id_ppl_ci", "base_test_id_ppl", "ood_ppl_before", "ood_ppl_after", "ood_ppl_after_ci", "ood_delta"]
-display(best[cols].set_index(["task", "checkpoint"]).round(3))
+    display(finetune_report.val_grid(df, task, cfg.select_metric).round(3))
+display(finetune_report.best_table(best, cfg.select_metric).round(3))
 
 # %% [markdown]
 # <a id="verdict"></a>
@@ -149,8 +137,9 @@ nb.glue("verdict_sweep", v["text"])
 nb.glue("verdict_sweep_overall", v["overall"])
 nb.glue("sweep_wall_s", f"{wall:.0f}")
 for cid, (verdict, measured) in v["claims"].items():
-    claims.record(cid, cfg.profile, verdict, measured, numbers=v["numbers"], chapter="04_lr_sweep", config=cfg)
-print("Paper (theirs):", finetune.THEIRS["sweep"])
+    claims.record(cid, cfg.profile, verdict, measured, numbers=v["numbers"], chapter="04_lr_sweep", config=cfg,
+                  records=df)
+print("Paper (theirs):", finetune_report.THEIRS["sweep"])
 
 # %% [markdown]
 # ```{admonition} Rerun this

@@ -35,16 +35,16 @@ seed = 0
 overrides = {}
 
 # %% tags=["remove-input"]
-import numpy as np
 import pandas as pd
 import sympy as sp
 from IPython.display import Math, display
 
 from coft_utils.book import nb
-from coft_utils.chapters import theory
+from coft_utils.chapters import theory, theory_derive, theory_report
+from coft_utils.foundation import plots
 cfg = nb.setup("05_linear_theory", profile, seed, overrides)
 res = theory.run_all(cfg)  # the simulation of every section below
-V = theory.claim_verdicts(res)
+V = theory_report.claim_verdicts(res)
 
 
 def show(*exprs):
@@ -62,7 +62,8 @@ from IPython.display import HTML
 from coft_utils.book import claims
 display(HTML("<br>".join(f"{claims.badge(v.label)} <b>{claims.CLAIMS[cid].text}</b>: {v.stat_text()}"
                          for cid, (v, _) in V.items())))
-fig = theory.fig_ushape(res)
+fig = theory_report.fig_ushape(res)
+plots.badge(fig.axes[0], V["linear_ushape"][0].label)
 
 # %% [markdown]
 # ## Parameters of this run
@@ -113,13 +114,9 @@ nb.show_params(cfg)
 
 # %%
 prob = theory.make_problem(cfg)
-cos_AB = float(np.sum(prob.A * prob.B) / np.linalg.norm(prob.A) / np.linalg.norm(prob.B))
-nb.glue("cos_AB", cos_AB)
-nb.glue("n_modes", prob.r)
-nb.glue("s_first", float(prob.s[0]))
-nb.glue("s_last", float(prob.s[-1]))
-pd.DataFrame({"s_i": prob.s, "learning time t_i": theory.learning_time(prob.s, prob.a0)},
-             index=pd.RangeIndex(1, prob.r + 1, name="mode")).T.round(3)
+mode_table, glued = theory_report.problem_summary(prob)
+nb.glue_all(glued)
+mode_table.round(3)
 
 # %% [markdown]
 # The target has {glue:text}`n_modes` modes, from $s_1=$ {glue:text}`s_first:.3g` down to
@@ -134,7 +131,7 @@ pd.DataFrame({"s_i": prob.s, "learning time t_i": theory.learning_time(prob.s, p
 # balanced) and the strength $a = bc$ obeys a logistic equation, which `sympy.dsolve` solves.
 
 # %%
-dyn = theory.derive_mode_dynamics()
+dyn = theory_derive.derive_mode_dynamics()
 show(*dyn["flow"])
 show(r"\frac{d}{dt}\left(b^2-c^2\right) = " + sp.latex(dyn["balance"]))
 show(dyn["ode"], dyn["solution"])
@@ -157,7 +154,7 @@ pd.Series(dyn["checks"], name="sympy check passed")
 # $\lVert W_2\rVert_F^2$; the $\gamma^4$ term counts $d_{in}hd_{out}$ products):
 
 # %%
-pert = theory.derive_perturbation()
+pert = theory_derive.derive_perturbation()
 show(pert["general"])
 show(pert["shapes"][0]["expected"])
 pd.Series(pert["checks"], name="symbolic expectation == general form")
@@ -177,7 +174,7 @@ pd.Series(pert["checks"], name="symbolic expectation == general form")
 # $a = s-\delta$.
 
 # %%
-inf = theory.derive_inflection()
+inf = theory_derive.derive_inflection()
 sy = inf["symbols"]
 show(r"\varphi(a) = " + sp.latex(inf["phi"]),
      r"\arg\min_a \varphi = " + sp.latex(inf["a_dip"]),
@@ -208,7 +205,7 @@ pd.Series(inf["checks"], name="sympy check passed")
 # $P = W_2W_1$ changes entry-wise by $-\eta\,(a_i+a_j)\,(P-B)_{ij}$:
 
 # %%
-ft = theory.derive_finetune()
+ft = theory_derive.derive_finetune()
 show(r"\left.\frac{\partial P}{\partial\eta}\right|_{\eta=0} = " + sp.latex(ft["first_order"]),
      r"\Delta L_A = \eta\,\Big[" + sp.latex(ft["dLA_eta1"]) + r"\Big] + O(\eta^2)",
      r"\text{at } a_i=s_i:\quad \Delta L_A = \eta\cdot " + sp.latex(ft["dLA_eta1_fitted"])
@@ -233,7 +230,7 @@ pd.Series(ft["checks"], name="sympy check passed")
 # `sympy.rsolve`:
 
 # %%
-reg = theory.derive_regularized()
+reg = theory_derive.derive_regularized()
 show(reg["recursion"], reg["solution"], reg["unregularized"],
      r"h(\lambda) := \lim_{k\to 0}\frac{x(K)}{k\,r} = " + sp.latex(reg["horizon"]) + " = "
      + sp.latex(reg["horizon_sum"]),
@@ -251,7 +248,7 @@ pd.Series(reg["checks"], name="sympy check passed")
 # picture mode $i$ is harmful when
 # $\rho_i^2\,g_\lambda(s_i)^2 + (B_{ii}-s_i)^2 g_\lambda(2s_i)^2 > s_i^2$, with $g_\lambda(k)$ the
 # fraction above and $\rho_i^2$ the mass of $B$ (in $A$'s bases) between mode $i$ and the
-# not-yet-learned directions; `theory.ft_harmful_modes` evaluates it.
+# not-yet-learned directions; `theory_closed.ft_harmful_modes` evaluates it.
 #
 # ## The simulation
 #
@@ -262,8 +259,7 @@ pd.Series(reg["checks"], name="sympy check passed")
 # closed form $a_i(t)$ (lambdified from the `dsolve` solution above).
 
 # %%
-n_ck = len(res.times)  # res = theory.run_all(cfg), computed in the first cell
-nb.glue("n_ckpt", n_ck)
+nb.glue("n_ckpt", len(res.times))  # res = theory.run_all(cfg), computed in the first cell
 nb.glue("max_rel_err", res.pre["max_rel_err"])
 _ = nb.glue("lr", cfg.lr)
 
@@ -276,7 +272,7 @@ _ = nb.glue("lr", cfg.lr)
 # smaller step).
 
 # %%
-fig = theory.fig_incremental(res)
+fig = theory_report.fig_incremental(res)
 
 # %% [markdown]
 # ## Progressive sensitivity
@@ -285,24 +281,11 @@ fig = theory.fig_incremental(res)
 # the modes are learned: one line per $\gamma$.
 
 # %%
-fig = theory.fig_sensitivity(res)
+fig = theory_report.fig_sensitivity(res)
 
 # %%
-rows = []
-for g in cfg.gammas:
-    j_rule, t_rule = res.perturb_rule[g]
-    rows.append({"gamma": g, "2 delta = (d_in+d_out) gamma^2": 2 * res.delta[g],
-                 "simulated min (ckpt)": res.perturb_sim_min[g],
-                 "predicted (ckpt)": res.perturb_pred_ckpt[g],
-                 "predicted t*": res.perturb_pred_t[g],
-                 "rule: last useful mode j*": j_rule,
-                 "rule (ckpt)": theory.nearest_checkpoint(res.times, t_rule) if j_rule else 0})
-perturb_table = pd.DataFrame(rows).set_index("gamma")
-off = (perturb_table["simulated min (ckpt)"] - perturb_table["predicted (ckpt)"]).abs()
-nb.glue("perturb_max_off", int(off.max()))
-nb.glue("perturb_verdict", "; ".join(
-    f"γ = {g:g}: simulated minimum at checkpoint {res.perturb_sim_min[g]}, predicted "
-    f"{res.perturb_pred_ckpt[g]}" for g in cfg.gammas))
+perturb_table, glued = theory_report.perturb_summary(res)
+nb.glue_all(glued)
 perturb_table.round(3)
 
 # %% [markdown]
@@ -314,23 +297,11 @@ perturb_table.round(3)
 # (dots: full-matrix fine-tuning; line: linearised prediction).
 
 # %%
-fig = theory.fig_ushape(res)
+fig = theory_report.fig_ushape(res)
 
 # %%
-ft_rows = []
-for lr in cfg.ft_lrs:
-    L = res.ft_sim[lr][0]
-    ft_rows.append({"ft lr": lr, "simulated min (ckpt)": res.ft_sim_min[lr],
-                    "linearised prediction (ckpt)": res.ft_pred_ckpt[lr],
-                    "L_A at min": L.min(), "L_A at last ckpt": L[-1],
-                    "rise after min": L[-1] - L.min()})
-ft_table = pd.DataFrame(ft_rows).set_index("ft lr")
-ft_u = [lr for lr in cfg.ft_lrs if 0 < res.ft_sim_min[lr] < n_ck - 1]
-nb.glue("ft_n_u", len(ft_u))
-nb.glue("ft_n_lrs", len(cfg.ft_lrs))
-nb.glue("ft_verdict", "; ".join(
-    f"lr = {lr:g}: simulated minimum at checkpoint {res.ft_sim_min[lr]}, linearised theory "
-    f"{res.ft_pred_ckpt[lr]}" for lr in cfg.ft_lrs))
+ft_table, glued = theory_report.ft_summary(res)
+nb.glue_all(glued)
 ft_table.round(3)
 
 # %% [markdown]
@@ -352,25 +323,11 @@ ft_table.round(3)
 # ## Regularisation delays the inflection point
 
 # %%
-fig = theory.fig_regularization(res)
+fig = theory_report.fig_regularization(res)
 
 # %%
-reg_rows = []
-for lam in cfg.reg_lambdas:
-    harmful = np.nonzero(res.reg_harmful[lam])[0]
-    reg_rows.append({"lambda": lam, "simulated min (ckpt)": res.reg_sim_min[lam],
-                     "linearised prediction (ckpt)": res.reg_pred_ckpt[lam],
-                     "L_A at min": res.reg_sim[lam][0][res.reg_sim_min[lam]],
-                     "fine-tuning loss L_B (last ckpt)": res.reg_sim[lam][1][-1],
-                     "first harmful mode (rule)": int(harmful[0]) + 1 if len(harmful) else None})
-reg_table = pd.DataFrame(reg_rows).set_index("lambda")
-mins = [res.reg_sim_min[l] for l in cfg.reg_lambdas]
-LB = [res.reg_sim[l][1][-1] for l in cfg.reg_lambdas]
-nb.glue("reg_monotone", "does" if all(np.diff(mins) >= 0) else "does not")
-nb.glue("reg_cost", "rises" if all(np.diff(LB) > 0) else "does not rise monotonically")
-nb.glue("reg_verdict", "; ".join(
-    f"λ = {l:g}: minimum at checkpoint {res.reg_sim_min[l]}, L_B = {res.reg_sim[l][1][-1]:.3g}"
-    for l in cfg.reg_lambdas))
+reg_table, glued = theory_report.reg_summary(res)
+nb.glue_all(glued)
 reg_table.round(3)
 
 # %% [markdown]
@@ -388,7 +345,7 @@ reg_table.round(3)
 #
 # ## Verdicts recorded for the claims page
 #
-# Computed from the simulation above by `theory.claim_verdicts` and recorded with
+# Computed from the simulation above by `theory_report.claim_verdicts` and recorded with
 # `coft_utils.book.claims` (see the claims page). Pre-training, fine-tuning and regularised
 # fine-tuning are exact gradient descent on population losses, without any noise, so those
 # verdicts are exact (method "exact (deterministic simulation, no noise)"; zero-width
@@ -404,16 +361,12 @@ reg_table.round(3)
 
 # %%
 from coft_utils.book import claims
-V = theory.claim_verdicts(res)
+V = theory_report.claim_verdicts(res)
 for cid, (v, measured) in V.items():
     claims.record(cid, cfg.profile, v, measured, chapter="05_linear_theory", config=cfg)
-u = V["linear_ushape"][0].detail
-nb.glue("n_groups", theory.N_GROUPS)
-nb.glue("perturb_u_count", u["n_u_perturb"])
-nb.glue("perturb_earlier", "moves earlier, beyond Monte Carlo noise" if u["earlier"] and u["earlier"]["label"] == "observed"
-        else "does not move earlier beyond Monte Carlo noise")
-pd.DataFrame({k: {"verdict": v.label, "statistic": v.stat_text(), "measured": m, "detail": v.reason}
-              for k, (v, m) in V.items()}).T
+verdict_table, glued = theory_report.verdict_summary(V)
+nb.glue_all(glued)
+verdict_table
 
 # %% [markdown]
 # The perturbed loss has an interior minimum beyond Monte Carlo noise for

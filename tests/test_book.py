@@ -62,6 +62,8 @@ def test_book_builds_without_warnings(smoke_site):
         assert page.is_file(), page
         assert "Traceback" not in page.read_text()
     assert (html / "book" / "reproducing.html").is_file()
+    status = (html / "book" / "_generated" / "status.html").read_text()  # from the runner's log
+    assert "Execution status" in status and "00_pretraining_suite" in status and "smoke" in status
 
 
 def test_site_works_offline_in_a_real_browser(smoke_site):

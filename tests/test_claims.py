@@ -69,3 +69,25 @@ def test_other_seeds_get_a_column_and_overrides_never_replace_the_row(runs):
     ov = claims.overridden()
     assert len(ov) == 1 and ov[0]["overrides"] == {"gammas": [0.5]} and ov[0]["verdict"] == "within noise"
     assert "smoke (seed 1)" in claims.html_table() and "an override run" not in claims.html_table()
+
+
+def test_a_claim_record_carries_its_config_hash_and_its_records(runs):
+    import pandas as pd
+
+    from coft_utils.foundation import profiles, results
+    cfg = profiles.resolve("05_linear_theory", "smoke")
+    units = [{"checkpoint": c, "seed": s} for c in ("2k", "4k") for s in (0, 1)]
+    ids = [results.unit_id(u) for u in units]
+    r = claims.record("linear_ushape", "smoke", "observed", "x", config=cfg,
+                      records=pd.DataFrame({"record_id": ids + ids[:1]}))  # repeats count once
+    m = r["metrics"]
+    assert m["config_hash"] == results.config_hash(cfg.to_dict()) and len(m["config_hash"]) == 16
+    assert m["records"] == sorted(ids) and m["records_hash"] == results.config_hash(sorted(ids))
+    # the same from unit dicts or whole records; another config gives another hash
+    assert claims.record_ids(units) == sorted(ids)
+    assert claims.record_ids([{"unit": u, "metrics": {}} for u in units]) == sorted(ids)
+    other = claims.record("linear_ushape", "smoke", "observed", "y",
+                          config=profiles.resolve("05_linear_theory", "smoke", {"gammas": [0.5]}))
+    assert other["metrics"]["config_hash"] != m["config_hash"] and other["metrics"]["records"] == []
+    with pytest.raises(ValueError, match="record_id"):
+        claims.record_ids(pd.DataFrame({"x": [1]}))

@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from coft_utils.foundation import data
+from coft_utils.foundation import checksums, data
 LOCAL = data.names()
 
 
@@ -82,8 +82,8 @@ def test_missing_file_says_where_it_looked(tmp_path, monkeypatch):
 def test_checksum_is_cached_after_first_success(tmp_path, monkeypatch):
     monkeypatch.setenv("COFT_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
-    real = data._sha256
-    monkeypatch.setattr(data, "_sha256", lambda p: calls.append(p) or real(p))
+    real = checksums._sha256
+    monkeypatch.setattr(checksums, "_sha256", lambda p: calls.append(p) or real(p))
     data.verify("gsm8k")
     first = len(calls)
     assert first == len(data.spec("gsm8k").files())
@@ -105,3 +105,20 @@ def test_every_shared_folder_is_registered():
     assert folders == set(LOCAL), folders ^ set(LOCAL)
     for n in LOCAL:
         assert data.spec(n).hub  # every set knows its hub name for paper scale
+
+
+def test_checksum_names_stay_importable_from_data():
+    """The checksum machinery lives in ``checksums``; ``data`` re-exports the very same functions."""
+    for name in ("verify_files", "verify", "verify_all", "checksums", "file_path"):
+        assert getattr(data, name) is getattr(checksums, name), name
+    assert all(hasattr(data, n) for n in data.__all__)
+
+
+@pytest.mark.parametrize("first", ["checksums", "data"])
+def test_data_and_checksums_import_in_either_order(first):
+    import subprocess
+    import sys
+    code = (f"import coft_utils.foundation.{first}; from coft_utils.foundation import checksums, data; "
+            "assert data.verify is checksums.verify and checksums.spec is data.spec")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

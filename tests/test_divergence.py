@@ -111,16 +111,16 @@ def test_theory_verdicts_and_figures_take_non_finite_losses():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from coft_utils.foundation import profiles
-    from coft_utils.chapters import theory
+    from coft_utils.chapters import theory, theory_report
     cfg = profiles.resolve("05_linear_theory", "smoke")
     res = theory.run_all(cfg)
-    assert theory.claim_verdicts(res)["linear_ushape"][0].label != "inconclusive"
+    assert theory_report.claim_verdicts(res)["linear_ushape"][0].label != "inconclusive"
     g = sorted(cfg.gammas)[0]
     res.perturb_draws[g] = np.full_like(res.perturb_draws[g], np.inf)
     res.perturb_mc[g] = np.full_like(np.asarray(res.perturb_mc[g], float), np.inf)
-    v, measured = theory.claim_verdicts(res)["linear_ushape"]
+    v, measured = theory_report.claim_verdicts(res)["linear_ushape"]
     assert v.label == "inconclusive", (v.label, v.reason)
-    for fig_fn in (theory.fig_sensitivity, theory.fig_ushape):
+    for fig_fn in (theory_report.fig_sensitivity, theory_report.fig_ushape):
         fig = fig_fn(res)
         assert _draws(fig)
         plt.close(fig)

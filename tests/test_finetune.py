@@ -1,4 +1,5 @@
-"""Tests of coft_utils.foundation.tasks and coft_utils.chapters.finetune (chapters 03 and 04), at smoke scale."""
+"""Tests of coft_utils.foundation.tasks and the chapters 03/04 modules (coft_utils.chapters.finetune, the
+experiment; finetune_eval, finetune_train; finetune_report with finetune_analysis and finetune_plots), at smoke scale."""
 import json
 import math
 import os
@@ -52,12 +53,12 @@ def test_unknown_task_is_clear_error():
 
 @pytest.mark.parametrize("lr", [0, 0.0, -1e-3])
 def test_non_positive_lr_is_clear_error(lr):
-    from coft_utils.chapters import finetune
+    from coft_utils.chapters import finetune, finetune_train
     from coft_utils.foundation import profiles
     with pytest.raises(profiles.ProfileError, match=r"'lrs.*out of range.*> 0"):
         finetune.resolve("04_lr_sweep", "smoke", {"lrs": [1e-3, lr]})
     with pytest.raises(ValueError, match="learning rate must be a finite number > 0"):
-        finetune._check_lr(lr)
+        finetune_train._check_lr(lr)
 
 
 def test_splits_deterministic_and_disjoint():
@@ -88,12 +89,12 @@ def test_presets_share_units_between_chapters():
 # --------------------------------------------------------------------------- metrics
 def test_class_perplexity_matches_hand_computation(env):
     import torch
-    from coft_utils.chapters import finetune
+    from coft_utils.chapters import finetune_eval
     from coft_utils.foundation import tasks
     model, tok = _tiny(env)
     ex = tasks.splits("trec", 7, 1, 1)["train"]  # 6 classes, multi-token verbalizers
     ex += tasks.splits("sst2", 4, 1, 1)["train"]
-    got = finetune.class_metrics(model, tok, ex, max_len=64, batch_size=3)
+    got = finetune_eval.class_metrics(model, tok, ex, max_len=64, batch_size=3)
     nll, correct = [], 0
     bos = tok.eos_token_id
     for e in ex:
@@ -118,14 +119,14 @@ def test_class_perplexity_matches_hand_computation(env):
 
 
 def test_finetuning_lowers_id_loss(env):
-    from coft_utils.chapters import finetune
+    from coft_utils.chapters import finetune, finetune_eval, finetune_train
     from coft_utils.foundation import tasks
     model, tok = _tiny(env)
     cfg = finetune.resolve("03_fixed_lr_finetuning", "smoke", {"steps": 25, "batch_size": 8})
     ex = tasks.splits("gsm8k", 32, 8, 8)["train"]
-    before = finetune.answer_perplexity(model, tok, ex, max_len=64)["answer_nll"]
-    log = finetune.train(model, tok, "gsm8k", ex, cfg, lr=1e-2, seed=0)
-    after = finetune.answer_perplexity(model, tok, ex, max_len=64)["answer_nll"]
+    before = finetune_eval.answer_perplexity(model, tok, ex, max_len=64)["answer_nll"]
+    log = finetune_train.train(model, tok, "gsm8k", ex, cfg, lr=1e-2, seed=0)
+    after = finetune_eval.answer_perplexity(model, tok, ex, max_len=64)["answer_nll"]
     assert log["steps"] == 25
     assert after < before - 0.3, (before, after)
     assert not any(p.name.startswith("checkpoint") for p in Path(env["root"]).rglob("checkpoint-*"))
@@ -212,7 +213,7 @@ def test_killed_sweep_resumes_to_same_records(env):
 # --------------------------------------------------------------------------- analysis
 def test_analysis_on_synthetic_records():
     import pandas as pd
-    from coft_utils.chapters import finetune
+    from coft_utils.chapters import finetune_report as report
     rng = np.random.default_rng(0)
     rows = []
     toks = [1e6, 2e6, 4e6, 8e6]
@@ -227,23 +228,49 @@ def test_analysis_on_synthetic_records():
                                  val_id_ppl=5 - i * 0.1 + (0.5 if (lr == 1e-2) == (i < 2) else 0) + 0.01 * seed,
                                  test_id_ppl=5.0, base_test_id_ppl=9.0, val_accuracy=0.5))
     df = pd.DataFrame(rows)
-    inf = finetune.inflection_table(df).set_index("lr")
+    inf = report.inflection_table(df).set_index("lr")
     assert inf.delta_monotone.all() and (inf.n_seeds == 3).all()
     assert inf.loc[1e-2, "interior_min"] and inf.loc[1e-2, "argmin_after"] == "c2"
     assert not inf.loc[1e-3, "interior_min"] and inf.loc[1e-3, "argmin_after"] == "c3"
-    best = finetune.best_lr(df)
+    best = report.best_lr(df)
     assert best.lr.tolist() == [1e-3, 1e-3, 1e-2, 1e-2]
     assert best.wins_chosen.tolist() == ["3/3"] * 4
-    reg = finetune.lr_regime(best, [1e-3, 1e-2])
+    reg = report.lr_regime(best, [1e-3, 1e-2])
     assert reg["x"]["regime"] == "increasing"
-    reg2 = finetune.lr_regime(best.assign(lr=[1e-2, 1e-2, 1e-2, 1e-2]), [1e-3, 1e-2])
+    reg2 = report.lr_regime(best.assign(lr=[1e-2, 1e-2, 1e-2, 1e-2]), [1e-3, 1e-2])
     assert reg2["x"]["regime"] == "constant"
-    assert list(finetune.pareto_front([1, 2, 3, 2], [3, 2, 1, 3])) == [0, 1, 2]
-    v = finetune.fixed_lr_verdict(df)["x"]
+    assert list(report.pareto_front([1, 2, 3, 2], [3, 2, 1, 3])) == [0, 1, 2]
+    v = report.fixed_lr_verdict(df)["x"]
     assert v["grow"][1e-3].label == "observed" and v["grow"][1e-3].n_replicates == 3
     assert v["u"][1e-2].label == "observed" and v["u"][1e-3].label == "within noise"
     assert v["rows"]["earlier_larger_lr"].detail["argmin"] == [3, 2]
     # a diverged seed makes its learning rate inconclusive, never a rise or an interior minimum
     df.loc[(df.lr == 1e-2) & (df.checkpoint == "c3") & (df.seed == 0), ["ood_ppl_after", "ood_loss_after"]] = np.inf
-    v = finetune.fixed_lr_verdict(df)["x"]
+    v = report.fixed_lr_verdict(df)["x"]
     assert v["u"][1e-2].label == "inconclusive" and v["grow"][1e-2].label == "inconclusive"
+
+    # the notebooks' tables
+    grid = report.val_grid(df, "x")
+    assert list(grid.index.get_level_values("checkpoint")) == ["c0", "c1", "c2", "c3"]
+    assert list(grid.columns) == [1e-3, 1e-2]
+    assert grid.loc[("c0", 1e6), 1e-3] == pytest.approx(df[(df.lr == 1e-3) & (df.checkpoint == "c0")].val_id_ppl.mean())
+    bt = report.best_table(best.assign(test_id_ppl_ci=0.0, ood_ppl_after_ci=0.0))
+    assert bt.index.names == ["task", "checkpoint"] and "wins_chosen" in bt
+    ut = report.unit_table(df.assign(train_loss_first=1.0, train_loss_last=0.5, test_accuracy=np.nan))
+    assert len(ut) == len(df) and ut.index.names == ["task", "lr", "checkpoint", "seed"]
+
+
+def test_experiment_does_not_import_the_report():
+    """The experiment side (finetune, finetune_eval, finetune_train) never imports the report side."""
+    import ast
+    report_side = {"finetune_report", "finetune_analysis", "finetune_plots"}
+    for name in ("finetune", "finetune_eval", "finetune_train"):
+        tree = ast.parse((REPO / "coft_utils" / "chapters" / f"{name}.py").read_text())
+        mods = set()
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom):
+                mods.add((n.module or "").split(".")[-1])
+                mods.update(a.name for a in n.names)
+            elif isinstance(n, ast.Import):
+                mods.update(a.name.split(".")[-1] for a in n.names)
+        assert not (mods & report_side), (name, mods & report_side)

@@ -18,7 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from coft_utils.foundation import data, evaluate, models, profiles, results  # noqa: E402
+from coft_utils.foundation import checksums, data, evaluate, models, profiles, results, weights  # noqa: E402
 from coft_utils.chapters import perturb  # noqa: E402
 from coft_utils.book import run  # noqa: E402
 
@@ -101,13 +101,13 @@ def test_identity_stable_and_sees_a_same_size_byte_with_mtime_restored(tmp_runs)
     assert i1 == models.identity(ck) == models.identity(str(d)) and len(i1) == 16
     cache = data.cache_dir() / "weights_fingerprint.json"
     assert str(d.absolute()) in json.loads(cache.read_text())
-    models._fp_memo.clear()  # a fresh process: from the JSON cache, not re-hashed
-    real = models._file_sha256
+    weights._fp_memo.clear()  # a fresh process: from the JSON cache, not re-hashed
+    real = weights._file_sha256
     try:
-        models._file_sha256 = lambda p: (_ for _ in ()).throw(AssertionError("re-hashed"))
+        weights._file_sha256 = lambda p: (_ for _ in ()).throw(AssertionError("re-hashed"))
         assert models.identity(ck) == i1
     finally:
-        models._file_sha256 = real
+        weights._file_sha256 = real
     f = d / "model.safetensors"
     st = f.stat()
     raw = bytearray(f.read_bytes())
@@ -188,7 +188,7 @@ def test_checksums_are_measured_and_cached_by_inode_and_ctime(tmp_path, monkeypa
     import hashlib
     measured = hashlib.sha256(f.read_bytes()).hexdigest()
     assert data.checksums(["copa"]) == {"copa/copa.jsonl": measured}
-    ent = json.loads(data._verified_cache().read_text())[str(f)]
+    ent = json.loads(checksums._verified_cache().read_text())[str(f)]
     st = f.stat()
     assert ent == {"stamp": [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns], "sha256": measured}
     # a same-size change with mtime restored is caught (ctime moved), not served from the cache

@@ -1,4 +1,5 @@
-"""Tests of chapter 01 (coft_utils.chapters.instruct, coft_utils.foundation.lmeval_tasks).
+"""Tests of chapter 01 (coft_utils.chapters.instruct and its instruct_data, instruct_sft, instruct_eval and
+instruct_report modules; coft_utils.foundation.lmeval_tasks).
 
 * lm-eval's ``acc``/``acc_norm`` on 20 ARC-Easy items equal the argmax of the summed and of the
   character-length-normalized log-likelihoods computed by hand with the same model;
@@ -21,7 +22,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
 from coft_utils.foundation import data, lmeval_tasks, models, profiles, results  # noqa: E402
-from coft_utils.chapters import instruct  # noqa: E402
+from coft_utils.chapters import instruct, instruct_data, instruct_eval, instruct_report, instruct_sft  # noqa: E402
 
 CH = "01_instruction_tuning"
 
@@ -103,11 +104,11 @@ def test_normalized_benchmarks_have_valid_gold():
 
 def test_sft_labels_are_the_assistant_responses_only(tiny_lm, tmp_path):
     model, tok = tiny_lm
-    tok = instruct.prepare_tokenizer(tok)
+    tok = instruct_data.prepare_tokenizer(tok)
     cfg = profiles.resolve(CH, "smoke")
-    dialogues = instruct.train_mix(instruct.sft_sources(cfg), 0)[:12]
-    ds = instruct.prepare_sft_dataset(model, tok, dialogues, cfg, tmp_path / "prep")
-    mine = instruct.tokenize_dialogues(tok, dialogues, instruct._context(model, cfg))
+    dialogues = instruct_data.train_mix(instruct_data.sft_sources(cfg), 0)[:12]
+    ds = instruct_sft.prepare_sft_dataset(model, tok, dialogues, cfg, tmp_path / "prep")
+    mine = instruct_data.tokenize_dialogues(tok, dialogues, instruct_sft._context(model, cfg))
     assert len(ds) == len(mine) > 0
     user_id, asst_id = tok.convert_tokens_to_ids("<|user|>"), tok.convert_tokens_to_ids("<|assistant|>")
     for row, m in zip(ds, mine):
@@ -121,11 +122,11 @@ def test_sft_labels_are_the_assistant_responses_only(tiny_lm, tmp_path):
 
 def test_response_perplexity_by_hand(tiny_lm):
     model, tok = tiny_lm
-    tok = instruct.prepare_tokenizer(tok)
+    tok = instruct_data.prepare_tokenizer(tok)
     dia = [[{"role": "user", "content": "Add two and two."}, {"role": "assistant", "content": "Four."}],
            [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hello there, friend!"}]]
-    toks = instruct.tokenize_dialogues(tok, dia, 512)
-    r = instruct.response_perplexity(model, toks, batch_size=2, pad_id=tok.pad_token_id)
+    toks = instruct_data.tokenize_dialogues(tok, dia, 512)
+    r = instruct_eval.response_perplexity(model, toks, batch_size=2, pad_id=tok.pad_token_id)
     nll, n, per = 0.0, 0, []
     for t in toks:
         ids = torch.tensor([t["input_ids"]])
@@ -146,11 +147,11 @@ def test_response_perplexity_by_hand(tiny_lm):
 
 
 def test_hh_parsing():
-    m = instruct.hh_to_messages("\n\nHuman: hi there\n\nAssistant: hello\n\nHuman: how?\n\nAssistant: like so")
+    m = instruct_data.hh_to_messages("\n\nHuman: hi there\n\nAssistant: hello\n\nHuman: how?\n\nAssistant: like so")
     assert m == [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello"},
                  {"role": "user", "content": "how?"}, {"role": "assistant", "content": "like so"}]
-    assert instruct.hh_to_messages("\n\nHuman: only a question") is None
-    assert instruct.hh_to_messages("\n\nHuman: q\n\nAssistant: ") is None
+    assert instruct_data.hh_to_messages("\n\nHuman: only a question") is None
+    assert instruct_data.hh_to_messages("\n\nHuman: q\n\nAssistant: ") is None
 
 
 def test_presets_and_validation():
@@ -217,26 +218,26 @@ def test_verdict_goes_through_bends_down():
     g = np.random.default_rng(0)
     bend = np.array([0.30, 0.33, 0.36, 0.39, 0.42, 0.36])
     tuned, base = _frames(bend + 0.005 * g.standard_normal((3, 6)), np.linspace(0.3, 0.45, 6))
-    v = instruct.verdict(tuned, base, {"avg": 0.25}, "avg_acc_norm")
+    v = instruct_report.verdict(tuned, base, {"avg": 0.25}, "avg_acc_norm")
     assert isinstance(v["verdict"], verdicts.Verdict) and v["label"] == "observed" and v["n_seeds"] == 3
     assert v["best_checkpoint"] == "c4" and not v["near_chance"] and "observed" in v["text"]
     assert v["verdict"].method.startswith("best of the later half")
     # the base bending down too: no claim
     tb, bb = _frames(bend + 0.005 * g.standard_normal((3, 6)), bend, base_se=0.001)
-    assert instruct.verdict(tb, bb, {"avg": 0.25})["label"] == "within noise"
+    assert instruct_report.verdict(tb, bb, {"avg": 0.25})["label"] == "within noise"
     # flat and near chance, with wide item noise
     tf, bf = _frames(0.45 + 0.01 * g.standard_normal((3, 6)), np.full(6, 0.45), se=0.2, base_se=0.2)
-    f = instruct.verdict(tf, bf, {"avg": 0.45})
+    f = instruct_report.verdict(tf, bf, {"avg": 0.45})
     assert f["label"] != "observed" and f["near_chance"] and "chance" in f["text"]
     assert f["label"] in verdicts.LABELS
 
 
 def test_one_seed_is_inconclusive_and_missing_seeds_are_named():
     tuned, base = _frames([[0.3, 0.4, 0.5, 0.3]], [0.3, 0.35, 0.4, 0.45])
-    v = instruct.verdict(tuned, base, {"avg": 0.25})
+    v = instruct_report.verdict(tuned, base, {"avg": 0.25})
     assert v["label"] == "inconclusive" and "replicate" in v["verdict"].reason
     tuned, base = _frames([[0.3, 0.4, 0.5, 0.3]] * 2, [0.3, 0.35, 0.4, 0.45])
-    v = instruct.verdict(tuned.iloc[:-1], base, {"avg": 0.25})
+    v = instruct_report.verdict(tuned.iloc[:-1], base, {"avg": 0.25})
     assert v["label"] == "inconclusive" and "missing" in v["verdict"].reason
 
 
@@ -245,11 +246,11 @@ def test_id_verdict_on_perplexity():
     g = np.random.default_rng(1)
     better = [list(20.0 * 0.8 ** np.arange(5) * (1 + 0.01 * g.standard_normal(5))) for _ in range(3)]
     tuned, base = _frames([[0.3] * 5] * 3, [0.3] * 5, ppl=better)
-    v = instruct.id_verdict(tuned, base)
+    v = instruct_report.id_verdict(tuned, base)
     assert v["label"] == "contradicted"  # the tuned ppl is best at the last checkpoint
     worse = [list(np.array([20.0, 15.0, 12.0, 10.0, 13.0]) * (1 + 0.01 * g.standard_normal(5))) for _ in range(3)]
     tuned, base = _frames([[0.3] * 5] * 3, [0.3] * 5, ppl=worse)
-    v = instruct.id_verdict(tuned, base)
+    v = instruct_report.id_verdict(tuned, base)
     assert v["label"] == "observed" and "perplexity" in v["verdict"].unit and v["verdict"].statistic > 20
 
 
@@ -268,8 +269,8 @@ def test_claim_verdict_declares_acc_norm(tmp_path):
     out = {"tuned": tuned, "base": base, "chance": {"avg": 0.25}, "series": series, "seeds": [0, 1, 2],
            "lr_choice": pd.DataFrame([{"checkpoint": f"c{i}", "best_lr": 1e-3, "seeds choosing lr=0.001": 3}
                                       for i in range(5)])}
-    cv = instruct.claim_verdict(out, cfg)
-    assert instruct.CLAIM_METRIC == "avg_acc_norm" and cv["metric"] == "avg_acc_norm"
+    cv = instruct_report.claim_verdict(out, cfg)
+    assert instruct_report.CLAIM_METRIC == "avg_acc_norm" and cv["metric"] == "avg_acc_norm"
     assert cv["acc"]["label"] == "observed" and cv["verdict"].label != "observed"
     assert cv["verdict"] is cv["acc_norm"]["verdict"]
     assert "3 fine-tuning seeds" in cv["measured"] and "acc_norm" in cv["measured"] and "5 checkpoints" in cv["measured"]
@@ -331,3 +332,16 @@ def test_notebook_runs_at_smoke_and_rerun_is_free(tmp_runs):
     assert {p: p.stat().st_mtime_ns for p in store.dir.glob("*.json")} == mtimes
     assert len(again["summary"]) == 2 * n_ck and len(again["tuned"]) == n_ck * len(seeds)
     assert list(again["lr_choice"].columns[-len(cfg.lrs):]) == [f"seeds choosing lr={lr:g}" for lr in cfg.lrs]
+
+
+def test_experiment_side_never_imports_the_report():
+    """The report imports the experiment, never the reverse (the command line, instruct_launch, runs both;
+    ``python -m coft_utils.chapters.instruct`` reaches it only from the ``__main__`` block)."""
+    import ast
+    for mod in (instruct, instruct_data, instruct_eval, instruct_sft):
+        tree = ast.parse(Path(mod.__file__).read_text())
+        body = [n for n in tree.body if not (isinstance(n, ast.If) and "__main__" in ast.unparse(n.test))]
+        names = {(n.module or "") + "." + a.name for b in body for n in ast.walk(b)
+                 if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert not [x for x in names if "instruct_report" in x or "instruct_launch" in x], mod.__name__
+    assert instruct_report.summarize is instruct_eval.summarize  # out["summary"] is built by collect

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from coft_utils.foundation import data, models
+from coft_utils.foundation import data, models, series, weights
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
     out = tmp_path_factory.mktemp("tok") / "tok"
@@ -56,13 +56,13 @@ def test_builtin_series_revision_names():
     olmo = models.get_series("olmo-1b")
     revs = {c.revision for c in olmo}
     # names published on the hub for allenai/OLMo-1B(-hf)
-    assert models._olmo1_rev(20000) == "step20000-tokens84B"
-    assert models._olmo1_rev(330000) == "step330000-tokens1384B"
-    assert models._olmo1_rev(550000) == "step550000-tokens2307B"
+    assert series._olmo1_rev(20000) == "step20000-tokens84B"
+    assert series._olmo1_rev(330000) == "step330000-tokens1384B"
+    assert series._olmo1_rev(550000) == "step550000-tokens2307B"
     assert "step550000-tokens2307B" in revs and "step600000-tokens2517B" in revs
     assert all(c.hub_id == "allenai/OLMo-1B-hf" for c in olmo)
     assert 0.03e12 < olmo.checkpoints[0].tokens < 0.05e12 and olmo.checkpoints[-1].tokens > 3e12
-    assert models._olmo2_rev(928646) == "stage1-step928646-tokens3896B"
+    assert series._olmo2_rev(928646) == "stage1-step928646-tokens3896B"
     py = models.get_series("pythia-70m")
     assert py.checkpoints[0].revision == "step1000" and abs(py.checkpoints[0].tokens - 2.1e9) < 0.01e9
     assert models.get_series("amber").checkpoints[-1].revision == "ckpt_359"
@@ -95,3 +95,25 @@ def test_hub_loading_is_offline(monkeypatch):
     with pytest.raises(Exception):
         models.load_model(models.get_series("pythia-70m").checkpoints[0])
     assert time.time() - t < 20
+
+
+def test_series_and_identity_names_stay_importable_from_models():
+    """The series definitions live in ``series``, the weights' identity in ``weights``; ``models``
+    re-exports the very same objects (every caller uses ``models.X``)."""
+    for name in ("Checkpoint", "CheckpointSeries", "SeriesError", "SERIES", "get_series", "check_revisions"):
+        assert getattr(models, name) is getattr(series, name), name
+    for name in ("identity", "fingerprint", "hub_commit"):
+        assert getattr(models, name) is getattr(weights, name), name
+    assert all(hasattr(models, n) for n in models.__all__)
+    assert series.load("olmo-1b") is models.SERIES["olmo-1b"]
+
+
+@pytest.mark.parametrize("first", ["series", "weights", "models", "profiles"])
+def test_foundation_modules_import_in_any_order(first):
+    import subprocess
+    import sys
+    code = (f"import coft_utils.foundation.{first}; "
+            "from coft_utils.foundation import models, series, weights, profiles; "
+            "assert models.identity is weights.identity and models.Checkpoint is series.Checkpoint")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -1,4 +1,5 @@
-"""Tests of coft_utils.chapters.perturb: exact restore, seeded noise, γ = 0, diverged points, validation.
+"""Tests of coft_utils.chapters.perturb (the sweep) and perturb_report (summaries, verdicts, tables):
+exact restore, seeded noise, γ = 0, diverged points, validation.
 
 A tiny series (olmo-pico, 512-token BPE, three checkpoints after a few AdamW steps) is made
 once per session in a temporary folder; COFT_RUNS_DIR / COFT_CACHE_DIR point to tmp dirs.
@@ -18,7 +19,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
 from coft_utils.foundation import evaluate, models, profiles, results  # noqa: E402
-from coft_utils.chapters import perturb  # noqa: E402
+from coft_utils.chapters import perturb, perturb_report  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CH = "02_gaussian_sensitivity"
@@ -212,10 +213,10 @@ def test_sweep_records_diverged_resumes_and_summarizes(env):
         alone = evaluate.perplexity(model, blocks, cfg.batch_size)["ppl"]
     rec = df[(df.checkpoint == ck.label) & (df.gamma == 0.05) & (df.noise_seed == 1) & (df.source == "wikitext")]
     assert rec.ppl.iloc[0] == pytest.approx(alone, rel=1e-6)
-    summ = perturb.summarize(df)
+    summ = perturb_report.summarize(df)
     assert set(summ.columns) >= {"delta_mean", "delta_std", "ppl_mean", "ppl_std", "base_ppl", "n_diverged"}
     assert (summ[summ.gamma == 1e30].n_diverged == 2).all()
-    v = perturb.verdict(df, "gutenberg")
+    v = perturb_report.verdict(df, "gutenberg")
     assert set(v) == {0.05, 1e30}
     assert v[1e30]["u"].label == "inconclusive" and v[1e30]["rises"].label == "inconclusive"  # diverged: named
     assert "diverged" in v[1e30]["u"].reason and "inf/NaN" in v[1e30]["u"].reason and v[1e30]["n_diverged"] > 0
@@ -232,7 +233,7 @@ def test_verdict_detects_u_shape_and_monotone():
         for seed in range(4):
             rows.append(dict(source="s", checkpoint=f"c{i}", tokens=t, gamma=0.1, noise_seed=seed,
                              ppl=pert * (1 + 0.01 * rng.standard_normal()), diverged=False))
-    v = perturb.verdict(pd.DataFrame(rows), "s")[0.1]
+    v = perturb_report.verdict(pd.DataFrame(rows), "s")[0.1]
     assert v["u"].label == "observed" and v["labels"][v["u"].detail["argmin"]] == "c2"
     assert v["rises"].label == "observed" and v["rises"].n_replicates == 4
     # the rise after the minimum within the seed spread is not a U
@@ -240,8 +241,31 @@ def test_verdict_detects_u_shape_and_monotone():
     for r in rows2:
         if r["gamma"] == 0.1 and r["checkpoint"] in ("c3", "c4", "c5"):
             r["ppl"] = 60.5 + (8 if r["noise_seed"] % 2 else -8)
-    v2 = perturb.verdict(pd.DataFrame(rows2), "s")[0.1]
+    v2 = perturb_report.verdict(pd.DataFrame(rows2), "s")[0.1]
     assert v2["u"].label == "within noise"
+
+
+
+def test_report_tables_from_records():
+    """The report's tables (sections c-e of the notebook) from synthetic records."""
+    import pandas as pd
+    rows = []
+    for i, (t, base, pert) in enumerate([(1e6, 100, 110), (2e6, 50, 65), (4e6, 30, 60)]):
+        rows.append(dict(source="s", checkpoint=f"c{i}", tokens=t, gamma=0.0, noise_seed=0, ppl=base,
+                         diverged=False, init_std_used=0.02))
+        for seed in range(2):
+            rows.append(dict(source="s", checkpoint=f"c{i}", tokens=t, gamma=0.1, noise_seed=seed,
+                             ppl=pert + seed, diverged=False, init_std_used=0.02))
+    df = pd.DataFrame(rows)
+    summ = perturb_report.summarize(df)
+    num = perturb_report.numbers_table(summ)
+    assert num.index.names == ["source", "gamma", "checkpoint"] and num.tokens.iloc[0] == "1e+06"
+    comp = perturb_report.theirs_table(summ, ("s",), "tiny", "init")
+    assert comp.who.tolist() == ["theirs: " + perturb_report.THEIRS["pythia70m_report"]["who"], "ours: tiny, scale=init"]
+    assert comp["growth (last/first)"].iloc[1] == pytest.approx(30.5 / 10.5)
+    cfg = profiles.resolve(CH, "smoke", {"scale": "init"})
+    assert perturb_report.init_scale_used(df, cfg) == 0.02
+    assert perturb_report.init_scale_used(df, profiles.resolve(CH, "smoke")) is None  # empirical, no df2
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The controlled pre-training suite (coft_utils.chapters.pretrain) at smoke scale or smaller.
+"""The controlled pre-training suite (coft_utils.chapters.pretrain and its pretrain_* modules) at smoke scale or smaller.
 
 Determinism, SIGKILL-and-resume equality, a 2-process (gloo, DDP through accelerate) run that
 matches one process with the same global batch, 2 worker processes that train the same suite as
@@ -21,7 +21,8 @@ torch = pytest.importorskip("torch")
 from safetensors.torch import load_file  # noqa: E402
 
 from coft_utils.foundation import models, profiles  # noqa: E402
-from coft_utils.chapters import pretrain  # noqa: E402
+from coft_utils.chapters import (pretrain, pretrain_data, pretrain_plan, pretrain_report,  # noqa: E402
+                                 pretrain_scan, pretrain_train)
 
 REPO = Path(__file__).resolve().parents[1]
 # 2 budgets of 4 and 8 steps (8 blocks of 64 tokens), no held-out evaluation: seconds.
@@ -70,7 +71,7 @@ def test_series_contract_and_determinism(tmp_path):
     for a, b, c in zip(s1, s2, s3):
         assert _equal(_weights(a), _weights(b)), "same seed must give the same weights"
         assert not _equal(_weights(a), _weights(c)), "another seed must give other weights"
-    df = pretrain.suite_records(s1)
+    df = pretrain_report.suite_records(s1)
     assert list(df["tokens"]) == [2048, 4096] and (df["tokens_per_param"] > 0).all()
 
 
@@ -82,9 +83,9 @@ def test_schedules_share_the_trunk_and_decay(tmp_path):
     for a, b in zip(const, wsd):
         assert a.tokens == b.tokens and not _equal(_weights(a), _weights(b))
     cfg = pretrain.resolve("smoke", "wsd", overrides={**TINY, "n_budgets": 3})
-    assert pretrain.lr_multiplier(15, cfg, "wsd_decay", 16, 13) > 0
-    assert pretrain.lr_multiplier(16, cfg, "wsd_decay", 16, 13) == 0
-    assert 1 < pretrain.cost_ratio(pretrain.resolve("cpu")) < 2
+    assert pretrain_plan.lr_multiplier(15, cfg, "wsd_decay", 16, 13) > 0
+    assert pretrain_plan.lr_multiplier(16, cfg, "wsd_decay", 16, 13) == 0
+    assert 1 < pretrain_plan.cost_ratio(pretrain.resolve("cpu")) < 2
 
 
 def test_cache_reuse_trains_nothing(tmp_path, monkeypatch):
@@ -93,7 +94,7 @@ def test_cache_reuse_trains_nothing(tmp_path, monkeypatch):
 
     def boom(*a, **k):
         raise AssertionError("a finished suite was trained again")
-    monkeypatch.setattr(pretrain, "train_job", boom)
+    monkeypatch.setattr(pretrain_train, "train_job", boom)
     s2 = _suite(tmp_path)
     assert s2.to_dict() == s1.to_dict()
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamps
@@ -107,11 +108,11 @@ def test_state_files_load_safely(tmp_path):
     pickle in a state folder is refused, never executed."""
     import random
     import numpy as np
-    st = {"model": {}, "optimizer": {}, "step": 3, "rng": pretrain._rng_state()}
-    pretrain._save_state(tmp_path / "ok.pt", st)
+    st = {"model": {}, "optimizer": {}, "step": 3, "rng": pretrain_train._rng_state()}
+    pretrain_train._save_state(tmp_path / "ok.pt", st)
     assert torch.serialization.get_unsafe_globals_in_checkpoint(str(tmp_path / "ok.pt")) == []
     ref = (np.random.rand(4).tolist(), random.random(), torch.rand(3))
-    pretrain._set_rng_state(pretrain._load_state(tmp_path / "ok.pt")["rng"])
+    pretrain_train._set_rng_state(pretrain_train._load_state(tmp_path / "ok.pt")["rng"])
     again = (np.random.rand(4).tolist(), random.random(), torch.rand(3))
     assert ref[:2] == again[:2] and torch.equal(ref[2], again[2])
     marker = tmp_path / "pwned"
@@ -121,7 +122,7 @@ def test_state_files_load_safely(tmp_path):
             return (os.system, (f"touch {marker}",))
     torch.save({"model": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(RuntimeError, match="refusing to load"):
-        pretrain._load_state(tmp_path / "evil.pt")
+        pretrain_train._load_state(tmp_path / "evil.pt")
     assert not marker.exists()
 
 
@@ -197,17 +198,17 @@ def test_two_workers_train_the_same_suite_as_one(tmp_path):
 def test_lr_scan_and_the_suite_share_their_runs(tmp_path):
     os.environ["COFT_RUNS_DIR"] = str(tmp_path / "scan")
     over = {**TINY, "n_budgets": 3, "val_blocks": 4}
-    scan = pretrain.lr_scan("smoke", lrs=[3e-3, 1e-2], budgets=2, overrides=over, progress=False)
+    scan = pretrain_scan.lr_scan("smoke", lrs=[3e-3, 1e-2], budgets=2, overrides=over, progress=False)
     assert list(scan.columns) == ["schedule", "lr", "label", "tokens", "val_ppl", "val_loss"]
     assert len(scan) == 3 * 2 * 2 and set(scan["label"]) == {"2k", "4k"}
     assert (scan["val_ppl"] > 1).all()
-    chosen = pretrain.choose_lr(scan)
+    chosen = pretrain_scan.choose_lr(scan)
     for sched, g in scan.groupby("schedule"):  # the rule: lowest mean validation log-ppl
         assert chosen[sched] == g.groupby("lr")["val_loss"].mean().idxmin()
     # the suite at a scanned LR (per schedule) reuses the scan's runs and continues its trunk
     lrs = {"lr_cosine": 1e-2, "lr_wsd": 1e-2, "lr_constant": 1e-2}
     suites = pretrain.all_suites("smoke", overrides={**over, **lrs}, progress=False)
-    steps = pretrain.budget_steps(pretrain.resolve("smoke", overrides=over))
+    steps = pretrain_plan.budget_steps(pretrain.resolve("smoke", overrides=over))
     assert suites["wsd"].meta["jobs"]["trunk"]["resumed_at"] == steps[1]
     assert suites["cosine"].meta["peak_lr"] == 1e-2
     rec = {(r["schedule"], r["label"]): r["val_ppl"] for s in suites.values() for r in pretrain.load_records(s)}
@@ -224,13 +225,13 @@ def test_choose_lr_rule():
     rows = [("cosine", 1e-3, 5.0), ("cosine", 1e-3, 4.0), ("cosine", 2e-3, 4.4), ("cosine", 2e-3, 4.4),
             ("wsd", 1e-3, 4.0), ("wsd", 2e-3, 4.0), ("wsd", 4e-3, float("inf")), ("wsd", 4e-3, 1.0)]
     df = pd.DataFrame(rows, columns=["schedule", "lr", "val_loss"])
-    assert pretrain.choose_lr(df) == {"cosine": 2e-3, "wsd": 1e-3}  # mean; tie -> smaller; inf never wins
+    assert pretrain_scan.choose_lr(df) == {"cosine": 2e-3, "wsd": 1e-3}  # mean; tie -> smaller; inf never wins
 
 
 def test_per_schedule_peak_lr_and_folders():
     cfg = pretrain.resolve("smoke", "wsd", overrides={"lr_wsd": 1e-2})
     assert cfg.peak_lr() == 1e-2 and cfg.peak_lr("cosine") == cfg.lr == 3e-3
-    tok = pretrain.get_tokenizer(cfg)
+    tok = pretrain_data.get_tokenizer(cfg)
     same = pretrain.resolve("smoke", "wsd", overrides={"lr": 1e-2})
     assert pretrain.suite_key(cfg, tok) == pretrain.suite_key(same, tok)
     const = pretrain.resolve("smoke", "constant", overrides={"lr_wsd": 1e-2})
@@ -261,18 +262,18 @@ def test_wsd_decay_inside_warmup_is_rejected():
 def test_presets_meet_the_issue_targets():
     for prof in ("smoke", "cpu", "gpu", "paper"):
         cfg = pretrain.resolve(prof)
-        steps = pretrain.budget_steps(cfg)
+        steps = pretrain_plan.budget_steps(cfg)
         assert cfg.n_budgets >= 6 and all(b == 2 * a for a, b in zip(steps, steps[1:]))
     cpu, gpu, paper = (pretrain.resolve(p) for p in ("cpu", "gpu", "paper"))
-    top = lambda c: pretrain.budget_steps(c)[-1] * c.tokens_per_step()
-    assert top(cpu) >= 8e6 and top(cpu) / pretrain.n_params(cpu) >= 100
-    assert top(gpu) / pretrain.n_params(gpu) >= 1000 and gpu.mixed_precision == "bf16"
+    top = lambda c: pretrain_plan.budget_steps(c)[-1] * c.tokens_per_step()
+    assert top(cpu) >= 8e6 and top(cpu) / pretrain_plan.n_params(cpu) >= 100
+    assert top(gpu) / pretrain_plan.n_params(gpu) >= 1000 and gpu.mixed_precision == "bf16"
     assert paper.model == "olmo-30m" and paper.corpus == "c4" and paper.schedule == "cosine"
     assert 3.9e9 < paper.min_budget <= top(paper) / 32 * 1.01 and top(paper) >= 128e9
     assert cpu.workers == 2 and pretrain.resolve("smoke").workers == 1
     assert cpu.lr_scan_lrs and cpu.lr_scan_budgets <= 3 and not gpu.lr_scan_lrs
     m = models.build_model(models.olmo_config(cpu.model, cpu.vocab_size, cpu.seq_len), 0)
-    assert models.count_params(m) == pretrain.n_params(cpu)
+    assert models.count_params(m) == pretrain_plan.n_params(cpu)
 
 
 def test_paper_profile_errors_clearly_offline(monkeypatch):
@@ -280,4 +281,4 @@ def test_paper_profile_errors_clearly_offline(monkeypatch):
     cfg = pretrain.resolve("paper")
     from coft_utils.foundation import data
     with pytest.raises(data.DataError, match="offline"):
-        next(pretrain._corpus_texts(cfg))
+        next(pretrain_data._corpus_texts(cfg))

@@ -18,7 +18,7 @@ def _toc_chapters():
     out = []
     for part in toc["parts"]:
         for ch in part["chapters"]:
-            if ch["file"].startswith("book/_generated/"):
+            if ch["file"].startswith("book/_generated/") and ch["file"] != "book/_generated/status":
                 out.append((part["caption"], ch["file"].split("/")[-1]))
     return out
 

@@ -77,5 +77,6 @@ def test_record_has_provenance_and_rerun_skips(tmp_path):
     assert "platform" in rec["device"] and rec["time"]
     df = store.frame()
     assert list(df["a"]) == [1, 2, 3] and "loss" in df
+    assert list(df["record_id"]) == [results.unit_id({"a": a}) for a in (1, 2, 3)]  # what a claim cites
     with pytest.raises(ValueError, match="distinct"):
         store.run([{"a": 1}, {"a": 1}], fn, progress=False)

@@ -1,4 +1,5 @@
-"""Tests of chapter 05 (coft_utils.chapters.theory): derivations, simulation, inflection points, notebook."""
+"""Tests of chapter 05 (coft_utils.chapters.theory and its theory_derive, theory_closed and theory_report
+modules): derivations, simulation, inflection points, verdicts, notebook."""
 from __future__ import annotations
 
 import os
@@ -9,14 +10,14 @@ import pytest
 import sympy as sp
 
 from coft_utils.foundation import profiles
-from coft_utils.chapters import theory
+from coft_utils.chapters import theory, theory_closed, theory_derive, theory_report
 ROOT = Path(__file__).resolve().parents[1]
 CH = "05_linear_theory"
 
 
 # ------------------------------------------------------------------------- derivations
 def test_dsolve_solution_satisfies_its_ode():
-    d = theory.derive_mode_dynamics()
+    d = theory_derive.derive_mode_dynamics()
     assert all(d["checks"].values()), d["checks"]
     # independent check: plug the solution into the ODE at random numeric points
     sy = d["symbols"]
@@ -35,8 +36,8 @@ def test_dsolve_solution_satisfies_its_ode():
 
 def test_learning_time_is_half_strength():
     s, a0 = np.array([3.0, 0.7]), 1e-3
-    t = theory.learning_time(s, a0)
-    assert np.allclose(np.diag(theory.strength(s, a0, t)), s / 2, rtol=1e-10)  # (t, s) grid
+    t = theory_closed.learning_time(s, a0)
+    assert np.allclose(np.diag(theory_closed.strength(s, a0, t)), s / 2, rtol=1e-10)  # (t, s) grid
     assert t[1] > t[0]  # smaller singular values are learned later
 
 
@@ -49,7 +50,7 @@ def _mc_perturbed(W1, W2, A, g, n, rng):
 
 @pytest.mark.parametrize("shape_seed", [0, 1, 2])
 def test_symbolic_perturbation_loss_matches_monte_carlo(shape_seed):
-    pert = theory.derive_perturbation()
+    pert = theory_derive.derive_perturbation()
     assert all(pert["checks"].values()), pert["checks"]
     rng = np.random.default_rng(shape_seed)
     entry = pert["shapes"][shape_seed]
@@ -65,14 +66,14 @@ def test_symbolic_perturbation_loss_matches_monte_carlo(shape_seed):
     mc = _mc_perturbed(W1, W2, A, g, 200_000, rng)
     assert abs(sym - mc) / sym < 0.02, (sym, mc)
     # the general numeric form agrees with the symbolic one
-    assert np.isclose(theory.expected_perturbed_loss(W1, W2, A, g), sym, rtol=1e-10)
+    assert np.isclose(theory_closed.expected_perturbed_loss(W1, W2, A, g), sym, rtol=1e-10)
 
 
 def test_general_perturbation_form_on_larger_random_matrices():
     rng = np.random.default_rng(5)
     W1, W2, A = rng.normal(size=(5, 4)), rng.normal(size=(6, 5)), rng.normal(size=(6, 4))
     g = 0.3
-    exp = theory.expected_perturbed_loss(W1, W2, A, g)
+    exp = theory_closed.expected_perturbed_loss(W1, W2, A, g)
     mc = _mc_perturbed(W1, W2, A, g, 100_000, rng)
     assert abs(exp - mc) / exp < 0.02
     # and the mode formula agrees with the matrix formula for balanced aligned weights
@@ -80,18 +81,18 @@ def test_general_perturbation_form_on_larger_random_matrices():
     prob = theory.make_problem(cfg)
     a = prob.s * rng.uniform(0, 1, prob.r)
     W1, W2 = prob.init(a)
-    assert np.isclose(theory.expected_perturbed_loss(W1, W2, prob.A, g),
-                      theory.perturbed_loss_modes(prob.s, a, g, prob.dims), rtol=1e-10)
+    assert np.isclose(theory_closed.expected_perturbed_loss(W1, W2, prob.A, g),
+                      theory_closed.perturbed_loss_modes(prob.s, a, g, prob.dims), rtol=1e-10)
 
 
 def test_inflection_and_regularization_derivations():
-    inf = theory.derive_inflection()
+    inf = theory_derive.derive_inflection()
     assert all(inf["checks"].values())
     s, delta = inf["symbols"]["s"], inf["symbols"]["delta"]
     net = inf["net"]
     assert float(net.subs({s: 0.5, delta: 0.3})) > 0    # s < 2 delta: learning hurts
     assert float(net.subs({s: 0.7, delta: 0.3})) < 0    # s > 2 delta: learning helps
-    reg = theory.derive_regularized()
+    reg = theory_derive.derive_regularized()
     assert all(reg["checks"].values()), reg["checks"]
     sy = reg["symbols"]
     h = sp.lambdify((sy["eta"], sy["lam"], sy["K"]), reg["horizon"])
@@ -100,7 +101,7 @@ def test_inflection_and_regularization_derivations():
 
 
 def test_finetune_first_order_rates_on_full_matrices():
-    ft = theory.derive_finetune()
+    ft = theory_derive.derive_finetune()
     assert all(ft["checks"].values()), ft["checks"]
     cfg = profiles.resolve(CH, "smoke")
     prob = theory.make_problem(cfg)
@@ -110,7 +111,7 @@ def test_finetune_first_order_rates_on_full_matrices():
     f1, f2 = theory.finetune(prob, W1, W2, eta, 1)
     dP = prob.U.T @ (f2 @ f1 - W2 @ W1) @ prob.V / eta
     P = prob.U.T @ (W2 @ W1) @ prob.V
-    pred = -theory._rates(prob, a) * (P - prob.B_modes)
+    pred = -theory_closed._rates(prob, a) * (P - prob.B_modes)
     assert np.allclose(dP, pred, atol=1e-4 * np.abs(pred).max())
 
 
@@ -145,7 +146,7 @@ def test_predicted_inflection_within_one_checkpoint(over):
         assert mc[-1] - mc[k_sim] > 0.02 * mc[k_sim]
         if cfg.spectrum == "geometric":  # well separated modes: the closed-form rule works too
             j, t_rule = res.perturb_rule[g]
-            assert abs(theory.nearest_checkpoint(res.times, t_rule) - k_sim) <= 1
+            assert abs(theory_closed.nearest_checkpoint(res.times, t_rule) - k_sim) <= 1
 
 
 def test_smoke_finetuning_u_shape_and_regularization():
@@ -164,20 +165,20 @@ def test_claim_verdicts_at_smoke():
     from coft_utils.foundation import verdicts
     cfg = profiles.resolve(CH, "smoke")
     res = theory.run_all(cfg)
-    V = theory.claim_verdicts(res)
+    V = theory_report.claim_verdicts(res)
     assert set(V) == {c for c, cl in claims.CLAIMS.items() if cl.chapter == CH}
     for cid, (v, measured) in V.items():
         assert isinstance(v, verdicts.Verdict) and v.label in verdicts.LABELS and measured
         assert "partly" not in v.label and "not observed" not in v.label
     inc, ush, reg = (V[k][0] for k in ("linear_incremental", "linear_ushape", "linear_regularization"))
-    assert inc.label == "observed" and inc.method == theory.EXACT and inc.statistic == pytest.approx(1.0)
-    assert reg.label == "observed" and reg.method == theory.EXACT and reg.ci == (reg.statistic, reg.statistic)
+    assert inc.label == "observed" and inc.method == theory_report.EXACT and inc.statistic == pytest.approx(1.0)
+    assert reg.label == "observed" and reg.method == theory_report.EXACT and reg.ci == (reg.statistic, reg.statistic)
     # the U row: Monte Carlo replicates for the perturbation, exact for fine-tuning, "k of n" counts
     assert ush.label == "observed"
     assert ush.n_replicates == 1  # the exact fine-tuning members carry one "replicate"
     members = ush.detail["parts"]["U-shape"]["detail"]["members"]
     pert = [m for k, m in members.items() if k.startswith("perturbation")]
-    assert len(pert) == len(cfg.gammas) and all(m["n_replicates"] == theory.N_GROUPS for m in pert)
+    assert len(pert) == len(cfg.gammas) and all(m["n_replicates"] == theory_report.N_GROUPS for m in pert)
     assert all("re-selected" in m["method"] for m in pert)
     assert f"of {len(cfg.gammas)} γ" in V["linear_ushape"][1]
     assert f"for {ush.detail['n_u_finetune']} of {len(cfg.ft_lrs)} learning rates" in V["linear_ushape"][1]
@@ -185,9 +186,9 @@ def test_claim_verdicts_at_smoke():
 
 def test_draw_groups_are_batch_means():
     x = np.arange(30.0).reshape(10, 3)
-    g = theory.draw_groups(x, 4)  # 4 groups of 2 draws, the last 2 draws left out
+    g = theory_report.draw_groups(x, 4)  # 4 groups of 2 draws, the last 2 draws left out
     assert g.shape == (4, 3) and np.allclose(g[0], x[:2].mean(0)) and np.allclose(g[-1], x[6:8].mean(0))
-    assert theory.draw_groups(x, 50).shape == (10, 3)
+    assert theory_report.draw_groups(x, 50).shape == (10, 3)
 
 
 @pytest.mark.parametrize("y, label", [
@@ -198,8 +199,8 @@ def test_draw_groups_are_batch_means():
     ([1.0, np.nan, 1.0, 2.0, 3.0], "inconclusive"),
 ])
 def test_exact_u_labels(y, label):
-    v = theory._exact_u(np.arange(1, 6.0), np.array(y))
-    assert v.label == label and (v.method == theory.EXACT or label == "inconclusive")
+    v = theory_report._exact_u(np.arange(1, 6.0), np.array(y))
+    assert v.label == label and (v.method == theory_report.EXACT or label == "inconclusive")
 
 
 def _fake_reg(mins, LB, K=10):
@@ -220,7 +221,7 @@ def _fake_reg(mins, LB, K=10):
     ([9, 9, 9], [1.0, 2.0, 3.0], "inconclusive"),   # no inflection in the run at all
 ])
 def test_regularization_verdict_labels(mins, LB, label):
-    v, measured = theory._verdict_regularization(_fake_reg(mins, LB))
+    v, measured = theory_report._verdict_regularization(_fake_reg(mins, LB))
     assert v.label == label and str(mins) in measured
 
 

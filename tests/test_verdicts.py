@@ -159,3 +159,25 @@ def test_exact_verdicts_of_deterministic_curves():
     assert V.all_of({"a": obs, "b": obs}, "a", "x").label == "observed"
     assert V.all_of({"a": obs, "b": wn}, "a", "x").label == "within noise"
     assert V.all_of({"a": obs, "b": V.exact("x", "contradicted", -1.0, "τ")}, "a", "x").label == "contradicted"
+
+
+def test_shape_tests_stay_importable_from_verdicts():
+    """The shape tests and exact verdicts live in ``verdict_shapes``, the constants in
+    ``verdict_params``; ``verdicts`` re-exports the very same objects."""
+    from coft_utils.foundation import verdict_params, verdict_shapes
+    for name in verdict_shapes.__all__:
+        assert getattr(V, name) is getattr(verdict_shapes, name), name
+    for name in verdict_params.__all__:
+        assert getattr(V, name) == getattr(verdict_params, name), name
+    assert verdict_shapes.Verdict is V.Verdict
+    assert all(hasattr(V, n) for n in V.__all__)
+
+
+@pytest.mark.parametrize("first", ["verdicts", "verdict_shapes", "verdict_params"])
+def test_verdict_modules_import_in_any_order(first):
+    import subprocess
+    import sys
+    code = (f"import coft_utils.foundation.{first}; from coft_utils.foundation import verdicts, verdict_shapes; "
+            "assert verdicts.u_shape is verdict_shapes.u_shape and verdict_shapes.Verdict is verdicts.Verdict")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

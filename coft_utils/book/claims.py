@@ -76,8 +76,28 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
 REFERENCE_DIR = results.REPO_ROOT / "results"
 
 
+def record_ids(records) -> list[str]:
+    """The sorted, distinct ids of the results records behind a verdict, from record or unit
+    dicts, id strings, or a DataFrame with a ``record_id`` column (as the chapters' frames have)."""
+    if records is None:
+        return []
+    if hasattr(records, "columns"):
+        if "record_id" not in records.columns:
+            raise ValueError("a frame of records needs a 'record_id' column")
+        records = records["record_id"].tolist()
+    out = set()
+    for r in records:
+        if isinstance(r, str):
+            out.add(r)
+        elif isinstance(r, dict):
+            out.add(results.unit_id(r["unit"]) if "unit" in r and "metrics" in r else results.unit_id(r))
+        else:
+            raise TypeError(f"a record must be an id, a record or a unit dict; got {type(r).__name__}")
+    return sorted(out)
+
+
 def record(claim_id: str, profile: str, verdict, measured: str, numbers: dict | None = None,
-           chapter: str | None = None, config=None) -> dict:
+           chapter: str | None = None, config=None, records=None) -> dict:
     """Store a chapter's verdict on one claim at one profile.
 
     The run at the profile's preset and seed 0 is the profile's row (a rerun replaces it). A run
@@ -86,7 +106,11 @@ def record(claim_id: str, profile: str, verdict, measured: str, numbers: dict | 
     kept apart and listed under the table, never shown as the profile's verdict.
 
     ``verdict`` is a :class:`coft_utils.foundation.verdicts.Verdict` (its label, statistic, CI, replicates
-    and method are stored) or, for exact (deterministic) results, one of :data:`VERDICTS`."""
+    and method are stored) or, for exact (deterministic) results, one of :data:`VERDICTS`.
+
+    The record carries the hash of the full resolved ``config`` (``config_hash``) and the ids of
+    the results records the verdict was computed from (``records``: see :func:`record_ids`),
+    with a hash of that list (``records_hash``), so a verdict can be traced to its inputs."""
     if claim_id not in CLAIMS:
         raise ValueError(f"unknown claim {claim_id!r}; allowed: {', '.join(CLAIMS)}")
     if isinstance(verdict, verdicts.Verdict):
@@ -104,8 +128,12 @@ def record(claim_id: str, profile: str, verdict, measured: str, numbers: dict | 
     unit = {"claim": claim_id}
     if seed or changed:  # another seed or overridden parameters: a run of its own, never the profile's row
         unit.update(seed=seed, overrides=results.config_hash(changed, 10) if changed else "")
+    ids = record_ids(records)
+    cfg_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
     return store.write(unit, {"verdict": label, "measured": measured, "statistic": stat,
                               "seed": seed, "overrides": changed,
+                              "config_hash": results.config_hash(cfg_dict) if config is not None else None,
+                              "records": ids, "records_hash": results.config_hash(ids) if ids else None,
                                              "n_replicates": v["n_replicates"] if v else None,
                                              "method": v["method"] if v else "exact (deterministic computation)",
                                              "test": v or {}, "numbers": numbers or {},

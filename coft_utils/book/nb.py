@@ -61,3 +61,9 @@ def glue(name: str, value, display: bool = False):
         value = value.replace("**", "")
     _glue(name, value, display=display)
     return value
+
+
+def glue_all(values) -> None:
+    """:func:`glue` every ``{name: value}`` of a report function's glue dict, in its order."""
+    for name, value in values.items():
+        glue(name, value)

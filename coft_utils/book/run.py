@@ -42,6 +42,7 @@ from pathlib import Path
 import yaml
 
 from ..foundation import profiles, registry
+from . import status
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NB_DIR = REPO_ROOT / "notebooks"
@@ -213,12 +214,15 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
             os.replace(tmp, failed)
         print(f"[coft] {src.stem}: terminated (SIGTERM) after {time.time() - t0:.0f} s; kernel shut down "
               f"(partial notebook: {failed})", file=sys.stderr, flush=True)
+        status.log(src.stem, profile, nb_params, "terminated", time.time() - t0, "SIGTERM")
         os.kill(os.getpid(), signal.SIGTERM)  # now with the previous handler: by default, exit by SIGTERM
         raise RunError(f"notebook {src.stem} terminated (SIGTERM)") from None
     except pm.PapermillExecutionError as e:
         failed = out_dir / f"{src.stem}.failed.ipynb"
         if tmp.exists():
             os.replace(tmp, failed)
+        status.log(src.stem, profile, nb_params, "failed", time.time() - t0,
+                   f"cell {e.exec_count}: {e.ename}: {e.evalue}")
         raise RunError(f"notebook {src.stem} failed in cell {e.exec_count} after "
                        f"{time.time() - t0:.0f} s: {e.ename}: {e.evalue}\n(partial notebook: {failed})") from None
     done = nbformat.read(tmp, as_version=4)
@@ -234,6 +238,7 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
     nbformat.write(done, tmp)
     os.replace(tmp, out)
     (out_dir / f"{src.stem}.failed.ipynb").unlink(missing_ok=True)
+    status.log(src.stem, profile, nb_params, "ok", time.time() - t0)
     print(f"[coft] {src.stem}: done in {time.time() - t0:.0f} s -> {out}", flush=True)
     return out
 
@@ -279,6 +284,7 @@ def build(root: str | os.PathLike = REPO_ROOT, strict: bool = True) -> Path:
     """Render the site with ``jupyter-book build -W -n --keep-going`` (never executes notebooks)."""
     root = Path(root)
     ensure_mathjax(root)
+    status.write_page(root)  # the execution-status page, from the runner's log
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
     if jb is None:
         raise RunError("jupyter-book is not installed in this environment (make venv installs it)")

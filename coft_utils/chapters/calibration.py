@@ -64,6 +64,12 @@ SHIFT_03 = {1e-3: [1.5, 1.3, 1.2, 1.1, 1.05, 1.0], 1e-2: [1.4, 1.25, 1.15, 1.08,
 SHIFT_04 = {"fixed": [1.8, 1.5, 1.3, 1.0, 1.15, 1.3], "tuned": [1.8, 1.5, 1.3, 1.15, 1.0, 1.15]}
 
 
+def _single_u(claim: str, what: str, null_curve, R: int, effect: str) -> Case:
+    """One u_shape test on ``R`` replicates: ``null_curve`` with 1 % noise against U_02 with 2 %."""
+    return Case(claim, what, f"{R} × 6", lambda g: V.u_shape(TOKENS, _noisy(g, null_curve, R, 0.01)),
+                lambda g: V.u_shape(TOKENS, _noisy(g, U_02, R, 0.02)), effect)
+
+
 def cases() -> list[Case]:
     R02, R03 = 5, 3
     return [
@@ -83,10 +89,8 @@ def cases() -> list[Case]:
              lambda g: _combine_u(g, [U_02] * 5, R02, 0.02),
              "fall 35 % to the minimum, rise 10 % after it, 2 % seed spread (cpu, empirical scale: the smaller "
              "side is +44 % [+35, +53] at γ = 0.4; init scale +22 % at γ = 3.2)"),
-        Case("ushape_noise_*", "u_shape on a saturating no-U curve", "5 × 6",
-             lambda g: V.u_shape(TOKENS, _noisy(g, SAT, R02, 0.01)),
-             lambda g: V.u_shape(TOKENS, _noisy(g, U_02, R02, 0.02)),
-             "null: a steep fall into a flat tail (least favourable); effect as above"),
+        _single_u("ushape_noise_*", "u_shape on a saturating no-U curve", SAT, R02,
+                  "null: a steep fall into a flat tail (least favourable); effect as above"),
         Case("forgetting_grows", "rises (Δ OOD loss), each of 4 LRs at α/4", "3 × 6 × 4 LRs",
              lambda g: _combine_rises(g, [np.full(6, 0.5)] * 4, R03, 0.01),
              lambda g: _combine_rises(g, [GROW_03] * 4, R03, 0.03),
@@ -109,10 +113,7 @@ def cases() -> list[Case]:
                                        direction="later"),
              "the minimum one checkpoint later at the tuned LR, neighbours ≥ 15 % above each minimum (cpu: "
              "the tuned curve's neighbours are +74 % and +108 % above its minimum), 3 % seed spread"),
-        Case("lr_tuning_remains", "u_shape at the tuned LR", "3 × 6",
-             lambda g: V.u_shape(TOKENS, _noisy(g, FLAT, R03, 0.01)),
-             lambda g: V.u_shape(TOKENS, _noisy(g, U_02, R03, 0.02)),
-             "fall 35 %, rise 10 %, 2 % seed spread"),
+        _single_u("lr_tuning_remains", "u_shape at the tuned LR", FLAT, R03, "fall 35 %, rise 10 %, 2 % seed spread"),
         Case("olmo_instruction", "bends_down (accuracy), tuned vs base", "3 tuned + 1 base (s.e.) × 6",
              lambda g: V.bends_down(TOKENS, 0.35 + 0.01 * g.standard_normal((3, 6)),
                                     0.35 + 0.01 * g.standard_normal((1, 6)), base_se=np.full(6, 0.01)),

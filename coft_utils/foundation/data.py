@@ -17,14 +17,15 @@ size, modification time, inode and status-change time, after its first success):
 
 The folder is ``$COFT_DATA_DIR`` or ``../shared/data`` beside the repository root. A missing
 or corrupted file raises :class:`DataError` naming the file, where it looked, and how to fix it.
+
+The checksum machinery (``verify_files``, ``verify``, ``verify_all``, ``checksums``,
+``file_path`` and the verified cache) lives in :mod:`coft_utils.foundation.checksums`; those
+names are re-exported here, so ``data.verify(...)`` etc. work as before.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -32,7 +33,7 @@ from typing import Callable, Iterator
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 __all__ = ["DataError", "DataSpec", "REGISTRY", "names", "spec", "data_dir", "load", "verify",
-           "verify_all", "checksums", "gutenberg_bodies", "file_path"]
+           "verify_all", "checksums", "gutenberg_bodies", "file_path", "verify_files"]
 
 
 class DataError(FileNotFoundError):
@@ -254,148 +255,6 @@ def spec(name: str) -> DataSpec:
     return REGISTRY[name]
 
 
-# --------------------------------------------------------------------------- checksums
-_lock = threading.Lock()
-_SUM_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](\S.*)")
-
-
-def _expected_sums(root: Path) -> dict[str, str]:
-    sums_file = root / "SHA256SUMS"
-    if not sums_file.is_file():
-        raise DataError(f"no SHA256SUMS in {root} (looked for {sums_file}); set COFT_DATA_DIR to "
-                        f"the folder that holds the shared data sets, or place them at "
-                        f"{REPO_ROOT.parent / 'shared' / 'data'}")
-    out = {}
-    for i, line in enumerate(sums_file.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        m = _SUM_LINE.fullmatch(line.rstrip("\r"))
-        if not m:
-            raise DataError(f"{sums_file} line {i} is malformed: {line!r}; expected "
-                            f"'<64 hex sha256>  <set>/<file>' (as written by sha256sum)")
-        out[m.group(2).strip()] = m.group(1).lower()
-    return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _verified_cache() -> Path:
-    return cache_dir() / "verified_sha256.json"
-
-
-def file_path(rel: str) -> Path:
-    """Absolute path of ``<set>/<file>`` under the data folder, checked and verified."""
-    return verify_files([rel])[rel]
-
-
-def _stamp(st: os.stat_result) -> list:
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-
-
-def verify_files(rels: list[str], rehash: bool = False) -> dict[str, Path]:
-    """Check files against ``SHA256SUMS``; return {relative path: absolute path}. A file whose
-    stat stamp (size, mtime, inode, ctime) matches its cache entry is not re-read unless
-    ``rehash``; the cache holds the sha256 *measured* for that stamp."""
-    return {rel: v[0] for rel, v in _verify(rels, rehash).items()}
-
-
-def _verify(rels: list[str], rehash: bool = False) -> dict[str, tuple[Path, str]]:
-    """{relative path: (absolute path, measured sha256)} of verified files."""
-    root = data_dir()
-    expected = _expected_sums(root)
-    with _lock:
-        try:
-            cache = json.loads(_verified_cache().read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            cache = {}
-        out, dirty = {}, False
-        for rel in rels:
-            p = root / rel
-            set_name = rel.split("/")[0]
-            how = (f"copy the '{set_name}' folder (with its SOURCE.md and its line in SHA256SUMS) "
-                   f"into {root}, or point COFT_DATA_DIR at a folder that holds it; at paper scale "
-                   f"load it from the hub as '{REGISTRY[set_name].hub if set_name in REGISTRY else '?'}'")
-            if not p.is_file():
-                raise DataError(f"data file {rel!r} is missing: looked for {p}. To fix: {how}.")
-            if rel not in expected:
-                raise DataError(f"data file {rel!r} has no line in {root / 'SHA256SUMS'}; "
-                                f"cannot verify it. To fix: {how}.")
-            st = p.stat()
-            key = str(p)
-            ent = cache.get(key)
-            stamp = _stamp(st)
-            if (rehash or not isinstance(ent, dict) or ent.get("stamp") != stamp
-                    or ent.get("sha256") != expected[rel]):
-                got = _sha256(p)
-                if got != expected[rel]:
-                    cache.pop(key, None)
-                    _write_cache(cache)
-                    raise DataError(f"data file {rel!r} at {p} is corrupted: sha256 {got} != "
-                                    f"expected {expected[rel]} (from SHA256SUMS). To fix: {how}.")
-                if _stamp(p.stat()) == stamp:  # unchanged while it was read
-                    cache[key] = {"stamp": stamp, "sha256": got}
-                    dirty = True
-                ent = {"sha256": got}
-            out[rel] = (p, ent["sha256"])
-        if dirty:
-            _write_cache(cache)
-    return out
-
-
-def _write_cache(cache: dict) -> None:
-    tmp = _verified_cache().with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(cache, indent=0))
-    os.replace(tmp, _verified_cache())
-
-
-def verify(name: str) -> dict[str, Path]:
-    """Verify every file of a registered set; return {relative path: absolute path}."""
-    s = spec(name)
-    if not s.local:
-        raise DataError(f"data set {name!r} is hub-only ({s.hub}); it cannot be used offline")
-    return verify_files(s.files())
-
-
-def checksums(names_: list[str]) -> dict[str, str]:
-    """{file: sha256} of the given sets, for result provenance: the sums *measured* on the files
-    (re-read when a file's size, mtime, inode or ctime changed since it was last hashed), each
-    equal to its ``SHA256SUMS`` line or the call raises :class:`DataError`."""
-    out = {}
-    for n in names_:
-        s = spec(n)
-        if not s.local:
-            raise DataError(f"data set {n!r} is hub-only ({s.hub}); it cannot be used offline")
-        out.update({rel: v[1] for rel, v in _verify(s.files()).items()})
-    return out
-
-
-def verify_all(rehash: bool = True, names_: list[str] | None = None, echo: bool = False) -> dict[str, dict]:
-    """Re-hash every file of every local registered set (ignoring the cache when ``rehash``).
-
-    Returns {set: {"ok": bool, "files": n, "error": message or None}}; ``echo`` prints one line
-    per set. A missing ``SHA256SUMS`` fails every set with the same message."""
-    out = {}
-    for n in names_ if names_ is not None else names():
-        s = spec(n)
-        try:
-            if not s.local:
-                raise DataError(f"data set {n!r} is hub-only ({s.hub}); nothing to verify offline")
-            _verify(s.files(), rehash=rehash)
-            out[n] = {"ok": True, "files": len(s.files()), "error": None}
-        except DataError as e:
-            out[n] = {"ok": False, "files": len(s.files()), "error": str(e)}
-        if echo:
-            r = out[n]
-            print(f"{n:32s} {r['files']:3d} files  {'ok' if r['ok'] else 'FAILED: ' + r['error']}", flush=True)
-    return out
-
-
 # --------------------------------------------------------------------------- loading
 def _load_files(s: DataSpec, files, streaming=False):
     import datasets
@@ -478,3 +337,8 @@ def gutenberg_bodies(split: str = "train", max_books: int | None = None,
         chars += len(body)
         if (max_books is not None and n >= max_books) or (max_chars is not None and chars >= max_chars):
             return
+
+
+# the checksum machinery (see the module docstring); imported at the end, since checksums reads
+# this module's registry and folders (either module can be imported first)
+from .checksums import checksums, file_path, verify, verify_all, verify_files  # noqa: E402

@@ -8,12 +8,16 @@ Call these after plotting, instead of ``ax.set_yscale("log")``::
     ax.plot(tokens, ppl, "o-")
     plots.log_y(ax)              # log scale if the axes hold a positive finite value, else a note
     plots.log_x(ax, base=2)
+    plots.token_axis(ax, tokens, labels)       # log tokens on x, one labelled tick per checkpoint
+    plots.band(ax, tokens, mean, half_width)   # the 95 % CI band over seeds (nothing where unknown)
+    plots.badge(ax, verdict.label)             # the verdict's coloured label in the corner
+    plots.fmt_tokens(262144)                   # '0.25M' (the suite's checkpoint labels)
 """
 from __future__ import annotations
 
 import math
 
-__all__ = ["log_y", "log_x", "token_axis", "has_positive", "NO_DATA"]
+__all__ = ["log_y", "log_x", "token_axis", "band", "badge", "fmt_tokens", "has_positive", "NO_DATA"]
 
 NO_DATA = "no finite values to draw\n(diverged runs are not scored)"
 
@@ -70,3 +74,43 @@ def token_axis(ax, tokens, labels=None, rotation: float = 0, fontsize=None) -> N
     ax.xaxis.set_minor_locator(mt.NullLocator())
     if rotation or fontsize:
         ax.tick_params(axis="x", labelrotation=rotation, **({"labelsize": fontsize} if fontsize else {}))
+
+
+def fmt_tokens(t: float) -> str:
+    """Compact label of a token count: 4k, 0.25M, 8M (binary units when exact), 4B; also the
+    label of each checkpoint of the project's suite."""
+    t = float(t)
+    for div, suf in ((2 ** 40, "T"), (2 ** 30, "B"), (2 ** 20, "M"), (2 ** 10, "k")):
+        v = t / div
+        if 0.125 <= v and (v * 8).is_integer() and len(f"{v:g}") <= 5:
+            return f"{v:g}{suf}"
+    for div, suf in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if t >= div:
+            return f"{t / div:.3g}{suf}"
+    return f"{int(t)}"
+
+
+def band(ax, x, y, half_width=None, color=None, lo=None, hi=None, alpha: float = 0.18) -> None:
+    """A shaded band around ``y``: ``y ± half_width`` (a 95 % CI over seeds) or ``[lo, hi]``
+    (min–max over seeds). Nothing is drawn where the width is unknown (one seed: NaN)."""
+    import numpy as np
+    y = np.asarray(y, float)
+    if half_width is not None:
+        c = np.asarray(half_width, float)
+        if not np.isfinite(c).any():
+            return
+        lo, hi = y - c, y + c
+    if lo is None or hi is None:
+        raise ValueError("band needs half_width or both lo and hi")
+    ax.fill_between(np.asarray(x, float), np.asarray(lo, float), np.asarray(hi, float), color=color,
+                    alpha=alpha, lw=0)
+
+
+def badge(ax, label: str, loc: str = "upper left") -> None:
+    """The verdict's label in a coloured box in a corner of the axes (colours of
+    :data:`coft_utils.foundation.verdicts.COLORS`), so a figure says what was decided."""
+    from . import verdicts
+    x, ha = (0.02, "left") if "left" in loc else (0.98, "right")
+    y, va = (0.97, "top") if "upper" in loc else (0.03, "bottom")
+    ax.text(x, y, label, transform=ax.transAxes, ha=ha, va=va, fontsize=8.5, color="white", fontweight="bold",
+            bbox=dict(boxstyle="round,pad=0.3", fc=verdicts.COLORS.get(label, "#6e7781"), ec="none"))

@@ -9,7 +9,7 @@ run killed at any point resumes without losing or duplicating a record::
     store = results.Store("02_gaussian_sensitivity", profile="cpu")
     units = [{"checkpoint": c, "gamma": g, "seed": s} for c in ... for g in ... for s in ...]
     recs = store.run(units, lambda u: {"ppl": ...}, config=cfg, data_names=["gutenberg_top100_authors"])
-    df = store.frame()            # one row per record: unit fields + metrics
+    df = store.frame()            # one row per record: unit fields + metrics + record_id
 
 Records live in ``$COFT_RUNS_DIR/<profile>/<experiment>/<unit hash>.json`` (default
 ``runs/`` in the repository). Each is written to a temporary file, flushed to disk and renamed
@@ -36,6 +36,14 @@ __all__ = ["Store", "provenance", "unit_id", "config_hash", "atomic_write_json",
 
 _PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "accelerate", "trl", "lm_eval",
              "numpy", "sympy", "papermill")
+
+
+def reserved_stores() -> set[str]:
+    """Store names a chapter's ``experiment`` parameter may not take: every chapter's own store
+    (its name in the registry), the claims page's, the suite's folder and the runner's log."""
+    from . import registry
+    names = set(registry.names()) | {"claims", "suite", "runner_log.jsonl"}
+    return names | {f"{n}_base" for n in names}
 
 
 def runs_dir() -> Path:
@@ -182,7 +190,7 @@ class Store:
 
     def frame(self):
         import pandas as pd
-        rows = [{**r["unit"], **r["metrics"]} for r in self.records()]
+        rows = [{**r["unit"], **r["metrics"], "record_id": unit_id(r["unit"])} for r in self.records()]
         return pd.DataFrame(rows)
 
     def run(self, units: Iterable[Mapping], fn: Callable[[dict], Mapping], config=None,

@@ -1,0 +1,200 @@
+"""Chapter 01's metrics: the response perplexity (the ID metric), the lm-eval benchmarks,
+AlpacaEval, the chance levels, and the summary over fine-tuning seeds.
+
+::
+
+    from coft_utils.chapters import instruct_eval
+    r = instruct_eval.response_perplexity(model, toks, pad_id=tok.pad_token_id)  # ppl, loss, n_tokens, loss_se
+    m = instruct_eval.id_eval(model, tok, heldout, cfg)       # val/test response ppl, overall and per source
+    b = instruct_eval.bench_eval(model, tok, cfg)             # {benchmark}/acc, acc_norm, s.e.; avg_acc(_norm)
+    instruct_eval.chance_levels(cfg)                          # uniform guessing on the items evaluated
+    instruct_eval.summarize(out["base"], out["tuned"], cfg)   # out["summary"]: seed means, CIs, min/max
+
+Response perplexity = exp(total NLL / number of assistant tokens) over the held-out dialogues,
+token-weighted, with sequences cut to ``max_seq_len`` tokens (the same cut as training); its
+standard error (``*_loss_se``, of the log-perplexity) is the ratio estimator's over dialogues.
+
+:func:`summarize` and :func:`chance_levels` live here rather than in :mod:`.instruct_report`
+because :func:`coft_utils.chapters.instruct.collect` builds ``out["summary"]`` and ``out["chance"]``
+with them and the experiment never imports its report (the report re-exports ``summarize``).
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ..foundation import data, evaluate
+
+if TYPE_CHECKING:
+    from .instruct import Config
+
+__all__ = ["response_perplexity", "bench_eval", "id_eval", "alpacaeval", "summarize", "chance_levels"]
+
+
+def response_perplexity(model, tokenized: list[dict], batch_size: int = 16, pad_id: int = 0) -> dict:
+    """Token-weighted perplexity of the assistant tokens (next-token NLL where the mask is 1), and
+    ``loss_se``: the standard error of the mean NLL (= of the log-perplexity), the ratio estimator's
+    over the dialogues (NaN with fewer than two)."""
+    import torch
+    total, count = 0.0, 0
+    seq_nll, seq_n = [], []
+    was = model.training
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(tokenized), batch_size):
+            chunk = tokenized[i:i + batch_size]
+            L = max(len(c["input_ids"]) for c in chunk)
+            ids = torch.full((len(chunk), L), pad_id, dtype=torch.long)
+            att = torch.zeros((len(chunk), L), dtype=torch.long)
+            msk = torch.zeros((len(chunk), L), dtype=torch.bool)
+            for j, c in enumerate(chunk):
+                n = len(c["input_ids"])
+                ids[j, :n] = torch.tensor(c["input_ids"])
+                att[j, :n] = 1
+                msk[j, :n] = torch.tensor(c["assistant_masks"], dtype=torch.bool)
+            nll, cnt = evaluate.masked_nll(model, ids, msk, attention_mask=att, reduction="sequence")
+            seq_nll.extend(float(x) for x in nll)
+            seq_n.extend(int(x) for x in cnt)
+            total += float(nll.sum())
+            count += int(cnt.sum())
+    model.train(was)
+    loss = total / max(count, 1)
+    N = len(seq_n)
+    if N >= 2 and count > 0 and math.isfinite(loss):
+        xbar = count / N
+        se = math.sqrt(sum((y - loss * x) ** 2 for y, x in zip(seq_nll, seq_n)) / (N * (N - 1))) / xbar
+    else:
+        se = float("nan")
+    return {"loss": loss, "ppl": math.exp(loss) if math.isfinite(loss) and loss < 700 else math.inf,
+            "n_tokens": count, "loss_se": se}
+
+
+
+def bench_eval(model, tok, cfg: Config) -> dict:
+    from ..foundation import lmeval_tasks
+    r = lmeval_tasks.evaluate(model, tok, cfg.benchmarks, limit=cfg.bench_limit or None,
+                              batch_size=cfg.eval_batch_size, local=cfg.bench_local,
+                              max_length=cfg.eval_max_length or None)
+    sc = r["scores"]
+    flat = {}
+    for b, v in sc.items():
+        for k in ("acc", "acc_norm", "acc_stderr", "acc_norm_stderr", "n"):
+            flat[f"{b}/{k}"] = v[k]
+    flat["avg_acc"] = sum(v["acc"] for v in sc.values()) / len(sc)
+    flat["avg_acc_norm"] = sum(v["acc_norm"] for v in sc.values()) / len(sc)
+    # standard error of an average of independent benchmark means
+    flat["avg_acc_stderr"] = math.sqrt(sum(v["acc_stderr"] ** 2 for v in sc.values())) / len(sc)
+    flat["avg_acc_norm_stderr"] = math.sqrt(sum(v["acc_norm_stderr"] ** 2 for v in sc.values())) / len(sc)
+    flat["lm_eval"] = r["lm_eval"]
+    return flat
+
+
+def id_eval(model, tok, heldout: dict, cfg: Config, prefix: str = "") -> dict:
+    """Response perplexity on the held-out ``val`` and ``test`` halves, overall and per source."""
+    out = {}
+    for part in ("val", "test"):
+        allt = []
+        for src, toks in heldout[part].items():
+            r = response_perplexity(model, toks, batch_size=16, pad_id=tok.pad_token_id or 0)
+            out[f"{prefix}{part}_ppl/{src}"] = r["ppl"]
+            allt.extend(toks)
+        r = response_perplexity(model, allt, batch_size=16, pad_id=tok.pad_token_id or 0)
+        out[f"{prefix}{part}_ppl"], out[f"{prefix}{part}_loss"], out[f"{prefix}{part}_tokens"] = r["ppl"], r["loss"], r["n_tokens"]
+        out[f"{prefix}{part}_loss_se"] = r["loss_se"]
+    return out
+
+
+
+def _metrics(cfg: Config) -> list[str]:
+    return ["avg_acc", "avg_acc_norm", "test_ppl"] + [f"{b}/{m}" for b in cfg.benchmarks for m in ("acc", "acc_norm")]
+
+
+def summarize(base, tuned, cfg: Config):
+    """One row per (checkpoint, stage). Tuned: the mean over seeds of every metric, its 95 %
+    t-interval half-width over seeds (``*_ci``; NaN with one seed), min and max over seeds
+    (``*_min``/``*_max``), ``n_seeds``, and the mean lm-eval standard error (``*_stderr``). Base:
+    its value, ``*_ci`` = 1.96 lm-eval s.e. (items) for the averages (test ppl: from the
+    ratio-estimator s.e. of its log), min = max = the value."""
+    import pandas as pd
+    from scipy import stats
+    rows = []
+    mets = _metrics(cfg)
+    for _, r in base.iterrows():
+        row = {"checkpoint": r["checkpoint"], "tokens": r["tokens"], "stage": "base", "n_seeds": 0,
+               "best_lr": float("nan")}
+        for m in mets:
+            row[m], row[f"{m}_min"], row[f"{m}_max"] = r[m], r[m], r[m]
+            row[f"{m}_ci"] = float("nan")
+        for m in ("avg_acc", "avg_acc_norm"):
+            row[f"{m}_stderr"] = r[f"{m}_stderr"]
+            row[f"{m}_ci"] = 1.96 * r[f"{m}_stderr"]
+        se = r.get("test_loss_se", float("nan"))
+        row["test_ppl_ci"] = r["test_ppl"] * 1.96 * se if se is not None and math.isfinite(se) else float("nan")
+        rows.append(row)
+    if len(tuned):
+        for ck, g in tuned.groupby("checkpoint", sort=False):
+            n = len(g)
+            q = float(stats.t.ppf(0.975, n - 1)) if n > 1 else float("nan")
+            row = {"checkpoint": ck, "tokens": g["tokens"].iloc[0], "stage": "tuned", "n_seeds": n,
+                   "best_lr": g["lr"].iloc[0]}
+            for m in mets:
+                x = g[m].astype(float)
+                # a diverged seed (NaN) makes the mean NaN: shown, never averaged away
+                row[m], row[f"{m}_min"], row[f"{m}_max"] = x.mean(skipna=False), x.min(skipna=False), x.max(skipna=False)
+                row[f"{m}_ci"] = q * x.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+            for m in ("avg_acc", "avg_acc_norm"):
+                row[f"{m}_stderr"] = g[f"{m}_stderr"].mean()
+            row["n_diverged"] = int(g["diverged"].fillna(False).astype(bool).sum()) if "diverged" in g else 0
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    return df.sort_values(["stage", "tokens"]).reset_index(drop=True) if len(df) else df
+
+
+def chance_levels(cfg: Config) -> dict:
+    """Expected accuracy of a uniform guess on the items evaluated: mean of 1/(number of choices)."""
+    from ..foundation import lmeval_tasks
+    out = {}
+    for b in cfg.benchmarks:
+        try:
+            docs = lmeval_tasks.normalized_docs(b)
+        except data.DataError:  # paper: hub-only machine without the local files
+            out[b] = float("nan")
+            continue
+        docs = docs[: cfg.bench_limit] if cfg.bench_limit else docs
+        out[b] = sum(1 / len(d.get("choices", d.get("options"))) for d in docs) / len(docs)
+    vals = [v for v in out.values() if math.isfinite(v)]
+    out["avg"] = sum(vals) / len(vals) if vals else float("nan")
+    return out
+
+
+
+# --------------------------------------------------------------------------- AlpacaEval (optional)
+def alpacaeval(model, tok, cfg: Config, max_new_tokens: int = 512) -> dict:
+    """Win rate from the ``alpaca_eval`` package with the annotator ``cfg.alpacaeval_judge``.
+
+    Runs only when a judge is configured (it needs the ``alpaca_eval`` package, the hub's
+    ``tatsu-lab/alpaca_eval`` set and the judge's API key, e.g. ``OPENAI_API_KEY``); not run here.
+    """
+    import datasets
+    import torch
+    try:
+        import alpaca_eval
+    except ImportError as e:
+        raise RuntimeError("alpacaeval_judge is set but the alpaca_eval package is not installed "
+                           "(pip install alpaca-eval)") from e
+    ev = datasets.load_dataset("tatsu-lab/alpaca_eval", "alpaca_eval", split="eval", trust_remote_code=False)
+    outs = []
+    for r in ev:
+        ids = tok.apply_chat_template([{"role": "user", "content": r["instruction"]}], add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)
+        ids = {k: v.to(model.device) for k, v in ids.items()}
+        with torch.inference_mode():
+            g = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        outs.append({"instruction": r["instruction"], "output": tok.decode(g[0, ids["input_ids"].shape[1]:],
+                                                                             skip_special_tokens=True),
+                     "generator": "coft"})
+    df, _ = alpaca_eval.evaluate(model_outputs=outs, annotators_config=cfg.alpacaeval_judge, is_return_instead_of_print=True)
+    row = df.loc["coft"] if "coft" in df.index else df.iloc[0]
+    return {"alpacaeval_win_rate": float(row.get("win_rate", float("nan"))),
+            "alpacaeval_lc_win_rate": float(row.get("length_controlled_winrate", float("nan")))}
+

@@ -1,0 +1,187 @@
+"""The report of the pre-training chapter: tables, figures and the claim verdict of ``base_improves``.
+
+Reads what the experiment (:mod:`coft_utils.chapters.pretrain`) trained and the LR scan
+(:mod:`coft_utils.chapters.pretrain_scan`) measured; trains nothing::
+
+    from coft_utils.chapters import pretrain, pretrain_report, pretrain_scan
+    suites = pretrain.all_suites("cpu")                   # {schedule: series}
+    table = pretrain_report.records_frame(suites)         # one row per checkpoint of every schedule
+    pretrain_report.suite_records(suites["cosine"])       # peak lr, tokens, tokens/param, val ppl, wall time
+    verdict = pretrain_report.monotone_verdict(table)     # {"verdict", "per_schedule", "text", ...}
+    pretrain_report.plot_ppl(table); pretrain_report.cost_summary(suites)["text"]
+    scan = pretrain_scan.lr_scan("cpu")
+    summary = pretrain_report.lr_scan_summary(scan, pretrain.resolve("cpu"))
+    pretrain_report.plot_lr_scan(scan, summary["chosen"])
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..foundation import models, plots
+from .pretrain import SCHEDULES, Config, load_records
+from .pretrain_plan import cost_ratio
+from .pretrain_scan import choose_lr
+
+__all__ = ["suite_records", "records_frame", "records_table", "plot_ppl", "diverged_note", "monotone_verdict",
+           "cost_summary", "lr_scan_summary", "lr_scan_text", "lr_scan_table", "plot_lr_scan"]
+
+
+# --------------------------------------------------------------------------- tables
+def suite_records(series: models.CheckpointSeries):
+    """One row per checkpoint: schedule, peak LR, label, tokens, tokens/param, val ppl, wall time."""
+    import pandas as pd
+    cols = ["schedule", "lr", "label", "tokens", "params", "tokens_per_param", "val_ppl", "val_loss", "wall_s",
+            "step", "diverged", "diverged_step", "diverged_reason"]
+    df = pd.DataFrame(load_records(series))
+    return df[[c for c in cols if c in df.columns]]
+
+
+def records_frame(suites: dict[str, models.CheckpointSeries]):
+    import pandas as pd
+    return pd.concat([suite_records(s) for s in suites.values()], ignore_index=True)
+
+
+def records_table(table):
+    """The suite table as the book shows it (formatted numbers, no index)."""
+    return table.style.format({"lr": "{:g}", "tokens": "{:,.0f}", "tokens_per_param": "{:,.1f}", "val_ppl": "{:.2f}",
+                               "val_loss": "{:.3f}", "wall_s": "{:.1f}"}).hide(axis="index")
+
+
+def lr_scan_text(summary: dict | None, cfg: Config) -> str:
+    """The book's sentence on the LR scan: :func:`lr_scan_summary`'s, or (no scan) the preset's LRs."""
+    if summary is not None:
+        return summary["text"]
+    return ("The LR scan is skipped in this run (lr_scan_lrs is empty); the suite uses the preset's "
+            "peak LRs: " + ", ".join(f"{s} {cfg.peak_lr(s):g}" for s in SCHEDULES) + ".")
+
+
+def lr_scan_table(scan):
+    """Validation perplexity of the scan: one row per (schedule, lr), one column per budget."""
+    return scan.pivot_table(index=["schedule", "lr"], columns="label", values="val_ppl", sort=False) \
+        .style.format("{:.2f}")
+
+
+# --------------------------------------------------------------------------- verdict and figures
+def plot_ppl(table, ax=None):
+    """Validation perplexity against pre-training tokens (log x), one line per schedule."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        fig, ax = plt.subplots()
+    for (sched, g), mk in zip(table.groupby("schedule", sort=False), "osD^v"):
+        g = g.sort_values("tokens")
+        line = ax.plot(g["tokens"], g["val_ppl"], marker=mk, label=sched)[0]
+        if "diverged" in g and g["diverged"].fillna(False).astype(bool).any():
+            dv = g[g["diverged"].fillna(False).astype(bool)]
+            ax.plot(dv["tokens"], [0.95] * len(dv), "x", color=line.get_color(), ms=10, mew=2.5, clip_on=False,
+                    transform=ax.get_xaxis_transform(), label=f"{sched}: diverged (not scored)")
+    ax.set_xscale("log", base=2)
+    plots.log_y(ax)
+    ax.set_xlabel("pre-training tokens")
+    ax.set_ylabel("validation perplexity (held-out Gutenberg)")
+    ax.set_title("Base models get better with more tokens")
+    ax.legend(title="schedule")
+    return ax.figure
+
+
+def diverged_note(table) -> str:
+    """Which checkpoints of a suite table diverged and why ('' if none): they have no score."""
+    if "diverged" not in table:
+        return ""
+    d = table[table["diverged"].fillna(False).astype(bool)]
+    if not len(d):
+        return ""
+    why = list(dict.fromkeys(d["diverged_reason"].fillna("")))
+    return (f"{len(d)} of {len(table)} checkpoints diverged ({', '.join(map(str, d['label']))}; "
+            f"{'; '.join(why[:2])}{' …' if len(why) > 2 else ''})")
+
+
+def monotone_verdict(table) -> dict:
+    """Does validation perplexity improve with tokens, per schedule? A calibrated test
+    (``coft_utils.foundation.verdicts.improves`` on log perplexity: the slope per doubling of tokens with
+    its 95 % CI; one trained model per budget, so the s.e. comes from the fit's residuals); the
+    claim row requires every schedule (an intersection-union test, each at α). Whether every
+    doubling helps (strict monotonicity) is reported beside it."""
+    from ..foundation import verdicts
+    per, tests = {}, {}
+    for sched, g in table.groupby("schedule", sort=False):
+        g = g.sort_values("tokens")
+        p = list(g["val_ppl"])
+        tests[sched] = verdicts.diverged(
+            verdicts.improves(g.tokens.to_numpy(float), np.asarray(p, float)[None, :], log=True), diverged_note(g))
+        per[sched] = {"monotone": all(b < a for a, b in zip(p, p[1:])), "first": p[0], "last": p[-1],
+                      "verdict": tests[sched].label, "statistic": tests[sched].stat_text(),
+                      "diverged": bool(diverged_note(g))}
+    row = verdicts.combine(tests, over="schedules", require="all")
+    parts = [f"{s}: {v['first']:.1f} -> {v['last']:.1f}, {v['verdict']} "
+             f"({v['statistic']}" + ("" if v["diverged"] else
+                                      f"; {'every doubling helps' if v['monotone'] else 'NOT every doubling helps'}") + ")"
+             for s, v in per.items()]
+    return {"per_schedule": per, "all_monotone": all(v["monotone"] for v in per.values()), "verdict": row,
+            "text": f"Validation perplexity improving with tokens is **{row.label}** for every schedule: "
+                    + "; ".join(parts) + "."}
+
+
+def cost_summary(suites: dict[str, models.CheckpointSeries]) -> dict:
+    """Measured training wall time per schedule and the wsd/cosine cost ratio."""
+    wall = {s: float(x.meta.get("total_train_wall_s", float("nan"))) for s, x in suites.items()}
+    out = {"wall_s": wall}
+    if "cosine" in wall and "wsd" in wall:
+        r = wall["wsd"] / wall["cosine"]
+        cfg = Config(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in suites["wsd"].meta["config"].items()})
+        out.update(ratio=r, planned=1 / cost_ratio(cfg))
+        out["text"] = (f"training the cosine suite took {wall['cosine']:.0f} s, the wsd suite {wall['wsd']:.0f} s "
+                       f"(trunk up to its last branch point plus every decay branch): wsd costs {r:.2f} of "
+                       f"cosine (planned steps: {out['planned']:.2f}); constant took {wall.get('constant', float('nan')):.0f} s.")
+    else:
+        out["text"] = "; ".join(f"{s}: {w:.0f} s" for s, w in wall.items())
+    return out
+
+
+# --------------------------------------------------------------------------- peak-LR scan
+def lr_scan_summary(scan, cfg: Config) -> dict:
+    """The chosen LRs, the preset's LRs, and a sentence stating both (for the book)."""
+    chosen = choose_lr(scan)
+    preset = {s: cfg.peak_lr(s) for s in chosen}
+    labels = list(dict.fromkeys(scan.sort_values("tokens")["label"]))
+    parts = [f"{s} {lr:g}" for s, lr in chosen.items()]
+    same = all(abs(preset[s] - lr) <= 1e-12 * lr for s, lr in chosen.items())
+    text = (f"Lowest mean validation log-perplexity over the {', '.join(labels)} budgets: peak LR "
+            + ", ".join(parts) + ". " +
+            ("The suite below is trained with these values (the profile's preset)." if same else
+             "The suite below is trained with the profile's preset, "
+             + ", ".join(f"{s} {preset[s]:g}" for s in chosen) + ", which differs from this scan."))
+    return {"chosen": chosen, "preset": preset, "matches_preset": same, "budgets": labels, "text": text}
+
+
+def plot_lr_scan(scan, chosen: dict | None = None):
+    """Validation perplexity against peak LR (log x), one panel per schedule, one line per
+    budget; the chosen LR of each schedule marked with a dashed line and open circles."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator, ScalarFormatter
+    chosen = choose_lr(scan) if chosen is None else chosen
+    scheds = list(dict.fromkeys(scan["schedule"]))
+    fig, axes = plt.subplots(1, len(scheds), figsize=(3.6 * len(scheds), 3.6), sharey=True, squeeze=False)
+    labels = list(dict.fromkeys(scan.sort_values("tokens")["label"]))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, sched in zip(axes[0], scheds):
+        g = scan[scan["schedule"] == sched]
+        for i, lab in enumerate(labels):
+            h = g[g["label"] == lab].sort_values("lr")
+            ax.plot(h["lr"], h["val_ppl"], marker="osD^v<>"[i % 7], color=colors[i % len(colors)],
+                    label=f"{lab} tokens")
+            c = h[np.isclose(h["lr"], chosen[sched])]
+            ax.plot(c["lr"], c["val_ppl"], "o", ms=13, mfc="none", mec="k", mew=1.2)
+        ax.axvline(chosen[sched], color="k", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        plots.log_y(ax)
+        lrs = sorted(set(g["lr"]))
+        ax.set_xticks(lrs, labels=[f"{x:g}" for x in lrs], rotation=30)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.set_title(f"{sched}: chosen {chosen[sched]:g}")
+        ax.set_xlabel("peak learning rate")
+    axes[0][0].set_ylabel("validation perplexity")
+    axes[0][-1].legend(title="budget", fontsize="small", loc="best")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,181 @@
+"""The identity of a checkpoint's weights: what every results record is keyed by.
+
+A record is keyed by the weights themselves, not by the checkpoint's label: a local folder by
+a content fingerprint of its weight files, a hub checkpoint by the commit its revision points
+at (offline from the hub cache, online from the hub)::
+
+    from coft_utils.foundation import weights
+    weights.identity(ckpt)                     # unit["weights"]: 16 hex of the fingerprint of a
+                                               # folder, or "hub_id@<40-hex commit>"
+    weights.fingerprint("runs/ckpt-2000")      # sha256 of the folder's weights (cached by stat)
+    weights.hub_commit("allenai/OLMo-1B-hf", "step20000-tokens84B")
+
+``identity``, ``fingerprint`` and ``hub_commit`` are also importable from
+:mod:`coft_utils.foundation.models` (their former home).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import threading
+from pathlib import Path
+
+from .series import Checkpoint, SeriesError
+
+__all__ = ["identity", "fingerprint", "hub_commit"]
+
+# What a results record is keyed by: the weights themselves, not the checkpoint's label. A local
+# folder is fingerprinted by the full content of its weight files (cached by stat stamp); a hub
+# checkpoint by its commit hash.
+_WEIGHT_GLOBS = ("*.safetensors", "*.safetensors.index.json", "config.json")
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_fp_lock = threading.Lock()
+_fp_memo: dict[tuple, str] = {}
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    seen = {p.name: p for g in _WEIGHT_GLOBS for p in folder.glob(g) if p.is_file()}
+    return [seen[n] for n in sorted(seen)]
+
+
+def _fp_cache() -> Path:
+    from . import data
+    return data.cache_dir() / "weights_fingerprint.json"
+
+
+def _file_sha256(path: Path) -> str:
+    from .checksums import _sha256
+    return _sha256(path)
+
+
+class _FileLock:
+    """Inter-process lock on ``<path>.lock`` (fcntl where available; the thread lock always)."""
+
+    def __init__(self, path: Path):
+        self.path = path.with_name(path.name + ".lock")
+
+    def __enter__(self):
+        _fp_lock.acquire()
+        self.fh = None
+        try:
+            import fcntl
+            self.fh = open(self.path, "a")
+            fcntl.flock(self.fh, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.fh is not None:
+            self.fh.close()  # releases the flock
+        _fp_lock.release()
+
+
+def _stamp(files: list[Path]) -> list[list]:
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append([f.name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns])
+    return out
+
+
+def fingerprint(folder: str | os.PathLike, label: str | None = None) -> str:
+    """sha256 (64 hex) of a checkpoint folder's weights: the content and size of every
+    ``*.safetensors``, ``*.safetensors.index.json`` and ``config.json``, sorted by name.
+
+    Hashed in full once, then cached in ``data.cache_dir()/weights_fingerprint.json`` keyed by
+    the absolute path and each file's size, mtime, inode and ctime (a file rewritten in place
+    with its mtime restored still changes ctime; a replaced file changes inode)."""
+    what = f"checkpoint {label!r}: " if label is not None else ""
+    d = Path(folder).expanduser().absolute()
+    if not d.is_dir():
+        raise SeriesError(f"{what}local folder {d} does not exist (cannot fingerprint its weights)")
+    files = _weight_files(d)
+    if not any(f.name.endswith(".safetensors") for f in files):
+        raise SeriesError(f"{what}local folder {d} has no *.safetensors weights")
+    stamp = _stamp(files)
+    key = (str(d), json.dumps(stamp))
+    if key in _fp_memo:
+        return _fp_memo[key]
+    cache_path = _fp_cache()
+    with _FileLock(cache_path):
+        try:
+            cache = json.loads(cache_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            cache = {}
+        ent = cache.get(str(d))
+        if isinstance(ent, dict) and ent.get("stamp") == stamp and isinstance(ent.get("sha256"), str):
+            digest = ent["sha256"]
+        else:
+            h = hashlib.sha256()
+            for f, (name, size, *_rest) in zip(files, stamp):
+                h.update(f"{name}\0{size}\0{_file_sha256(f)}\n".encode())
+            digest = h.hexdigest()
+            # the content must not have changed while it was read
+            if _stamp(files) == stamp:
+                cache[str(d)] = {"stamp": stamp, "sha256": digest}
+                tmp = cache_path.with_name(f"{cache_path.name}.tmp{os.getpid()}")
+                tmp.write_text(json.dumps(cache, indent=0, sort_keys=True))
+                os.replace(tmp, cache_path)
+    _fp_memo[key] = digest
+    return digest
+
+
+def _hub_cache_dir() -> Path:
+    env = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _offline() -> bool:
+    v = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return v is not None and v.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_commit(hub_id: str, revision: str | None = None, label: str | None = None) -> str:
+    """The 40-hex commit a hub revision points at: as is if it already is one; offline from the
+    hub cache's ``refs/<revision>``; online from ``HfApi().model_info(...).sha``."""
+    rev = revision or "main"
+    if _HEX40.fullmatch(rev):
+        return rev
+    return _hub_commit(hub_id, rev, label, str(_hub_cache_dir()), _offline())
+
+
+@functools.lru_cache(maxsize=1024)
+def _hub_commit(hub_id, rev, label, cache, offline) -> str:
+    from huggingface_hub.file_download import repo_folder_name
+    ref = Path(cache) / repo_folder_name(repo_id=hub_id, repo_type="model") / "refs" / rev
+    if ref.is_file():
+        sha = ref.read_text().strip()
+        if _HEX40.fullmatch(sha):
+            if offline:
+                return sha
+    if not offline:
+        from huggingface_hub import HfApi
+        sha = HfApi().model_info(hub_id, revision=rev).sha
+        if sha and _HEX40.fullmatch(sha):
+            return sha
+        raise SeriesError(f"hub checkpoint {hub_id}@{rev}: the hub gave no commit hash ({sha!r})")
+    what = f"checkpoint {label!r} " if label is not None else ""
+    raise SeriesError(f"{what}({hub_id}@{rev}): cannot resolve revision {rev!r} of {hub_id!r} to a commit "
+                      f"offline (HF_HUB_OFFLINE=1): looked for {ref} in the hub cache {cache} "
+                      f"($HF_HUB_CACHE or $HF_HOME/hub). Download it once online "
+                      f"(huggingface-cli download {hub_id} --revision {rev}), point HF_HUB_CACHE at a "
+                      f"cache that holds it, or pin the series to the 40-hex commit")
+
+
+def identity(ckpt: Checkpoint | str) -> str:
+    """What a results unit is keyed by (``unit["weights"]``): for a local folder the first 16 hex
+    of :func:`fingerprint` (the content of its weights), for a hub checkpoint
+    ``"{hub_id}@{commit}"`` (:func:`hub_commit`). Cheap on repeated calls (cached)."""
+    if isinstance(ckpt, Checkpoint):
+        if ckpt.path:
+            return fingerprint(ckpt.path, ckpt.label)[:16]
+        return f"{ckpt.hub_id}@{hub_commit(ckpt.hub_id, ckpt.revision, ckpt.label)}"
+    return fingerprint(str(ckpt))[:16]
