@@ -107,3 +107,14 @@ def test_no_nested_pools_and_bad_arguments():
 
 def _probe_none(x):
     return x
+
+
+def _progress_bars_off(_):
+    return os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"), parallel.in_worker()
+
+
+def test_workers_are_quiet_like_the_kernel(monkeypatch):
+    """A worker's stderr is the notebook's: it silences progress bars (transformers' 'Loading
+    weights' bar among them) even when the caller's environment does not say so."""
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    assert parallel.map_units(_progress_bars_off, [0, 1], workers=2) == [("1", True), ("1", True)]

@@ -106,6 +106,7 @@ def _call(fn: Callable, item: Any, name: str, env: dict, threads: int | None, in
     """Run one unit in a worker: project env, one torch thread, the unit named on failure."""
     _set_env(env)
     os.environ[_WORKER_FLAG] = "1"
+    quiet()  # no progress bars from the workers (their stderr is the notebook's)
     _set_threads(threads)
     try:
         return index, fn(item)
@@ -204,6 +205,7 @@ def quiet() -> None:
     """Silence progress bars and chatty loggers of transformers/datasets inside notebooks."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar too
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto without ipywidgets
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
