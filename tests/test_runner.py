@@ -167,3 +167,10 @@ def test_killing_the_runner_stops_its_kernel(tmp_path, how):
             os.killpg(proc.pid, signal.SIGKILL)
         for k in _children(proc.pid) if proc.poll() is None else []:
             os.kill(k, signal.SIGKILL)
+
+
+def test_the_up_to_date_stamp_covers_every_layer_of_the_package():
+    """A change to any module (foundation, chapters, book) makes every chapter run again."""
+    names = {p.relative_to(run.REPO_ROOT / "coft_utils").as_posix() for p in run._code_files()}
+    assert {"foundation/verdicts.py", "chapters/finetune.py", "chapters/finetune_report.py",
+            "book/claims.py", "__init__.py"} <= names

@@ -79,10 +79,17 @@ def split_params(params: dict) -> dict:
     return out
 
 
+def _code_files() -> list[Path]:
+    """Every source file of the package (all three layers): a change to any re-runs the chapters."""
+    pkg = REPO_ROOT / "coft_utils"
+    return sorted(p for p in pkg.rglob("*.py") if "__pycache__" not in p.parts)
+
+
 def _code_hash() -> str:
     h = hashlib.sha256()
-    for p in sorted((REPO_ROOT / "coft_utils").glob("*.py")):
-        h.update(p.name.encode())
+    pkg = REPO_ROOT / "coft_utils"
+    for p in _code_files():
+        h.update(p.relative_to(pkg).as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()
 
