@@ -22,3 +22,32 @@ def tmp_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("COFT_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("COFT_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path
+
+
+def copy_data_set(tmp_path, name):
+    """A data folder under ``tmp_path`` holding only the set ``name`` and its SHA256SUMS lines
+    (to corrupt or re-stamp a copy, never the shared data)."""
+    import shutil
+
+    from coft_utils.foundation import data
+    root = tmp_path / "data"
+    src = data.data_dir()
+    shutil.copytree(src / name, root / name)
+    lines = [l for l in (src / "SHA256SUMS").read_text().splitlines() if l.split()[1].startswith(name + "/")]
+    (root / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def small_tokenizer(cache_dir, max_chars: int, vocab_size: int):
+    """A BPE trained on the first ``max_chars`` of the Gutenberg validation books, its cache in
+    ``cache_dir`` (the environment is restored afterwards)."""
+    from coft_utils.foundation import data, models
+    old = os.environ.get("COFT_CACHE_DIR")
+    os.environ["COFT_CACHE_DIR"] = str(cache_dir)
+    try:
+        return models.train_tokenizer(data.gutenberg_bodies("validation", max_chars=max_chars), vocab_size)
+    finally:
+        if old is None:
+            os.environ.pop("COFT_CACHE_DIR", None)
+        else:
+            os.environ["COFT_CACHE_DIR"] = old

@@ -1,8 +1,8 @@
-import shutil
 
 import pytest
 
 from coft_utils.foundation import checksums, data
+from conftest import copy_data_set  # noqa: E402
 LOCAL = data.names()
 
 
@@ -43,13 +43,7 @@ def test_gutenberg_bodies_have_no_boilerplate():
     assert len(few) == 3
 
 
-def _copy_set(tmp_path, name):
-    root = tmp_path / "data"
-    src = data.data_dir()
-    shutil.copytree(src / name, root / name)
-    lines = [l for l in (src / "SHA256SUMS").read_text().splitlines() if l.split()[1].startswith(name + "/")]
-    (root / "SHA256SUMS").write_text("\n".join(lines) + "\n")
-    return root
+_copy_set = copy_data_set
 
 
 def test_corrupted_file_is_refused(tmp_path, monkeypatch):

@@ -7,7 +7,6 @@ C4 is hub-only (``data.REGISTRY["c4"].local`` is False), so every test here swap
 new reader and the frozen copies of the old chapter loaders below call.
 """
 import multiprocessing as mp
-import os
 import time
 import warnings
 
@@ -16,6 +15,7 @@ import pytest
 import torch
 
 from coft_utils.foundation import data, evaluate, models
+from conftest import small_tokenizer  # noqa: E402
 
 WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at "
          "which but have an they you were her she there one all we can has their more").split()
@@ -31,16 +31,7 @@ DOCS = _fake_docs()
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    root = tmp_path_factory.mktemp("heldout_tok")
-    old = os.environ.get("COFT_CACHE_DIR")
-    os.environ["COFT_CACHE_DIR"] = str(root / "cache")
-    try:
-        yield models.train_tokenizer(data.gutenberg_bodies("validation", max_chars=100_000), 400)
-    finally:
-        if old is None:
-            os.environ.pop("COFT_CACHE_DIR", None)
-        else:
-            os.environ["COFT_CACHE_DIR"] = old
+    return small_tokenizer(tmp_path_factory.mktemp("heldout_tok") / "cache", 100_000, 400)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ torch = pytest.importorskip("torch")
 from coft_utils.foundation import checksums, data, evaluate, models, profiles, results, weights  # noqa: E402
 from coft_utils.chapters import perturb  # noqa: E402
 from coft_utils.book import run  # noqa: E402
+from conftest import copy_data_set, small_tokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CH = "02_gaussian_sensitivity"
@@ -29,15 +29,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    old = os.environ.get("COFT_CACHE_DIR")
-    os.environ["COFT_CACHE_DIR"] = str(tmp_path_factory.mktemp("tokcache"))
-    try:
-        return models.train_tokenizer(data.gutenberg_bodies("validation", max_chars=60_000), 300)
-    finally:
-        if old is None:
-            os.environ.pop("COFT_CACHE_DIR", None)
-        else:
-            os.environ["COFT_CACHE_DIR"] = old
+    return small_tokenizer(tmp_path_factory.mktemp("tokcache"), 60_000, 300)
 
 
 def _save(path, seed, tok=None, vocab=300):
@@ -171,13 +163,7 @@ def test_hub_identity_from_the_local_cache(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- data checksums
-def _copy_set(tmp_path, name):
-    root = tmp_path / "data"
-    src = data.data_dir()
-    shutil.copytree(src / name, root / name)
-    lines = [l for l in (src / "SHA256SUMS").read_text().splitlines() if l.split()[1].startswith(name + "/")]
-    (root / "SHA256SUMS").write_text("\n".join(lines) + "\n")
-    return root
+_copy_set = copy_data_set
 
 
 def test_checksums_are_measured_and_cached_by_inode_and_ctime(tmp_path, monkeypatch):
