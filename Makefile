@@ -1,17 +1,36 @@
 # coft: two commands on a fresh machine --  `make book` (the main job) and `make test`.
 # The virtual environment is created on first use; torch==2.13.0 (a local CPU wheel here) is
 # installed before anything that depends on it, or pip would pull GBs of CUDA wheels.
+#
+# Which Python: VENV=<dir> on the command line or in the environment wins; else an ACTIVE conda
+# environment (CONDA_PREFIX set and CONDA_DEFAULT_ENV not `base`, e.g. after
+# `conda env create -f environment.yml && conda activate coft`) is used as is; else `.venv`.
 SHELL := /bin/bash
 PYTHON ?= python3
+ifneq ($(strip $(CONDA_PREFIX)),)
+ifneq ($(CONDA_DEFAULT_ENV),base)
+VENV ?= $(CONDA_PREFIX)
+endif
+endif
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
-# nothing may be downloaded at the smoke and cpu profiles (a hub lookup otherwise hangs ~25 s)
+# Offline only where nothing may be downloaded: the smoke and cpu profiles and `make test` (a hub
+# lookup otherwise hangs ~25 s). `make book PROFILE=gpu|paper` may use the hub: the runner warns
+# before any work if the shell itself has set HF_HUB_OFFLINE (unset it to download).
+OFFLINE_PROFILES := smoke cpu
+ifneq ($(filter test,$(MAKECMDGOALS)),)
+COFT_OFFLINE := 1
+else ifneq ($(filter $(PROFILE),$(OFFLINE_PROFILES)),)
+COFT_OFFLINE := 1
+endif
+ifeq ($(COFT_OFFLINE),1)
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
+endif
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv book run build test bench clean chromium
+.PHONY: venv book run build test bench clean chromium env-info
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -50,6 +69,10 @@ chromium:
 	      || echo "note: apt-get install chromium failed; the site-check test is skipped"; \
 	  fi; \
 	fi
+
+## make env-info: the Python and the offline settings that make would use (PROFILE, VENV, conda)
+env-info:
+	@echo "python=$(PY) profile=$(PROFILE) HF_HUB_OFFLINE=$(HF_HUB_OFFLINE) HF_DATASETS_OFFLINE=$(HF_DATASETS_OFFLINE)"
 
 ## make bench: speed and memory ratios -> bench/results.json
 bench: venv

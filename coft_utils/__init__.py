@@ -8,11 +8,13 @@ foundation/ -- no chapter, no book machinery (chapters only through the registry
     registry        the chapters of the book: notebook, title, part, experiment and report module, claims
     profiles        named presets (smoke, cpu, gpu, paper) and parameter validation before any work
     data            registry and loaders of the data sets in ../shared/data
+    hubdata         every data set from the hub at gpu/paper (HubSet registry, hub-cache files, the local schema)
     checksums       every data file checked against SHA256SUMS (cached by size, mtime, inode, ctime)
     tasks           fine-tuning tasks cast as language modelling, with their splits
     lmeval_tasks    the generalist benchmarks through lm-evaluation-harness, offline
     series          checkpoint series (suite, built-in hub series, .json/.yaml) and a chapter's series
-    weights         the identity of a checkpoint's weights (content fingerprint or hub commit)
+    weights         the identity of a checkpoint's weights (content fingerprint or hub commit), weight formats
+    preflight       before a spend: every revision exists, no two checkpoints share weights
     models          loading, saving, tiny OLMo presets, BPE tokenizer training
     evaluate        every held-out source (gutenberg, wikitext, c4), one atomic cache, masked NLL, perplexity
     results         one atomic record per finished unit of work, with provenance; resume
@@ -22,6 +24,7 @@ foundation/ -- no chapter, no book machinery (chapters only through the registry
     divergence      a non-finite loss or weights detected at its step; diverged models are not scored
     parallel        independent units of work in worker processes of one thread each
     plots           figure helpers: token axis and labels, CI bands, verdict badges, safe log axes
+    costs           the cost model: FLOPs, memory per GPU, A100/H100-hours
 
 chapters/ -- one experiment and one report module per chapter (more where a job needs its own)
     pretrain, pretrain_plan, pretrain_data, pretrain_train, pretrain_scan, pretrain_launch
@@ -46,6 +49,8 @@ book/ -- the machinery that turns chapters into the site
     nb              notebook helpers (set-up, parameters table, glue)
     claims          the paper's claims and each chapter's recorded verdict per profile and seed
     status          the execution-status page, from the runner's own log
+    plan            every unit of work of a chapter at gpu/paper, costed (``python -m coft_utils plan``)
+    submit          a chapter's units as a SLURM job array through submitit (``python -m coft_utils submit``)
     sitecheck       the rendered site checked offline in headless Chromium
 
 Modules are imported where they are used (``from coft_utils.foundation import data``), so that

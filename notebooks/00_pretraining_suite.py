@@ -18,6 +18,8 @@
 # OLMo-15M, OLMo-30M and OLMo-90M models on C4 for 4B to 128B tokens (each budget double the
 # last), and every run is its own cosine schedule annealed to zero. Intermediate checkpoints of
 # one long run would mix the two effects, because their learning rate has not decayed yet.
+# They train with the OLMo codebase under muP (the maximal update parametrization, Yang et al.
+# 2022), so that one learning rate tuned at a small width serves all three sizes.
 #
 # **What we run here (ours).** The same protocol as a reusable capability,
 # `coft_utils.chapters.pretrain.get_suite(profile, schedule)`, which every later chapter loads like a hub
@@ -75,6 +77,31 @@ display(Markdown(verdict["text"]))
 
 # %% tags=["hide-output"]
 nb.show_params(cfg)
+
+# %% [markdown]
+# ## What the paper ran, and what each profile runs here
+#
+# The paper's §3 suite, value by value, with where each comes from. Its Appendix D (Table 3)
+# lists the architecture and hyperparameters, but no stored public copy of that table could be
+# read while this companion was written, so the values marked *chosen* are ours, not the paper's:
+#
+# | | the paper (§3, App. D) | `paper` profile here | source of our value |
+# |---|---|---|---|
+# | codebase | OLMo codebase (App. D.1) | `transformers`' `OlmoForCausalLM` (OLMo-1: no biases, SwiGLU, RoPE, non-parametric LayerNorm) + this chapter's loop | App. D.1, quoted by the paper's reproducibility page |
+# | models | OLMo-15M, -30M, -90M | `olmo-30m` (default), `olmo-15m` / `olmo-90m` via `model` (`suite_model` in chapters 02-04) | sizes from §3; shapes 8x384, 10x512, 12x768 (layers x d_model), head_dim 64: *chosen* |
+# | corpus | C4 | C4 'en' (`allenai/c4`), tokenized once into a shared memory-mapped cache | §3 |
+# | budgets | 4B, 8B, 16B, 32B, 64B, 128B tokens | the same, each its own run | §3 |
+# | schedule | cosine to zero | linear warmup, cosine to zero | §3 |
+# | parametrization | muP | muP for Adam (`models.mup_init`, `mup_param_groups`), base width 384, untied output layer | Yang et al. 2022 Tables 3/8; base width *chosen*; untied as in OLMo's `scripts/mup_ladder.py` |
+# | optimizer | AdamW | AdamW (0.9, 0.95), eps 1e-8, clip 1.0, weight decay 0.1, bf16 | OLMo's `mup_ladder.py`; weight decay OLMo-1's |
+# | peak LR, warmup | Table 3 | 1e-3 at the base width, 1,000 steps | *chosen* (not tuned at this scale here) |
+# | sequence x batch | Table 3 | 1,024 x 256 sequences (262,144 tokens/step) for any number of GPUs (gradient accumulation) | *chosen* |
+# | tokenizer | Table 3 | byte-level BPE, 50,304 ids, trained on C4 | *chosen* (OLMo's small configs use the GPT-NeoX-based OLMo tokenizer, also 50,304 ids padded) |
+#
+# Every profile runs the same code; only the preset differs (read from `pretrain.PRESETS`):
+
+# %% tags=["remove-input"]
+display(pretrain_report.profiles_frame())
 
 # %% [markdown]
 # ## A peak learning rate per schedule
@@ -150,6 +177,9 @@ print(cost["text"])
 # :class: tip
 # `python -m coft_utils run 00_pretraining_suite --profile cpu` (the default: three schedules in
 # about 15 minutes on 2 cores), `--profile smoke` (seconds), `--profile gpu` (one H100/A100,
-# bf16), or `--profile paper` (the paper's OLMo-30M on C4 for 4B-128B tokens; online, many GPUs:
-# `accelerate launch --num_processes 8 -m coft_utils.chapters.pretrain_launch --profile paper`).
+# bf16), or `--profile paper` (the paper's OLMo-30M on C4 for 4B-128B tokens, muP; online, many
+# GPUs: first `python -m coft_utils.chapters.pretrain_data prepare --profile paper` (tokenizes C4
+# once, into the shared cache), then
+# `accelerate launch --config_file coft_utils/configs/accelerate_ddp.yaml -m coft_utils.chapters.pretrain_launch --profile paper`;
+# the global batch is the same on 1, 2, 4 or 8 GPUs).
 # ```

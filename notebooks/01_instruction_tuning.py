@@ -16,8 +16,9 @@
 # **The claim.** More pre-training makes a base model better, but it can make the model
 # *after instruction tuning* worse: the paper's headline is that OLMo-1B pre-trained on 3T
 # tokens and instruction-tuned on Anthropic-HH ends up worse than its own 2.3T-token
-# checkpoint tuned the same way. Base-model scores rise monotonically with pre-training
-# tokens; post-trained scores stop improving past roughly 2.5T tokens and then fall.
+# checkpoint tuned the same way (about 3 points on AlpacaEval and 2 on ARC, the paper's Fig. 2).
+# The base model keeps improving with pre-training tokens; the instruction-tuned one does not
+# (the paper's Fig. 1: the average of five common benchmarks before and after tuning).
 #
 # This chapter runs the paper's protocol as a capability: take every checkpoint of a
 # pre-training series, evaluate it, instruction-tune it with TRL's `SFTTrainer` at several
@@ -65,8 +66,8 @@ print(f"series {series.name!r}: {len(series)} checkpoints ({', '.join(c.label fo
 # %% [markdown]
 # ## What the paper reports (theirs)
 #
-# The numbers below are the paper's (Springer et al., 2025, Fig. 1 and its text), as summary
-# statements about OLMo-1B; they are not measured here.
+# The statements below are the paper's (Springer et al., 2025: its abstract, Section 1, Fig. 1
+# and Fig. 2), as summary statements about OLMo-1B; they are not measured here.
 
 # %%
 display(report.table_paper())
@@ -75,7 +76,8 @@ nb.glue("paper_arc", f"{report.PAPER['arc_3T_vs_2p3T']:+.0f}")
 
 # %% [markdown]
 # In their words: 3T vs 2.3T tokens after instruction tuning, about {glue:text}`paper_alpaca`
-# points on AlpacaEval and about {glue:text}`paper_arc` points on ARC. **What we do not have:**
+# points on AlpacaEval and about {glue:text}`paper_arc` points on ARC (the paper's Fig. 2).
+# **What we do not have:**
 # the paper's per-checkpoint and per-benchmark values behind its Figs. 1-2 (we have only the
 # summary statements above), its exact learning-rate grid and its SFT batch size; so the
 # figures below show our curves only, with the paper's statements beside them as text, and
@@ -85,27 +87,34 @@ nb.glue("paper_arc", f"{report.PAPER['arc_3T_vs_2p3T']:+.0f}")
 #
 # * **Series.** `series = "suite"`: the cached pre-training suite of this profile
 #   (`pretrain.get_suite(profile)`, cosine schedule annealed to zero per budget); at `paper`
-#   `olmo-1b` (`allenai/OLMo-1B-hf`, revisions pinned in `coft_utils.foundation.models`), with
-#   `olmo-2-7b-stage1` and `amber` as alternatives.
+#   `olmo-1b` (`allenai/OLMo-1B-hf`, revisions pinned in `coft_utils.foundation.series`), with
+#   `olmo-2-7b-stage1` and `amber` as alternatives (full fine-tuning under FSDP, one config each
+#   in `coft_utils/configs/`, with its memory arithmetic).
 # * **Instruction data.** Anthropic-HH "chosen" dialogues split into user/assistant turns (here
 #   the local harmless-base pairs; the hub's full train split at `paper`), the 175 Alpaca seed
 #   tasks (instruction + input → output) and GSM8K train (question → answer); TULU
-#   (`allenai/tulu-v2-sft-mixture`) is an alternative at `paper`. Per source a fixed
+#   (`allenai/tulu-v2-sft-mixture`) is an alternative at `paper`. At `paper` every set comes from
+#   its hub id (`Anthropic/hh-rlhf`, `openai/gsm8k`, `allenai/tulu-v2-sft-mixture`) through
+#   `coft_utils.foundation.hubdata`; nothing reads `../shared/data`. Per source a fixed
 #   permutation (seed independent of the run) holds out `heldout_per_source` dialogues: half to
 #   choose the learning rate, half to report.
 # * **SFT.** TRL `SFTTrainer`, chat template with `<|user|>`/`<|assistant|>` and a
 #   `{% generation %}` block, `assistant_only_loss=True` (the loss is on response tokens only),
 #   sequences cut at the model's context; AdamW, warmup then the `lr_schedule` decay, for
-#   `sft_steps` steps at every learning rate of `lrs`, for each of `seeds` fine-tuning seeds
+#   `sft_steps` steps (0: one epoch; the epochs seen are recorded) of `global_batch` sequences
+#   (reached by gradient accumulation whatever the number of processes: per-device `batch_size`
+#   × accumulation × processes = `global_batch`), at every learning rate of `lrs`, for each of `seeds` fine-tuning seeds
 #   (`seed·seeds`, `seed·seeds + 1`, ...; a seed sets the subsample and order of the training
 #   mix and the trainer's seed).
 # * **ID metric.** Response perplexity: exp of the mean next-token loss over the held-out
 #   dialogues' assistant tokens. The learning rate of each checkpoint minimizes its mean over
 #   the seeds on the validation half; the table of the experiment section shows how many seeds
 #   on their own would have chosen each rate.
-# * **Benchmarks.** Zero-shot ARC-Easy, ARC-Challenge, PIQA, HellaSwag, Winogrande, BoolQ,
-#   COPA and OpenBookQA through `lm_eval.simple_evaluate` with task configs generated on the
-#   local files (`coft_utils.foundation.lmeval_tasks`; lm-eval's standard tasks at `paper`), `acc` and
+# * **Benchmarks.** Zero-shot, through `lm_eval.simple_evaluate`. The paper's five (ARC-Easy,
+#   ARC-Challenge, PIQA, HellaSwag, SciQ) at `paper`, with lm-eval's own task definitions; at
+#   `smoke`/`cpu`/`gpu` the eight with a local file (SciQ has none), with task configs generated
+#   on the local files (`coft_utils.foundation.lmeval_tasks`): ARC-Easy, ARC-Challenge, PIQA,
+#   HellaSwag and, as this companion's extras, Winogrande, BoolQ, COPA and OpenBookQA. `acc` and
 #   `acc_norm` (the log-likelihood divided by the choice's length in characters), the first
 #   `bench_limit` items of each (0 = all). Every checkpoint is evaluated before tuning, and every
 #   seed's model at the chosen learning rate after. Contexts are cut from the left at
@@ -119,6 +128,7 @@ nb.glue("paper_arc", f"{report.PAPER['arc_3T_vs_2p3T']:+.0f}")
 #   `acc` and the ID perplexity are tested the same way and reported, but do not count.
 
 # %%
+print(report.benchmarks_text(cfg))
 display(report.table_checkpoints(series))
 display(report.table_examples(out))
 nb.glue("n_ckpt", len(series))
@@ -144,21 +154,21 @@ nb.glue("exp_wall", f"{out['wall_s']:.0f}")
 display(report.table_lr_choice(out))
 
 # %% [markdown]
-# ## Fig. 1: average benchmark score against pre-training tokens
+# ## Figure A: average benchmark score against pre-training tokens (cf. the paper's Fig. 1)
 
 # %%
 fig = report.fig_average(out, cfg)
 plt.show()
 
 # %% [markdown]
-# ## Fig. 2: every benchmark
+# ## Figure B: every benchmark ("(extra)": not in the paper's list)
 
 # %%
 fig = report.fig_benchmarks(out, cfg)
 plt.show()
 
 # %% [markdown]
-# ## Fig. 3: the in-distribution metric, response perplexity
+# ## Figure C: the in-distribution metric, response perplexity
 #
 # Left: held-out response perplexity (the test half) before and after tuning. Right: the
 # validation perplexity of every learning rate of the grid (mean over seeds, band: min–max),
@@ -184,16 +194,16 @@ display(report.table_seeds(out))
 # ## AlpacaEval
 
 # %%
+from coft_utils.chapters import instruct_eval
+alpaca_status = instruct_eval.alpacaeval_status(cfg)
 if cfg.alpacaeval_judge:
     display(report.table_alpacaeval(out))
-    nb.glue("alpaca_status", f"run with the judge {cfg.alpacaeval_judge!r}; win rates in the table above.")
-else:
-    nb.glue("alpaca_status", "skipped: no judge is configured (parameter alpacaeval_judge = None). "
-            "It needs the alpaca_eval package, the hub and the judge's API key.")
-print("AlpacaEval:", "run" if cfg.alpacaeval_judge else "skipped (alpacaeval_judge is None)")
+    alpaca_status += "; win rates in the table above (the paper's headline metric)."
+nb.glue("alpaca_status", alpaca_status)
+print(alpaca_status)
 
 # %% [markdown]
-# AlpacaEval: {glue:text}`alpaca_status`
+# {glue:text}`alpaca_status`
 
 # %% [markdown]
 # <a id="verdict"></a>
@@ -215,7 +225,7 @@ print("AlpacaEval:", "run" if cfg.alpacaeval_judge else "skipped (alpacaeval_jud
 # trained on trillions of tokens. The suite's models at `smoke`/`cpu` have tens of thousands of
 # parameters; their benchmark accuracies sit near chance, where a few points are below the
 # binomial noise of a hundred items, so the benchmark curves here can neither show nor refute
-# the effect. The in-distribution response perplexity (Fig. 3) is the quantity that moves at
+# the effect. The in-distribution response perplexity (Figure C) is the quantity that moves at
 # this scale. The claim is tested for real at `gpu` (larger suite, every item) and `paper`
 # (OLMo-1B revisions, lm-eval's standard tasks). Each test and its calibration: the book's
 # "How verdicts are decided" page.
@@ -237,8 +247,9 @@ print("method:", v.method)
 # (one H100/A100), or `--profile paper` (OLMo-1B-hf revisions and Anthropic-HH from the hub).
 # Parameters are overridden with `-y`, e.g. `-y '{lrs: [1e-3], bench_limit: 200}'`.
 #
-# At `paper` the SFT runs are multi-GPU under `accelerate` with FSDP; fill the results store
-# first, then render the chapter from it:
+# At `paper` the SFT runs are multi-GPU under `accelerate` with FSDP (the global batch stays
+# `global_batch` on any number of GPUs); fill the results store first, then render the chapter
+# from it:
 #
 # ```
 # accelerate launch --config_file coft_utils/configs/accelerate_fsdp_instruct.yaml \
@@ -246,6 +257,9 @@ print("method:", v.method)
 # python -m coft_utils run 01_instruction_tuning --profile paper
 # ```
 #
-# `-m coft_utils.chapters.instruct_launch -p series amber` (or `olmo-2-7b-stage1`) tunes another series;
-# `-p sft_data '[tulu]'` uses TULU instead of Anthropic-HH.
+# `-m coft_utils.chapters.instruct_launch -p series olmo-2-7b-stage1 -p batch_size 4` (or `amber`)
+# tunes a 7B series, with `--config_file coft_utils/configs/accelerate_fsdp_olmo2_7b.yaml` (or
+# `accelerate_fsdp_amber_7b.yaml`; `--fsdp-config` prints the right one); `-p sft_data '[tulu]'`
+# uses TULU instead of Anthropic-HH; `-p alpacaeval_judge weighted_alpaca_eval_gpt4_turbo` runs
+# AlpacaEval (`pip install coft-utils[paper]`, `OPENAI_API_KEY`; checked before any training).
 # ````

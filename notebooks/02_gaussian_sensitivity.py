@@ -59,10 +59,17 @@ plt.show()
 display(Markdown(V["in"]))
 
 # %% [markdown]
-# **What the paper reports (theirs).** Springer et al. (2025), Section 3.3 and Fig. 3: on OLMo-1B
-# intermediate checkpoints with noise scaled by the initialization covariance, the increase in C4
-# perplexity caused by the noise grows monotonically with pre-training tokens for every γ, and
-# the perturbed perplexity is U-shaped, its minimum arriving earlier for larger γ.
+# **What the paper reports (theirs).** Springer et al. (2025), Section 3, the Gaussian-perturbation
+# experiment (Fig. 3 as we read it; the section and figure numbers are not re-confirmed from the
+# sources reachable here): on the paper's own *controlled* models, not on the OLMo-1B hub
+# checkpoints (the first author's public summary: "we train our own 30M parameter models and test
+# how Gaussian noise affects model parameters at different pre-training stages"; the models are
+# pre-trained with the OLMo codebase on C4 for 4B to 128B tokens, per the paper's Appendix D.1 as
+# quoted by a public reproducibility review), with noise scaled by the initialization covariance,
+# the increase in C4 perplexity caused by the noise grows with pre-training tokens for every γ
+# ("early checkpoints: robust to parameter changes; later checkpoints: highly sensitive"), and the
+# perturbed perplexity is U-shaped, its minimum arriving earlier for larger γ. The OLMo-1B hub
+# checkpoints are the paper's Section 2 (instruction tuning), not this experiment.
 # An independent Pythia-70M reproduction report (theirs; noise scaled by each tensor's empirical
 # standard deviation) finds, at γ = 0.04 on WikiText-2, Δ perplexity growing from +2.46 at
 # ~2B tokens to +193.86 at ~134B tokens.
@@ -196,7 +203,9 @@ for cid, (v, measured) in V["claims"].items():
 #     python -m coft_utils run 02_gaussian_sensitivity --profile smoke
 #     python -m coft_utils run 02_gaussian_sensitivity --profile cpu -y '{scale: init, gammas: [1.6, 3.2], compare_gammas: []}'
 #     python -m coft_utils run 02_gaussian_sensitivity --profile gpu
-#     python -m coft_utils run 02_gaussian_sensitivity --profile paper                  # OLMo-1B revisions, C4 + WikiText-2
+#     python -m coft_utils run 02_gaussian_sensitivity --profile paper                  # the paper's design: the controlled OLMo-30M suite (chapter 00), C4 + WikiText-2 from the hub
+#     python -m coft_utils run 02_gaussian_sensitivity --profile paper -y '{suite_model: olmo-90m}'   # the 15M / 90M suites
+#     python -m coft_utils run 02_gaussian_sensitivity --profile paper -y '{series: olmo-1b}'         # a separate option: the OLMo-1B hub checkpoints
 #     python -m coft_utils run 02_gaussian_sensitivity --profile paper -y '{series: pythia-70m, scale: empirical, gammas: [0.04], sources: [wikitext]}'
 #
 # `series` also takes a path to a series `.json` (your own checkpoints); `targets: no_embed_norm`

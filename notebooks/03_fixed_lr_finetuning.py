@@ -51,7 +51,8 @@ display(Markdown(v["text"]))
 
 # %% [markdown]
 # **What the paper reports (theirs).** Springer et al. (2025), Section 3 (controlled experiments),
-# Figs. 4–5: OLMo-15M/30M/90M models
+# Figs. 4–5 (figure numbers not re-confirmed from the sources reachable here): their own
+# OLMo-15M/30M/90M models (not the OLMo-1B hub checkpoints of Section 2),
 # pre-trained on C4 for 4B to 128B tokens (each run annealed to zero), fine-tuned at fixed
 # learning rates on classification and generative tasks; the C4 perplexity after fine-tuning
 # shows an inflection point after which more pre-training makes it worse, and the inflection
@@ -85,6 +86,9 @@ display(Markdown(v["text"]))
 # %% tags=["hide-output"]
 nb.show_params(cfg)
 print(finetune.run_info(run, cfg))
+
+# %% tags=["remove-input"]
+display(Markdown(finetune_report.steps_text(df, cfg)))  # steps actually run, epochs, how the batch was reached
 
 # %% [markdown]
 # ## (a) ID performance after fine-tuning against pre-training tokens
@@ -161,16 +165,28 @@ print("Paper (theirs):", finetune_report.THEIRS["fixed_lr"])
 #     python -m coft_utils run 03_fixed_lr_finetuning --profile cpu
 #     python -m coft_utils run 03_fixed_lr_finetuning --profile cpu -y '{tasks: [gsm8k, sst2], lrs: [0.001, 0.01]}'
 #     python -m coft_utils run 03_fixed_lr_finetuning --profile gpu
-#     python -m coft_utils run 03_fixed_lr_finetuning --profile paper
+#     python -m coft_utils run 03_fixed_lr_finetuning --profile paper                       # the controlled OLMo-30M suite (chapter 00), data from the hub
+#     python -m coft_utils run 03_fixed_lr_finetuning --profile paper -y '{suite_model: olmo-90m}'
+#     python -m coft_utils run 03_fixed_lr_finetuning --profile paper -y '{series: olmo-1b, per_device_batch_size: 8}'   # separate option: OLMo-1B hub checkpoints
 #
 # At `gpu`/`paper`, run the units on all GPUs first (DDP or FSDP; the notebook then finds every
 # record done):
 #
 #     accelerate launch --config_file coft_utils/configs/accelerate_ddp.yaml \
 #         -m coft_utils.chapters.finetune --chapter 03_fixed_lr_finetuning --profile gpu
-#     accelerate launch --config_file coft_utils/configs/accelerate_fsdp.yaml \
+#     accelerate launch --config_file coft_utils/configs/accelerate_ddp.yaml \
 #         -m coft_utils.chapters.finetune --chapter 03_fixed_lr_finetuning --profile paper
+#     accelerate launch --config_file coft_utils/configs/accelerate_fsdp_finetune.yaml \
+#         -m coft_utils.chapters.finetune --chapter 03_fixed_lr_finetuning --profile paper \
+#         -o '{"series": "olmo-2-7b-stage1", "per_device_batch_size": 1}'     # 7B: FSDP, 8 x 80 GB
 #
+# At `paper` the global batch (`batch_size`, 64) is reached by gradient accumulation on any number
+# of GPUs (`per_device_batch_size` x accumulation x processes; an impossible split is an error
+# before any work), with bf16 and gradient checkpointing; `max_epochs` (10 at `paper`) caps the
+# steps by the data size, so HumanEval's 131 training problems are not seen ~977 times (the
+# steps actually run, and the epochs, are shown under the parameters and kept in every record).
+# `paper` reads its tasks (SST-2, GSM8K, HumanEval: the public substitute for the gated
+# StarCoder-Python) and C4 from the hub through `coft_utils.foundation.hubdata`.
 # `series` takes `suite`, a built-in hub series (`olmo-1b`, `pythia-160m`, ...) or a path to a
 # series `.json` of your own checkpoints; `tasks` any of `coft_utils.foundation.tasks.names()`;
 # `keep_weights: true` keeps every fine-tuned model under `runs/<profile>/finetune/weights/`.

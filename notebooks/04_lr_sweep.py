@@ -51,8 +51,11 @@ plt.show()
 display(Markdown(v["text"]))
 
 # %% [markdown]
-# **What the paper reports (theirs).** Springer et al. (2025), Section 3, Fig. 6: sweeping the
-# fine-tuning learning rate for every checkpoint of their controlled OLMo suites, the optimal
+# **What the paper reports (theirs).** Springer et al. (2025), Section 3, the learning-rate sweep
+# (Fig. 6 as this book first cited it; a public review of the ICML version places these
+# optimal-learning-rate trends in Section 3.4, Figure 5: the number is not re-confirmed here):
+# sweeping the fine-tuning learning rate for every checkpoint of their controlled OLMo-15M/30M/90M
+# suites (pre-trained on C4 for 4B to 128B tokens, not the OLMo-1B hub checkpoints), the optimal
 # learning rate falls into three regimes as pre-training grows: *constant* (the degradation
 # appears as at a fixed learning rate), *slowly decreasing* (the inflection point moves later but
 # remains), and *quickly decreasing* (the OOD degradation can be avoided, at a cost in ID
@@ -75,6 +78,9 @@ display(Markdown(v["text"]))
 # %% tags=["hide-output"]
 nb.show_params(cfg)
 print(finetune.run_info(run, cfg))
+
+# %% tags=["remove-input"]
+display(Markdown(finetune_report.steps_text(df, cfg)))  # steps actually run, epochs, how the batch was reached
 
 # %% [markdown]
 # ## (a) Best ID performance, OOD at that learning rate, and the optimal learning rate
@@ -150,7 +156,9 @@ print("Paper (theirs):", finetune_report.THEIRS["sweep"])
 #     python -m coft_utils run 04_lr_sweep --profile cpu
 #     python -m coft_utils run 04_lr_sweep --profile cpu -y '{lrs: [0.001, 0.003, 0.01, 0.03, 0.1], select_metric: id_ppl}'
 #     python -m coft_utils run 04_lr_sweep --profile gpu
-#     python -m coft_utils run 04_lr_sweep --profile paper
+#     python -m coft_utils run 04_lr_sweep --profile paper                        # the controlled OLMo-30M suite (chapter 00), data from the hub
+#     python -m coft_utils run 04_lr_sweep --profile paper -y '{suite_model: olmo-15m}'
+#     python -m coft_utils run 04_lr_sweep --profile paper -y '{series: olmo-1b, per_device_batch_size: 8}'   # separate option: OLMo-1B hub checkpoints
 #
 # At `gpu`/`paper`, run the grid on all GPUs first, then execute the notebook:
 #

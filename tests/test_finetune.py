@@ -274,3 +274,24 @@ def test_experiment_does_not_import_the_report():
             elif isinstance(n, ast.Import):
                 mods.update(a.name.split(".")[-1] for a in n.names)
         assert not (mods & report_side), (name, mods & report_side)
+
+
+def test_steps_text_says_steps_epochs_and_batch():
+    """The page states the steps actually run and the passes over the data (issue 15: HumanEval's
+    131 training problems at 2,000 x 64 would be ~977 epochs)."""
+    import pandas as pd
+    from coft_utils.chapters import finetune, finetune_report as report
+    cfg = finetune.resolve("03_fixed_lr_finetuning", "smoke")  # gsm8k + sst2, 6 steps of 8, n_train 64
+    t = report.steps_text(pd.DataFrame([{"task": "gsm8k", "steps": 6}, {"task": "sst2", "steps": 6}]), cfg)
+    assert "**gsm8k**: 6 optimizer steps of 8 examples = 0.8 passes over its 64 training examples" in t
+    assert "capped" not in t and "accumulation" not in t
+    cap = finetune.resolve("03_fixed_lr_finetuning", "smoke", {"tasks": ["humaneval"], "max_epochs": 1.0,
+                                                               "per_device_batch_size": 4})
+    row = dict(task="humaneval", steps=8, steps_planned=8, n_train_used=64, grad_accum=2, per_device_batch_size=4,
+               world_size=1, precision_used="fp32", gradient_checkpointing=False)
+    t = report.steps_text(pd.DataFrame([row]), cap)
+    assert "8 optimizer steps of 8 examples = 1.0 passes over its 64 training examples" in t
+    assert "capped by `max_epochs` = 1; `steps` asks for 6" not in t  # 8 > 6 steps: not a cap
+    row.update(steps=1, steps_planned=1, n_train_used=8)
+    t = report.steps_text(pd.DataFrame([row]), cap)
+    assert "capped by `max_epochs` = 1; `steps` asks for 6" in t and "4 per device x 2 accumulation x 1 process" in t

@@ -2,9 +2,11 @@
 wikitext and c4 (atomic, validated cache files keyed per request), chapter 02's and chapter 03's C4
 blocks (the same token ids as the two loaders they replace), and the one masked next-token NLL.
 
-C4 is hub-only (``data.REGISTRY["c4"].local`` is False), so every test here swaps in a fake C4:
-``datasets.load_dataset`` monkeypatched to yield fixed documents, which is exactly what both the
-new reader and the frozen copies of the old chapter loaders below call.
+C4 is hub-only (``data.REGISTRY["c4"].local`` is False), so most tests here swap in a fake C4:
+``hubdata.iter_texts`` (the new reader) and ``datasets.load_dataset`` (what the frozen copies of
+the old chapter loaders below call) monkeypatched to yield the same fixed documents. The hub
+origin itself (``origin="hub"``: C4 and WikiText-2 read from a hub-layout cache through
+``hubdata``) is tested at the end on ``tests/hubcache_data``'s tiny copies.
 """
 import multiprocessing as mp
 import time
@@ -52,6 +54,14 @@ def fake_c4(monkeypatch):
         return iter([{"text": d, "timestamp": "2019", "url": "x"} for d in DOCS])
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    from coft_utils.foundation import hubdata  # the new reader: allenai/c4's own shards through hubdata
+
+    def iter_texts(name, split, *a, **kw):
+        assert (name, split) == ("c4", "validation")
+        opened.append(1)
+        return iter(DOCS)
+
+    monkeypatch.setattr(hubdata, "iter_texts", iter_texts)
     return opened
 
 
@@ -370,3 +380,33 @@ def test_perplexity_uses_masked_nll(model, monkeypatch):
     monkeypatch.setattr(evaluate, "masked_nll", lambda *a, **k: (float("nan"), 15))
     r = evaluate.perplexity(model, x, batch_size=4)
     assert r["diverged"] and r["ppl"] == float("inf") and r["loss"] == float("inf")
+
+
+# --------------------------------------------------------------------------- the hub origin (paper)
+def test_hub_origin_reads_the_hub_cache_and_never_shares_a_cache_file(tok, cache, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    from coft_utils.foundation import hubdata
+    from tests.hubcache_data import add_paper_datasets
+    hub = tmp_path / "hub"
+    add_paper_datasets(hub, n=40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    texts = list(hubdata.iter_texts("c4", "validation"))
+    want = []
+    for t in texts:
+        want += tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    got = evaluate.heldout_ids(tok, "c4", 500)
+    assert len(got) == 500 and got.tolist() == want[:500]  # allenai/c4's own validation shards, in order
+    wk = evaluate.heldout_ids(tok, "wikitext", origin="hub")
+    rows = hubdata.load("wikitext", "test")["text"]
+    assert wk.tolist() == tok("".join(rows), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert evaluate.cache_path(tok, "wikitext", origin="hub").name.startswith("wikitext-hub-")
+    assert evaluate.cache_path(tok, "wikitext").name.startswith("wikitext-")  # the local name is unchanged
+    assert evaluate.cache_path(tok, "c4", 500, origin="hub") == evaluate.cache_path(tok, "c4", 500)
+    with pytest.raises(data.DataError, match=r"'gutenberg' has no hub copy"):
+        evaluate.heldout_ids(tok, "gutenberg", origin="hub")
+    with pytest.raises(ValueError, match=r"unknown origin 'cloud'; allowed: local, hub"):
+        evaluate.heldout_ids(tok, "wikitext", origin="cloud")
+    assert evaluate.data_names(["wikitext", "c4"], "hub") == [] and evaluate.data_names(["wikitext"]) == \
+        ["wikitext2_tokenized_valid_test"]

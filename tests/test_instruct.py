@@ -94,12 +94,19 @@ def test_winogrande_partial_scoring(tiny_lm):
 
 
 def test_normalized_benchmarks_have_valid_gold():
-    for b in lmeval_tasks.BENCHMARKS:
+    for b in lmeval_tasks.LOCAL_BENCHMARKS:
         docs = lmeval_tasks.normalized_docs(b)[:50]
         for d in docs:
             opts = d.get("choices", d.get("options"))
             assert 0 <= d["gold"] < len(opts) and all(isinstance(o, str) and o for o in opts)
     assert lmeval_tasks.normalized_docs("piqa")[0]["text"].startswith("Question: ")
+    with pytest.raises(data.DataError, match="sciq.*hub only"):  # no local file: lm-eval's hub task only
+        lmeval_tasks.normalized_docs("sciq")
+    with pytest.raises(ValueError, match="no local data file"):
+        lmeval_tasks.evaluate(None, None, ["sciq"], local=True)
+    # the paper's five (Fig. 1's four named + SciQ) and this companion's extras partition the known list
+    assert set(lmeval_tasks.PAPER_BENCHMARKS) | set(lmeval_tasks.EXTRA_BENCHMARKS) == set(lmeval_tasks.BENCHMARKS)
+    assert "sciq" in lmeval_tasks.PAPER_BENCHMARKS and lmeval_tasks.label("openbookqa") == "openbookqa (extra)"
 
 
 def test_sft_labels_are_the_assistant_responses_only(tiny_lm, tmp_path):
@@ -157,7 +164,9 @@ def test_hh_parsing():
 def test_presets_and_validation():
     for p in profiles.PROFILES:
         cfg = profiles.resolve(CH, p)
-        assert cfg.profile == p and cfg.lrs and set(cfg.benchmarks) == set(lmeval_tasks.BENCHMARKS)
+        want = lmeval_tasks.PAPER_BENCHMARKS if p == "paper" else lmeval_tasks.LOCAL_BENCHMARKS
+        assert cfg.profile == p and cfg.lrs and cfg.benchmarks == want
+        assert cfg.global_batch % cfg.batch_size == 0
         assert cfg.seeds == (2 if p == "smoke" else 3)  # replicates everywhere, paper included
         assert instruct.seed_list(cfg) == list(range(cfg.seeds))  # seed 0: 0, 1, ...
     # another global seed: new, disjoint fine-tuning seeds
@@ -168,12 +177,34 @@ def test_presets_and_validation():
     paper = profiles.resolve(CH, "paper")
     assert paper.series == "olmo-1b" and paper.bench_local is False and paper.bench_limit == 0
     assert paper.sft_data == ("hh_rlhf",) and len(paper.lrs) >= 3
+    assert paper.global_batch == 128 and paper.grad_checkpointing and paper.precision == "bf16"
+    with pytest.raises(profiles.ProfileError, match="sciq.*no local"):
+        profiles.resolve(CH, "smoke", {"benchmarks": ["sciq"]})
+    with pytest.raises(profiles.ProfileError, match="global_batch"):
+        profiles.resolve(CH, "smoke", {"global_batch": 12})  # not a multiple of batch_size 8
+    from coft_utils.chapters import instruct_launch
+    for name in ("olmo-1b", "olmo-2-7b-stage1", "amber"):
+        import yaml
+        y = yaml.safe_load(instruct_launch.fsdp_config(name).read_text())
+        assert y["fsdp_config"]["fsdp_sharding_strategy"] == "FULL_SHARD" and y["mixed_precision"] == "bf16"
+        assert y["fsdp_config"]["fsdp_activation_checkpointing"] is True
+        cls = y["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"]
+        import importlib
+        mod = {"OlmoDecoderLayer": "olmo", "Olmo2DecoderLayer": "olmo2", "LlamaDecoderLayer": "llama"}[cls]
+        # the class exists in the installed transformers under that name
+        assert hasattr(importlib.import_module(f"transformers.models.{mod}.modeling_{mod}"), cls)
+    assert "Olmo2" in yaml.safe_load(instruct_launch.fsdp_config("olmo-2-7b-stage1").read_text())[
+        "fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"]
+    with pytest.raises(profiles.ProfileError, match="no FSDP config"):
+        instruct_launch.fsdp_config("pythia-1b")
     s = instruct.get_series(paper)
     toks = [c.tokens for c in s]
     assert s.checkpoints[0].hub_id == "allenai/OLMo-1B-hf" and all(c.revision for c in s)
     assert toks[0] < 0.05e12 and toks[-1] > 3.0e12
-    for near in (1.5e12, 2.3e12, 2.5e12, 3.0e12):
+    for near in (1.5e12, 2.5e12, 3.0e12):
         assert min(abs(t - near) for t in toks) < 0.1e12
+    # the paper's comparison point, 2.3T: the nearest existing revision (series.py's branch list)
+    assert min(abs(t - 2.3e12) for t in toks) < 0.2e12
     for series in ("olmo-2-7b-stage1", "amber"):
         assert len(instruct.get_series(profiles.resolve(CH, "paper", {"series": series}))) >= 5
     with pytest.raises(profiles.ProfileError, match="series"):
@@ -290,7 +321,7 @@ def test_notebook_runs_at_smoke_and_rerun_is_free(tmp_runs):
     assert not [o for o in outs if o.get("output_type") == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outs) >= 3
     text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outs)
-    assert "AlpacaEval: skipped" in text
+    assert instruct_eval.ALPACAEVAL_SKIPPED in text  # printed and on the page
     # the page opens with its answer (a verdict badge) before the method; the anchor heads the verdict
     md = [c.source for c in nb.cells if c.cell_type == "markdown"]
     i_answer = next(i for i, m in enumerate(md) if "## The answer" in m)

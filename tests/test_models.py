@@ -53,19 +53,27 @@ def test_presets_follow_the_paper_sizes():
 
 
 def test_builtin_series_revision_names():
+    """The pinned names are the hub's own (tests/test_series_revisions.py checks each against
+    the stored public lists); these are the ones issue 15 found wrong."""
     olmo = models.get_series("olmo-1b")
-    revs = {c.revision for c in olmo}
-    # names published on the hub for allenai/OLMo-1B(-hf)
-    assert series._olmo1_rev(20000) == "step20000-tokens84B"
-    assert series._olmo1_rev(330000) == "step330000-tokens1384B"
-    assert series._olmo1_rev(550000) == "step550000-tokens2307B"
-    assert "step550000-tokens2307B" in revs and "step600000-tokens2517B" in revs
+    revs = [c.revision for c in olmo]
+    assert revs[0] == "step10000-tokens41B"            # not ...tokens42B (the non-hf repo's rule)
+    assert revs[-1] == "step738020-tokens3094B"        # the final branch of allenai/OLMo-1B-hf
+    assert not any(r.startswith(("step200000-", "step300000-")) for r in revs)  # 117850 -> 330000 gap
     assert all(c.hub_id == "allenai/OLMo-1B-hf" for c in olmo)
     assert 0.03e12 < olmo.checkpoints[0].tokens < 0.05e12 and olmo.checkpoints[-1].tokens > 3e12
-    assert series._olmo2_rev(928646) == "stage1-step928646-tokens3896B"
+    # the paper's points near 1.5T, 2.5T and 3T (Fig. 1) are there
+    toks = [c.tokens for c in olmo]
+    for t in (1.5e12, 2.5e12, 3.0e12):
+        assert min(abs(x - t) for x in toks) < 0.06e12, t
+    o2 = [c.revision for c in models.get_series("olmo-2-7b-stage1")]
+    assert o2[-1] == "stage1-step928646-tokens3896B"
+    assert "stage1-step100000-tokens420B" not in o2
+    assert not {"stage1-step101000-tokens424B", "stage1-step300000-tokens1259B"} & set(o2)
     py = models.get_series("pythia-70m")
     assert py.checkpoints[0].revision == "step1000" and abs(py.checkpoints[0].tokens - 2.1e9) < 0.01e9
-    assert models.get_series("amber").checkpoints[-1].revision == "ckpt_359"
+    assert py.checkpoints[-1].revision == "step143000"
+    assert models.get_series("amber").checkpoints[-1].revision == "ckpt_358"
 
 
 def test_user_series_roundtrip_and_errors(tmp_path):

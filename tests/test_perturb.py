@@ -162,7 +162,9 @@ def test_presets_resolve():
     for prof in profiles.PROFILES:
         cfg = profiles.resolve(CH, prof)
         assert isinstance(cfg, perturb.Config) and cfg.gammas
-    assert profiles.resolve(CH, "paper").series == "olmo-1b"
+    assert profiles.resolve(CH, "paper").series == "suite"  # the paper's design: the controlled suite (chapter 00)
+    assert profiles.resolve(CH, "paper", {"series": "olmo-1b"}).series == "olmo-1b"  # the labelled hub option
+    assert profiles.resolve(CH, "paper", {"suite_model": "olmo-90m"}).suite_model == "olmo-90m"
     assert profiles.resolve(CH, "cpu", {"gammas": [0.01, "0.02"]}).gammas == (0.01, 0.02)
     # any series by parameters alone: a hub series resolves (offline: no download needed here)
     s = perturb.load_series(profiles.resolve(CH, "paper", {"series": "pythia-70m", "checkpoints": ["2B", "134B"]}))

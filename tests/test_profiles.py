@@ -60,12 +60,21 @@ def test_bad_input_is_a_clear_error(profile, overrides, match):
 def test_unknown_chapter_and_offline_env(monkeypatch):
     with pytest.raises(ProfileError, match="unknown chapter 'nope'; allowed: 00_pretraining_suite"):
         profiles.resolve("nope", "cpu")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    profiles.resolve("test_chapter", "paper")
     import os
-    assert "HF_HUB_OFFLINE" not in os.environ  # the paper profile may download
+    import warnings
+    for k in profiles.OFFLINE_VARS:
+        monkeypatch.delenv(k, raising=False)
+    for online in ("gpu", "paper"):  # both may download; nothing is set, nothing is warned
+        assert not profiles.get_profile(online).offline
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", profiles.OfflineWarning)
+            profiles.resolve("test_chapter", online)
+        assert not any(k in os.environ for k in profiles.OFFLINE_VARS)
     profiles.resolve("test_chapter", "cpu")
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+    # a shell that set HF_HUB_OFFLINE: an online profile says so, naming the variable and the unset
+    with pytest.warns(profiles.OfflineWarning, match=r"profile 'paper' .*HF_HUB_OFFLINE=1.*unset HF_HUB_OFFLINE"):
+        profiles.resolve("test_chapter", "paper")
 
 
 def test_sequence_default_must_be_immutable():

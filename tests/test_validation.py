@@ -263,7 +263,7 @@ def test_no_model_library_is_needed():
 
 
 # --------------------------------------------------------------------------- series rules
-HUB_MSG = r"parameter 'series' = .* is a hub series .* profile '(smoke|cpu|gpu)' runs offline"
+HUB_MSG = r"parameter 'series' = .* is a hub series .* profile '(smoke|cpu)' runs offline"  # gpu may use the hub
 
 
 @pytest.mark.parametrize("chapter", ["01_instruction_tuning", "02_gaussian_sensitivity",
@@ -272,7 +272,7 @@ HUB_MSG = r"parameter 'series' = .* is a hub series .* profile '(smoke|cpu|gpu)'
 def test_hub_series_refused_at_every_offline_profile(chapter, profile):
     with pytest.raises(ProfileError, match=HUB_MSG) as e:
         resolve_like_runner(chapter, "{series: olmo-1b}", profile=profile)
-    assert "allenai/OLMo-1B-hf" in str(e.value) and "--profile paper" in str(e.value)
+    assert "allenai/OLMo-1B-hf" in str(e.value) and re.search(r"--profile \S*paper", str(e.value))
 
 
 def test_series_chapters_are_series_configs():

@@ -25,8 +25,15 @@ quiet = parallel.quiet  # silence progress bars and chatty loggers (also used by
 
 def setup(chapter: str, profile: str = profiles.DEFAULT_PROFILE, seed: int = 0,
           overrides: dict | None = None):
-    """Resolve and validate the chapter's config (fails before any work), quiet the libraries."""
-    profiles.apply_offline_env(profile)
+    """Resolve and validate the chapter's config (fails before any work), quiet the libraries.
+    An online profile run with the hub switched off prints one plain note on the page (which
+    variables, which cache) instead of a Python warning."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", profiles.OfflineWarning)
+        profiles.apply_offline_env(profile)
+    for w in caught:
+        print(f"note: {w.message}")
     quiet()
     try:
         import matplotlib
@@ -34,7 +41,9 @@ def setup(chapter: str, profile: str = profiles.DEFAULT_PROFILE, seed: int = 0,
                                     "grid.alpha": 0.3, "figure.figsize": (6.4, 4.0)})
     except ImportError:
         pass
-    return profiles.resolve(chapter, profile, overrides or {}, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", profiles.OfflineWarning)  # said once above
+        return profiles.resolve(chapter, profile, overrides or {}, seed=seed)
 
 
 def params_frame(cfg):

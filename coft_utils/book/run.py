@@ -9,6 +9,9 @@ Command line (``python -m coft_utils ...``)::
     python -m coft_utils book --profile cpu                     # run every chapter, then build
     python -m coft_utils verify                                 # re-hash every data file (SHA256SUMS)
     python -m coft_utils verify copa gsm8k                      # ... of these sets only
+    python -m coft_utils plan 04_lr_sweep --profile paper       # every unit with tokens, FLOPs, memory, GPU-hours
+    python -m coft_utils plan all --profile gpu --markdown plan.md
+    python -m coft_utils submit 03_fixed_lr_finetuning --profile paper --partition gpu --slices 16
 
 ``run`` reads ``notebooks/<name>.py`` with jupytext, injects the parameters with papermill
 (``profile``, ``seed``; every other key goes into the ``overrides`` dict, validated by the
@@ -17,7 +20,10 @@ cell makes the command exit non-zero with that cell's error; the partial noteboo
 ``<name>.failed.ipynb`` and the last good one is left in place. A notebook whose source,
 parameters and ``coft_utils`` code are unchanged since its last successful run is not re-run
 (``--force`` re-runs it). At the smoke and cpu profiles nothing is downloaded
-(``HF_HUB_OFFLINE=1``, ``HF_DATASETS_OFFLINE=1``).
+(``HF_HUB_OFFLINE=1``, ``HF_DATASETS_OFFLINE=1``). At ``gpu`` and ``paper`` the pre-flight
+(:func:`preflight`: missing hub revisions, duplicate-weight checkpoints) runs before the kernel
+starts; its failure is exit 1 with nothing run. ``plan`` is :mod:`coft_utils.book.plan`,
+``submit`` is :mod:`coft_utils.book.submit`.
 
 Python::
 
@@ -177,6 +183,19 @@ def _sigterm_unwinds():
         signal.signal(signal.SIGTERM, prev)
 
 
+def preflight(cfg) -> None:
+    """Before a ``gpu``/``paper`` kernel starts: :func:`coft_utils.foundation.preflight.check_config`
+    on a chapter with a checkpoint series (missing revisions, two checkpoints with the same
+    weights); its error becomes a :class:`RunError` (exit 1, no kernel). Nothing at smoke/cpu."""
+    if getattr(cfg, "profile", None) not in ("gpu", "paper") or not hasattr(cfg, "series"):
+        return
+    from ..foundation import preflight as pf  # imported here: it is only needed at gpu/paper
+    try:
+        pf.check_config(cfg)
+    except pf.PreflightError as e:
+        raise RunError(f"pre-flight failed, nothing was run: {e}") from None
+
+
 def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dict | None = None,
                  out_dir: str | os.PathLike | None = None, force: bool = False,
                  timeout: int | None = None, progress: bool = True) -> Path:
@@ -189,7 +208,9 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
     src = notebook_source(name)
     nb_params = split_params({**(params or {}), "profile": profile})
     if src.stem in profiles.CHAPTERS:  # bad parameters fail here (ProfileError), before a kernel starts
-        profiles.resolve(src.stem, profile, nb_params["overrides"], seed=nb_params.get("seed"))
+        cfg = profiles.resolve(src.stem, profile, nb_params["overrides"], seed=nb_params.get("seed"))
+    else:
+        cfg = None
     out_dir = Path(out_dir) if out_dir else GEN_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{src.stem}.ipynb"
@@ -197,6 +218,8 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
     if not force and out.is_file() and _read_stamp(out) == stamp:
         print(f"[coft] {src.stem}: up to date ({out})", flush=True)
         return out
+    if cfg is not None:
+        preflight(cfg)  # gpu/paper: missing revisions, duplicate weights (RunError), before a kernel starts
     profiles.apply_offline_env(profile)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
@@ -292,6 +315,8 @@ def build(root: str | os.PathLike = REPO_ROOT, strict: bool = True) -> Path:
     root = Path(root)
     ensure_mathjax(root)
     status.write_page(root)  # the execution-status page, from the runner's log
+    from . import plan
+    plan.write_page(root)  # every chapter's costed plan at gpu and paper (book/_generated/plan.md)
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
     if jb is None:
         raise RunError("jupyter-book is not installed in this environment (make venv installs it)")
@@ -337,6 +362,31 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", help="folder for the executed notebooks (default book/_generated)")
         p.add_argument("--force", action="store_true", help="re-run even if up to date")
         p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    pl = sub.add_parser("plan", help="every unit of work of a chapter at a profile, with tokens, FLOPs, memory, "
+                        "GPU-hours (downloads nothing)")
+    pl.add_argument("chapter", help="a chapter name or 'all'")
+    pl.add_argument("--profile", default="paper", choices=list(profiles.PROFILES))
+    pl.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"))
+    pl.add_argument("-y", "--yaml", help="parameters as a YAML mapping")
+    pl.add_argument("--json", help="also write the plan as JSON to this file")
+    pl.add_argument("--markdown", help="also write the plan as a Markdown page to this file")
+    pl.add_argument("--max-units", type=int, default=None, help="rows per chapter on stdout (default: all)")
+    sm = sub.add_parser("submit", help="fan a chapter's units out as a SLURM job array (submitit)")
+    sm.add_argument("chapter")
+    sm.add_argument("--profile", default="paper", choices=list(profiles.PROFILES))
+    sm.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"))
+    sm.add_argument("-y", "--yaml", help="parameters as a YAML mapping")
+    sm.add_argument("--executor", default="slurm", choices=("slurm", "local"))
+    sm.add_argument("--slices", type=int, default=None, help="array jobs (default: one per work item)")
+    sm.add_argument("--partition", default=None)
+    sm.add_argument("--gpus-per-node", type=int, default=1)
+    sm.add_argument("--timeout-min", type=int, default=240)
+    sm.add_argument("--account", default=None)
+    sm.add_argument("--folder", default=None, help="submitit's folder (default runs/<profile>/_submitit/<chapter>)")
+    sm.add_argument("--dry-run", action="store_true", help="print the slices, submit nothing")
+    sm.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
+                    help="wait for the array and resubmit failed slices (default: only with --executor local)")
+    sm.add_argument("--retries", type=int, default=2, help="resubmissions of failed slices when waiting")
     sub.add_parser("build", help="render the site (jupyter-book build -W -n --keep-going)")
     v = sub.add_parser("verify", help="re-hash every file of every data set against SHA256SUMS")
     v.add_argument("sets", nargs="*", help="data set names (default: every local registered set)")
@@ -363,6 +413,23 @@ def main(argv: list[str] | None = None) -> int:
             build()
             return 0
         params = _parse_params(a.parameter, a.yaml)
+        if a.cmd == "plan":
+            from . import plan
+            from ..foundation import costs
+            try:
+                return plan.main(a.chapter, a.profile, params, a.json, a.markdown, a.max_units)
+            except (plan.PlanError, costs.CostError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+        if a.cmd == "submit":
+            from . import submit
+            a.params = params
+            from ..foundation import data, series
+            try:
+                return submit.main(a)
+            except (submit.SubmitError, series.SeriesError, data.DataError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
         if a.cmd == "run":
             run_notebook(a.notebook, a.profile, params, a.out, a.force, a.timeout)
             return 0

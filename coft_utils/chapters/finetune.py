@@ -16,8 +16,11 @@ killed sweep resumes; fine-tuned weights are kept only with ``keep_weights=True`
     # at gpu / paper scale, the same sweep on several GPUs (the Trainer runs under accelerate):
     #   accelerate launch --config_file coft_utils/configs/accelerate_ddp.yaml \\
     #       -m coft_utils.chapters.finetune --chapter 03_fixed_lr_finetuning --profile gpu
-    #   accelerate launch --config_file coft_utils/configs/accelerate_fsdp.yaml \\
-    #       -m coft_utils.chapters.finetune --chapter 04_lr_sweep --profile paper
+    #   accelerate launch --config_file coft_utils/configs/accelerate_ddp.yaml \\
+    #       -m coft_utils.chapters.finetune --chapter 04_lr_sweep --profile paper      # the controlled suite
+    #   accelerate launch --config_file coft_utils/configs/accelerate_fsdp_finetune.yaml \\
+    #       -m coft_utils.chapters.finetune --chapter 04_lr_sweep --profile paper \\
+    #       -o '{"series": "olmo-2-7b-stage1", "per_device_batch_size": 1}'             # 7B: FSDP
     # (DDP without GPUs, e.g. to check the path: torchrun --nproc_per_node 2 -m coft_utils.chapters.finetune
     #  --profile smoke; the Trainer wraps the model in DistributedDataParallel over gloo, and with the
     #  same global batch the training loss equals the single-process one.)
@@ -31,6 +34,15 @@ figures and verdicts (``best_lr``, ``lr_regime``, ``plot_*``, ``fixed_lr_summary
 OOD: token-weighted perplexity on ``ood_blocks`` fixed blocks of the pre-training domain
 (Gutenberg validation books; C4 validation at ``paper``), before and after; ``ood_delta`` =
 after − before. The sha256 of the token ids is stored with both so "same tokens" is checkable.
+
+At ``paper`` (the paper's Section 3 design): the series is chapter 00's controlled suite
+(``series="suite"``, OLMo-30M on C4 for 4B..128B tokens, cosine to zero; ``suite_model``
+olmo-15m / olmo-90m), the tasks and C4 come from the hub (:mod:`coft_utils.foundation.hubdata`;
+nothing reads ``../shared/data``; each record's ``data_hub`` names the hub ids, revisions, commits
+and files), the global batch of 64 is reached by gradient accumulation on any launch
+(``per_device_batch_size``; :func:`coft_utils.chapters.finetune_train.batch_plan`), bf16 and
+gradient checkpointing are on, and ``max_epochs`` caps the steps by the data size. The OLMo-1B
+hub checkpoints are a separate option (``series="olmo-1b"``).
 
 Both chapters write to the same experiment (``experiment="finetune"``) with the same unit keys:
 the sweep chapter's LR grid contains the fixed-LR chapter's LRs, so those units are computed once
@@ -54,7 +66,7 @@ import numpy as np
 from ..foundation import models, profiles, registry, results, tasks as tasks_mod
 from ..foundation.profiles import param
 from .finetune_eval import id_metrics
-from .finetune_train import _check_lr, _is_distributed, _is_main, train
+from .finetune_train import _check_lr, _is_distributed, _is_main, batch_plan, train
 
 __all__ = ["Config", "PRESETS", "CHAPTERS", "resolve", "load_series", "ood_blocks", "blocks_sha", "ood_perplexity",
            "train_key", "base_record", "run_unit", "units", "sweep", "frame", "main"]
@@ -96,7 +108,13 @@ class Config(profiles.SeriesConfig):
                                choices=("id_ppl", "accuracy"))
     early_frac: float = param(0.34, "Pareto plot: first fraction of checkpoints drawn as 'early'",
                               min=0.0, max=1.0, min_exclusive=True)
-    mixed_precision: str = param("no", "Trainer precision (bf16 on GPU)", choices=("no", "bf16", "fp16"))
+    mixed_precision: str = param("no", "Trainer precision (bf16 on GPU; fp32 on a machine without CUDA, recorded "
+                                 "as precision_used)", choices=("no", "bf16", "fp16"))
+    per_device_batch_size: int = param(0, "examples per process per micro-batch (0: batch_size / world); the "
+                                       "global batch_size is reached by gradient accumulation", min=0, max=16384)
+    gradient_checkpointing: bool = param(False, "recompute activations in the backward pass (saves memory)")
+    max_epochs: float = param(0.0, "cap on passes over the training examples: steps = min(steps, "
+                              "max_epochs x n_train / batch_size) (0: no cap)", min=0.0, max=1e6)
     keep_weights: bool = param(False, "save every fine-tuned model under runs/ (off: nothing written)")
     experiment: str = param("finetune", "results-store experiment (shared by chapters 03 and 04)")
     threads: int = param(0, "torch CPU threads (0: leave as is)", min=0, max=256)
@@ -105,6 +123,11 @@ class Config(profiles.SeriesConfig):
                          min=1, max=64)
 
     def check(self):
+        if self.per_device_batch_size and self.batch_size % self.per_device_batch_size:
+            raise profiles.ProfileError(
+                f"parameter 'batch_size' = {self.batch_size} is not a multiple of 'per_device_batch_size' = "
+                f"{self.per_device_batch_size}; allowed: a per_device_batch_size that divides batch_size (the "
+                "rest is gradient accumulation over processes and micro-batches)")
         if self.ood_source == "c4" and profiles.get_profile(self.profile).offline:
             raise profiles.ProfileError(f"parameter 'ood_source' = 'c4' needs the hub (profile 'paper'); "
                                         f"profile {self.profile!r} is offline; allowed here: gutenberg, wikitext")
@@ -120,8 +143,20 @@ class Config(profiles.SeriesConfig):
         if bad:
             raise profiles.ProfileError(f"parameter 'tasks': unknown task(s) {', '.join(map(repr, bad))}; "
                                         f"allowed: {', '.join(tasks_mod.names())}")
+        if _data_source(self.profile) == "hub" and self.ood_source == "gutenberg":
+            raise profiles.ProfileError(
+                f"parameter 'ood_source' = 'gutenberg' has no hub copy, and profile {self.profile!r} reads its data "
+                "from the hub; allowed here: c4, wikitext")
+        if _data_source(self.profile) == "hub":
+            nohub = [t for t in self.tasks if not tasks_mod.get(t).hub]
+            if nohub:
+                raise profiles.ProfileError(
+                    f"parameter 'tasks': {', '.join(map(repr, nohub))} has no hub data set, and profile "
+                    f"{self.profile!r} reads its data from the hub; allowed here: {', '.join(tasks_mod.hub_names())}")
         for name, split in (("n_train", "train"), ("n_val", "validation"), ("n_test", "test")):
-            sizes = {t: tasks_mod.split_size(t, split) for t in self.tasks}
+            src = _data_source(self.profile)
+            sizes = {t: tasks_mod.split_size(t, split, src) if src == "local" or tasks_mod.get(t).hub else None
+                     for t in self.tasks}
             known = [n for n in sizes.values() if n is not None]
             if known and len(known) == len(sizes) and getattr(self, name) > max(known):
                 raise profiles.ProfileError(
@@ -140,7 +175,15 @@ class Config(profiles.SeriesConfig):
 
 _FIXED = (1e-3, 1e-2, 3e-2, 1e-1)  # cpu: from well below to above the ID-optimal LR of chapter 04
 # smoke: a few steps on the 6-checkpoint smoke suite; cpu: ~65k-parameter olmo-pico suite
-# (0.25M..8M tokens); gpu: the olmo-micro suite; paper: OLMo-1B revisions, C4, bf16, FSDP/DDP.
+# (0.25M..8M tokens); gpu: the olmo-micro suite, local data.
+# paper: the paper's Section 3 design: chapter 00's controlled suite (series="suite": OLMo-30M on
+# C4, 4B..128B tokens, cosine to zero; suite_model="olmo-15m" / "olmo-90m" for the other two
+# sizes), every task and C4 from the hub (coft_utils.foundation.hubdata), bf16 + gradient
+# checkpointing, a global batch of 64 reached by accumulation on any number of GPUs, and at most
+# max_epochs passes over a task's training split. The OLMo-1B hub series is a separate, labelled
+# option: -y '{series: olmo-1b}' (its tokenizer and 1B weights; per_device_batch_size 8 fits one
+# 80 GB GPU with checkpointing; coft_utils/configs/accelerate_fsdp_finetune.yaml for OLMo-2-7B).
+# The LR grids and max_epochs are ours: the paper's own values were not in the sources we could read.
 _BASE = {
     "smoke": Config(profile="smoke", tasks=("gsm8k", "sst2"), lrs=(1e-3, 1e-2), steps=6, batch_size=8, max_len=64, n_train=64,
                     n_val=16, n_test=16, ood_blocks=8, ood_seq_len=64, eval_batch_size=16, threads=1,
@@ -151,16 +194,17 @@ _BASE = {
     "gpu": Config(profile="gpu", tasks=("sst2", "gsm8k"), lrs=(1e-4, 3e-4, 1e-3), steps=1000,
                   batch_size=64, max_len=256, n_train=20000, n_val=500, n_test=1000, ood_blocks=512,
                   ood_seq_len=256, eval_batch_size=128, mixed_precision="bf16", seeds=3),
-    "paper": Config(profile="paper", series="olmo-1b", tasks=("sst2", "gsm8k", "humaneval"),
-                    lrs=(4e-6, 1e-5, 4e-5), steps=2000, batch_size=64, max_len=1024, n_train=50000,
+    "paper": Config(profile="paper", series="suite", tasks=("sst2", "gsm8k", "humaneval"),
+                    lrs=(4e-5, 1e-4, 4e-4), steps=2000, batch_size=64, max_len=1024, n_train=50000,
                     n_val=500, n_test=1000, ood_source="c4", ood_blocks=1024, ood_seq_len=1024,
-                    eval_batch_size=32, mixed_precision="bf16", seeds=3),
+                    eval_batch_size=32, mixed_precision="bf16", seeds=3, per_device_batch_size=16,
+                    gradient_checkpointing=True, max_epochs=10.0),
 }
 _GRID = {  # chapter 04: a grid per checkpoint that contains chapter 03's LRs (shared units)
     "smoke": (1e-3, 1e-2, 3e-2),
     "cpu": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
     "gpu": (3e-5, 1e-4, 3e-4, 1e-3, 3e-3),
-    "paper": (1e-6, 4e-6, 1e-5, 4e-5, 1e-4),
+    "paper": (1e-5, 4e-5, 1e-4, 4e-4, 1e-3),
 }
 import dataclasses as _dc  # noqa: E402
 
@@ -184,9 +228,11 @@ def load_series(cfg: Config) -> models.CheckpointSeries:
 def ood_blocks(tok, cfg: Config):
     """The fixed held-out blocks (LongTensor [ood_blocks, ood_seq_len]) of the pre-training domain."""
     from ..foundation import evaluate
+    origin = _data_source(cfg.profile)
     if cfg.ood_source == "c4":  # the first ood_blocks x ood_seq_len tokens of the stream, in order
-        return evaluate.heldout_blocks(tok, "c4", cfg.ood_blocks, cfg.ood_seq_len, oversample=1, whole_documents=False)
-    return evaluate.heldout_blocks(tok, cfg.ood_source, cfg.ood_blocks, cfg.ood_seq_len)
+        return evaluate.heldout_blocks(tok, "c4", cfg.ood_blocks, cfg.ood_seq_len, oversample=1, whole_documents=False,
+                                       origin=origin)
+    return evaluate.heldout_blocks(tok, cfg.ood_source, cfg.ood_blocks, cfg.ood_seq_len, origin=origin)
 
 
 def blocks_sha(blocks) -> str:
@@ -205,8 +251,26 @@ _TRAIN_FIELDS = ("steps", "batch_size", "max_len", "warmup_ratio", "lr_schedule"
                  "mixed_precision")
 
 
+# settings added later: in the key only when not at their default, so the records (and keys) of
+# smoke/cpu runs made before them stay valid. per_device_batch_size is not among them: the
+# global batch is what training sees (the micro-batch changes only memory and float summation order).
+_TRAIN_FIELDS_LATER = {"gradient_checkpointing": False, "max_epochs": 0.0, "data_source": "local"}
+
+
+def _data_source(profile: str) -> str:
+    """'hub' where the profile reads data sets from the hub (paper), else 'local'."""
+    try:
+        from ..foundation import hubdata
+    except ImportError:  # the hub data module is not there: every set is local
+        return "local"
+    return hubdata.source_for(profile)
+
+
 def train_key(cfg: Config) -> str:
     d = {k: getattr(cfg, k) for k in _TRAIN_FIELDS}
+    later = {"gradient_checkpointing": cfg.gradient_checkpointing, "max_epochs": cfg.max_epochs,
+             "data_source": _data_source(cfg.profile)}
+    d.update({k: v for k, v in later.items() if v != _TRAIN_FIELDS_LATER[k]})
     return results.config_hash(d, 10)
 
 
@@ -220,15 +284,38 @@ _SPLIT_CACHE: dict = {}
 
 
 def _splits(task: str, cfg: Config):
-    key = (task, cfg.n_train, cfg.n_val, cfg.n_test)
+    src = _data_source(cfg.profile)
+    key = (task, cfg.n_train, cfg.n_val, cfg.n_test, src)
     if key not in _SPLIT_CACHE:
-        _SPLIT_CACHE[key] = tasks_mod.splits(task, cfg.n_train, cfg.n_val, cfg.n_test)
+        _SPLIT_CACHE[key] = tasks_mod.splits(task, cfg.n_train, cfg.n_val, cfg.n_test, source=src)
     return _SPLIT_CACHE[key]
 
 
 def _data_names(cfg: Config) -> list[str]:
+    """The local data sets behind a config (their checksums go into every record); none at a
+    hub profile (the hub sets' provenance is in each record's ``data_hub`` metric instead)."""
     from ..foundation import evaluate
+    if _data_source(cfg.profile) == "hub":
+        return []
     return sorted({tasks_mod.get(t).dataset for t in cfg.tasks}) + evaluate.data_names([cfg.ood_source])
+
+
+_PROV_CACHE: dict = {}
+
+
+def _hub_provenance(task: str, cfg: Config) -> str | None:
+    """At a hub profile: JSON of {hub set: hubdata.provenance(...)} for the task's set and the
+    OOD source (hub id, revision, the 40-hex commit, the files read); None at a local profile."""
+    if _data_source(cfg.profile) != "hub":
+        return None
+    key = (task, cfg.ood_source)
+    if key not in _PROV_CACHE:
+        from ..foundation import hubdata
+        t = tasks_mod.get(task)
+        ood = {"c4": ("c4", "validation"), "wikitext": ("wikitext", "test")}[cfg.ood_source]
+        prov = {t.hub: hubdata.provenance(t.hub), ood[0]: hubdata.provenance(*ood)}
+        _PROV_CACHE[key] = json.dumps(prov, sort_keys=True)
+    return _PROV_CACHE[key]
 
 
 def _eval_len(cfg: Config, model) -> int:
@@ -264,6 +351,9 @@ def base_record(series, ckpt, task: str, cfg: Config) -> dict:
     blocks = ood_blocks(tok, cfg)
     o = ood_perplexity(model, blocks, cfg.eval_batch_size)
     m = {"ood_ppl": o["ppl"], "ood_loss": o["loss"], "ood_tokens_sha": o["tokens_sha"]}
+    prov = _hub_provenance(task, cfg)
+    if prov is not None:
+        m["data_hub"] = prov
     for split in ("validation", "test"):
         for k, v in id_metrics(model, tok, task, sp[split], L, cfg.eval_batch_size).items():
             m[f"{'val' if split == 'validation' else 'test'}_{k}"] = v
@@ -296,6 +386,9 @@ def run_unit(unit: dict, series: models.CheckpointSeries, cfg: Config) -> dict:
     eval_model = trainer.model_wrapped if _is_distributed() else model
     eval_model.eval()
     m = {**log}
+    prov = _hub_provenance(task, cfg)
+    if prov is not None:
+        m["data_hub"] = prov
     o = {"ppl": math.nan, "loss": math.nan, "tokens_sha": None}
     if not m["diverged"]:  # a diverged model is not evaluated: its metrics are not scores
         for split in ("validation", "test"):
@@ -344,6 +437,7 @@ def sweep(series: models.CheckpointSeries, cfg: Config, progress: bool = False, 
     rank trains each unit together and only rank 0 writes records.
     """
     from ..foundation import parallel
+    batch_plan(cfg.batch_size, cfg.per_device_batch_size)  # a batch this launch cannot reach: error before work
     store = results.Store(cfg.experiment, cfg.profile)
     us = units(series, cfg)
     todo = [u for u in us if not store.done(u)]

@@ -12,6 +12,22 @@ Trainer runs DDP or FSDP; a loss that goes non-finite is recorded (``coft_utils.
 
 A unit of the chapters (load, measure, train, measure again, store) is
 :func:`coft_utils.chapters.finetune.run_unit`.
+
+Launch-independent batch. ``batch_size`` is the *global* batch (examples per optimizer step),
+whatever the launch: ``per_device_batch_size x grad_accum x world = batch_size``, with
+``grad_accum`` derived (:func:`batch_plan`); ``per_device_batch_size = 0`` means
+``batch_size / world`` (no accumulation). A batch that cannot be split so is a ``ValueError``
+naming the numbers, raised before any work (:func:`coft_utils.chapters.finetune.sweep` calls
+:func:`batch_plan` first). ``max_epochs`` caps the optimizer steps by the data size
+(:func:`effective_steps`: a 131-problem HumanEval train split would otherwise be seen ~977 times
+at 2,000 x 64); every unit records ``steps_planned``, ``epochs`` and ``grad_accum``.
+
+Memory. ``gradient_checkpointing=True`` recomputes activations in the backward pass (the
+Trainer's ``activation_checkpointing`` (``gradient_checkpointing`` before transformers 5),
+non-reentrant; the record's ``gradient_checkpointing`` is the model's own state after training);
+``mixed_precision="bf16"`` trains in bf16 autocast on CUDA. On a machine without CUDA bf16/fp16
+are not applied (as before: CPU runs stay float32), and the record says ``precision_used`` =
+``"fp32"``, so a record always says what actually ran.
 """
 from __future__ import annotations
 
@@ -27,7 +43,7 @@ from .finetune_eval import _pad, encode
 if TYPE_CHECKING:
     from .finetune import Config
 
-__all__ = ["train"]
+__all__ = ["train", "batch_plan", "effective_steps"]
 
 
 def _check_lr(lr) -> float:
@@ -62,6 +78,49 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def batch_plan(global_batch: int, per_device: int = 0, world: int | None = None) -> dict:
+    """``{"per_device", "grad_accum", "world", "global"}`` with per_device x grad_accum x world =
+    global_batch; ``per_device = 0``: global_batch / world. A ``ValueError`` naming the numbers when
+    the global batch cannot be reached exactly (never a silently different batch)."""
+    world = _world() if world is None else int(world)
+    for name, v in (("batch_size", global_batch), ("world", world)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if isinstance(per_device, bool) or not isinstance(per_device, int) or per_device < 0:
+        raise ValueError(f"per_device_batch_size must be an integer >= 0, got {per_device!r}")
+    per = per_device or global_batch // world
+    if per < 1 or global_batch % (per * world):
+        raise ValueError(
+            f"global batch_size = {global_batch} cannot be reached with per_device_batch_size = "
+            f"{per_device or 'batch_size / world'} on {world} process(es): it must be a multiple of "
+            f"per_device_batch_size x world = {max(per, 1) * world}; allowed: a batch_size divisible by "
+            f"{max(per, 1) * world}, or a per_device_batch_size dividing batch_size / world")
+    return {"per_device": per, "grad_accum": global_batch // (per * world), "world": world, "global": global_batch}
+
+
+def effective_steps(steps: int, n_examples: int, batch_size: int, max_epochs: float = 0.0) -> int:
+    """Optimizer steps actually run: ``steps``, capped at ``max_epochs`` passes over ``n_examples``
+    (``max_epochs = 0``: no cap); at least 1. The same for every checkpoint of a sweep."""
+    if n_examples < 1:
+        raise ValueError(f"no training examples (n_examples = {n_examples})")
+    if not max_epochs:
+        return int(steps)
+    return max(1, min(int(steps), int(math.floor(max_epochs * n_examples / batch_size))))
+
+
+def _checkpointing_args(args_cls, on: bool) -> dict:
+    """Activation (gradient) checkpointing in the Trainer's own arguments: transformers >= 5.x
+    names them ``activation_checkpointing[_kwargs]`` (``gradient_checkpointing`` is deprecated)."""
+    import dataclasses
+    names = {f.name for f in dataclasses.fields(args_cls)}
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {key: on, f"{key}_kwargs": {"use_reentrant": False} if on else None}
+
+
 def train(model, tok, task, examples: list[dict], cfg: Config, lr: float, seed: int,
           out_dir: str | os.PathLike | None = None) -> dict:
     """Fine-tune ``model`` in place with ``transformers.Trainer``; returns the training log.
@@ -69,7 +128,9 @@ def train(model, tok, task, examples: list[dict], cfg: Config, lr: float, seed: 
     AdamW (``adamw_torch``), ``warmup_ratio`` linear warmup then ``lr_schedule``, ``steps``
     optimizer steps of ``batch_size`` examples (the data is cycled), loss on target tokens only.
     Under ``accelerate launch`` / ``torchrun`` the Trainer runs DDP or FSDP (config file);
-    ``batch_size`` stays the global batch. Nothing is written unless ``out_dir`` is given.
+    ``batch_size`` stays the global batch, reached by gradient accumulation (:func:`batch_plan`);
+    steps are capped by ``max_epochs`` (:func:`effective_steps`). Nothing is written unless
+    ``out_dir`` is given.
     """
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
@@ -80,17 +141,23 @@ def train(model, tok, task, examples: list[dict], cfg: Config, lr: float, seed: 
     for e in examples:
         ids, n = encode(tok, e["prompt"], e["target"], cfg.max_len, eos=gen)
         feats.append({"input_ids": ids, "n_target": n})
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    per_dev = max(1, cfg.batch_size // world)
+    plan = batch_plan(cfg.batch_size, getattr(cfg, "per_device_batch_size", 0))
+    steps = effective_steps(cfg.steps, len(feats), cfg.batch_size, getattr(cfg, "max_epochs", 0.0))
+    ckpt = bool(getattr(cfg, "gradient_checkpointing", False))
     cuda = torch.cuda.is_available()
+    precision = cfg.mixed_precision if cuda and cfg.mixed_precision != "no" else "fp32"
+    if ckpt:
+        model.config.use_cache = False  # a KV cache is useless in training and warns with checkpointing
     with tempfile.TemporaryDirectory(prefix="coft-ft-") as tmp:
         args = TrainingArguments(
-            output_dir=str(out_dir) if out_dir else tmp, max_steps=cfg.steps,
-            per_device_train_batch_size=per_dev, learning_rate=lr,
-            lr_scheduler_type=cfg.lr_schedule, warmup_steps=int(round(cfg.warmup_ratio * cfg.steps)),
+            output_dir=str(out_dir) if out_dir else tmp, max_steps=steps,
+            per_device_train_batch_size=plan["per_device"], gradient_accumulation_steps=plan["grad_accum"],
+            **_checkpointing_args(TrainingArguments, ckpt),
+            learning_rate=lr,
+            lr_scheduler_type=cfg.lr_schedule, warmup_steps=int(round(cfg.warmup_ratio * steps)),
             weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=cfg.beta2,
             max_grad_norm=cfg.grad_clip if cfg.grad_clip > 0 else 1e9, optim="adamw_torch",
-            seed=seed, data_seed=seed, logging_steps=max(1, cfg.steps // 10), report_to=[],
+            seed=seed, data_seed=seed, logging_steps=max(1, steps // 10), report_to=[],
             save_strategy="no", disable_tqdm=True, use_cpu=not cuda, dataloader_num_workers=0,
             remove_unused_columns=False, bf16=cfg.mixed_precision == "bf16" and cuda, logging_nan_inf_filter=False,
             fp16=cfg.mixed_precision == "fp16" and cuda,
@@ -109,4 +176,18 @@ def train(model, tok, task, examples: list[dict], cfg: Config, lr: float, seed: 
     model.eval()
     return {"train_loss": float(out.training_loss), "train_loss_first": losses[0] if losses else float("nan"),
             "train_loss_last": losses[-1] if losses else float("nan"), "train_wall_s": wall,
-            "steps": int(trainer.state.global_step), **divergence.check(trainer, model), "_trainer": trainer}
+            "steps": int(trainer.state.global_step), **divergence.check(trainer, model), "_trainer": trainer,
+            **_extra_log(cfg, plan, steps, len(feats), bool(getattr(model, "is_gradient_checkpointing", ckpt)),
+                         precision)}
+
+
+def _extra_log(cfg, plan: dict, steps: int, n: int, ckpt: bool, precision: str) -> dict:
+    """What the run actually did, beyond the config. Keys appear only where they say something
+    new (a cap, accumulation, checkpointing, a precision), so smoke/cpu records keep their keys."""
+    out = {}
+    if getattr(cfg, "max_epochs", 0.0) or plan["grad_accum"] > 1 or ckpt or cfg.mixed_precision != "no" \
+            or getattr(cfg, "gradient_checkpointing", False):
+        out = {"steps_planned": steps, "epochs": steps * cfg.batch_size / n, "n_train_used": n,
+               "grad_accum": plan["grad_accum"], "per_device_batch_size": plan["per_device"],
+               "world_size": plan["world"], "gradient_checkpointing": ckpt, "precision_used": precision}
+    return out

@@ -18,6 +18,9 @@
     #   accelerate launch --config_file coft_utils/configs/accelerate_fsdp_instruct.yaml \\
     #       -m coft_utils.chapters.instruct_launch --profile paper
     #   python -m coft_utils run 01_instruction_tuning --profile paper
+    # OLMo-2-7B (full fine-tuning on 8 x 80 GB): instruct_launch.fsdp_config("olmo-2-7b-stage1")
+    #   accelerate launch --config_file coft_utils/configs/accelerate_fsdp_olmo2_7b.yaml \\
+    #       -m coft_utils.chapters.instruct_launch --profile paper -p series olmo-2-7b-stage1 -p batch_size 4
 
 The chapter's modules: this one (``Config``, ``PRESETS``, the units and the results store),
 :mod:`.instruct_data` (dialogue sources, held-out split, chat template, tokenizing),
@@ -27,9 +30,10 @@ lm-eval benchmarks, AlpacaEval, chance levels, the summary over seeds), :mod:`.i
 
 What one run does, for every selected checkpoint of the series:
 
-1. **base**: zero-shot ``acc``/``acc_norm`` on the eight generalist benchmarks through
-   ``lm_eval.simple_evaluate`` (:mod:`coft_utils.foundation.lmeval_tasks`: local task configs here,
-   lm-eval's standard tasks at ``paper``) and the response perplexity on the held-out
+1. **base**: zero-shot ``acc``/``acc_norm`` on the generalist benchmarks through
+   ``lm_eval.simple_evaluate`` (:mod:`coft_utils.foundation.lmeval_tasks`: the eight with local
+   files and local task configs at smoke/cpu/gpu; at ``paper`` the paper's five, SciQ included,
+   through lm-eval's own task definitions on the hub) and the response perplexity on the held-out
    instruction data (the ID metric, below);
 2. **sft**: for every learning rate of ``lrs`` and every fine-tuning seed (``seeds`` of them:
    ``seed * seeds``, ``seed * seeds + 1``, ...: 0, 1, 2 at the default seed 0, and disjoint
@@ -56,19 +60,21 @@ settings never reuses a stale record.
 from __future__ import annotations
 
 import gc
-import math
 import os
+import math
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..foundation import data, divergence, models, profiles, results
-from ..foundation.lmeval_tasks import BENCHMARKS
+from ..foundation.lmeval_tasks import BENCHMARKS, HUB_ONLY, LOCAL_BENCHMARKS, PAPER_BENCHMARKS
 from ..foundation.profiles import param
-from .instruct_data import SFT_SOURCES, prepare_tokenizer, sft_sources, tokenize_dialogues, train_mix
-from .instruct_eval import _metrics, alpacaeval, bench_eval, chance_levels, id_eval, summarize
-from .instruct_sft import _barrier, _context, _device, _dtype, _is_main, _save_tuned, prepare_sft_dataset, sft
+from .instruct_data import SFT_SOURCES, data_source, prepare_tokenizer, sft_sources, tokenize_dialogues, train_mix
+from .instruct_eval import (_metrics, alpacaeval, alpacaeval_preflight, alpacaeval_status, bench_eval, chance_levels,
+                            id_eval, summarize)
+from .instruct_sft import (_barrier, _context, _device, _dtype, _is_main, _save_tuned, batch_plan, prepare_sft_dataset,
+                           sft)
 
 __all__ = ["Config", "PRESETS", "CHAPTER", "HUB_SERIES", "get_series", "select_checkpoints", "run", "collect",
            "seed_list", "choose_lr"]
@@ -92,14 +98,20 @@ class Config(profiles.SeriesConfig):  # series, schedule, checkpoints (empty: n_
     seeds: int = param(3, "fine-tuning seeds per (checkpoint, lr): seed*seeds, seed*seeds+1, ... "
                        "(the verdict's replicates)", min=1, max=20)
     sft_steps: int = param(150, "SFT optimizer steps (0: one epoch)", min=0, max=10_000_000)
-    batch_size: int = param(16, "per-device SFT batch size", min=1, max=16384)
-    grad_accum: int = param(1, "gradient accumulation steps", min=1, max=1024)
+    batch_size: int = param(16, "per-device SFT micro-batch (sequences per process per forward pass)", min=1,
+                            max=16384)
+    global_batch: int = param(16, "SFT sequences per optimizer step, whatever the launch: gradient accumulation "
+                              "= global_batch / (batch_size x processes), computed at run time", min=1,
+                              max=1_048_576)
+    grad_checkpointing: bool = param(False, "activation (gradient) checkpointing in SFT (under FSDP: FSDP's own "
+                                     "when its config turns it on)")
     max_seq_len: int = param(0, "SFT / ID-eval sequence length (0: the model's context, at most 2048)", min=0,
                              max=2048)
     warmup_ratio: float = param(0.05, "linear warmup fraction of the SFT steps", min=0.0, max=0.5)
     lr_schedule: str = param("cosine", "SFT learning-rate schedule", choices=("cosine", "linear", "constant_with_warmup"))
     weight_decay: float = param(0.0, "SFT AdamW weight decay", min=0.0)
-    benchmarks: tuple[str, ...] = param(BENCHMARKS, "generalist benchmarks (lm-eval)", choices=BENCHMARKS)
+    benchmarks: tuple[str, ...] = param(LOCAL_BENCHMARKS, "generalist benchmarks (lm-eval; the paper's: "
+                                        + ", ".join(PAPER_BENCHMARKS) + "; sciq is hub only)", choices=BENCHMARKS)
     bench_limit: int = param(100, "items per benchmark (first N; 0: all)", min=0, max=100_000)
     bench_local: bool = param(True, "lm-eval task configs on the local files (False: lm-eval's hub tasks)")
     eval_max_length: int = param(256, "lm-eval max length in tokens (0: the model's)", min=0,
@@ -107,7 +119,11 @@ class Config(profiles.SeriesConfig):  # series, schedule, checkpoints (empty: n_
     eval_batch_size: int = param(64, "lm-eval batch size", min=1, max=16384)
     precision: str = param("fp32", "training / eval precision", choices=("fp32", "bf16"))
     keep_tuned: str = param("best", "tuned weights kept on disk: best LR only, or all", choices=("best", "all"))
-    alpacaeval_judge: str = param(None, "alpaca_eval annotator config (None: AlpacaEval is skipped)", nullable=True)
+    alpacaeval_judge: str = param(None, "alpaca_eval annotator config, e.g. weighted_alpaca_eval_gpt4_turbo "
+                                  "(None: AlpacaEval is skipped; a judge needs pip install coft-utils[paper] and "
+                                  "its API key, checked before any work)", nullable=True)
+    alpacaeval_limit: int = param(0, "AlpacaEval instructions (first N of 805; 0: all)", min=0, max=805)
+    alpacaeval_max_new_tokens: int = param(512, "AlpacaEval response length cap in tokens", min=1, max=8192)
     threads: int = param(0, "torch CPU threads (0: torch default)", min=0, max=256)
 
     def check(self):
@@ -116,14 +132,28 @@ class Config(profiles.SeriesConfig):  # series, schedule, checkpoints (empty: n_
         if not self.checkpoints and self.n_checkpoints > n:
             raise profiles.ProfileError(f"parameter 'n_checkpoints' = {self.n_checkpoints} is more than series "
                                         f"{self.series!r} has ({n} checkpoints); allowed: 0 (all) .. {n}")
-        if "tulu" in self.sft_data and profiles.get_profile(self.profile).offline:
+        if "tulu" in self.sft_data and data_source(self.profile) == "local":
             raise profiles.ProfileError(f"parameter 'sft_data' contains 'tulu', which is hub only; allowed at "
-                                        f"profile {self.profile!r}: hh_rlhf, alpaca_seed_tasks, gsm8k")
+                                        f"profile {self.profile!r} (local data): hh_rlhf, alpaca_seed_tasks, gsm8k")
+        hub_only = [b for b in self.benchmarks if b in HUB_ONLY]
+        if self.bench_local and hub_only:
+            raise profiles.ProfileError(f"parameter 'benchmarks' contains {', '.join(hub_only)}, which has no local "
+                                        f"data file (hub only); with bench_local = True allowed: "
+                                        f"{', '.join(LOCAL_BENCHMARKS)}; or set bench_local = False (paper)")
+        if self.global_batch % self.batch_size:
+            raise profiles.ProfileError(f"parameter 'global_batch' = {self.global_batch} is not a multiple of "
+                                        f"batch_size = {self.batch_size}; allowed: multiples of batch_size x the "
+                                        f"number of processes")
         if not self.bench_local and profiles.get_profile(self.profile).offline:
             raise profiles.ProfileError(f"parameter 'bench_local' = False needs the hub; allowed at profile "
                                         f"{self.profile!r}: True")
         if not self.sft_data:
             raise profiles.ProfileError("parameter 'sft_data' may not be empty")
+        from .instruct_data import HUB_SOURCES
+        if data_source(self.profile) == "hub" and any(s not in HUB_SOURCES for s in self.sft_data):
+            bad = [s for s in self.sft_data if s not in HUB_SOURCES]
+            raise profiles.ProfileError(f"parameter 'sft_data' contains {', '.join(bad)}, which has no hub id; allowed "
+                                        f"at profile {self.profile!r} (data from the hub): {', '.join(HUB_SOURCES)}")
         if not self.benchmarks:
             raise profiles.ProfileError("parameter 'benchmarks' may not be empty")
         if len(set(self.lrs)) != len(self.lrs):
@@ -133,30 +163,34 @@ class Config(profiles.SeriesConfig):  # series, schedule, checkpoints (empty: n_
 PRESETS: dict[str, Config] = {
     # 3 of the smoke suite's checkpoints, 2 LRs x 2 seeds x 8 SFT steps, 10 items per benchmark: seconds.
     "smoke": Config(profile="smoke", n_checkpoints=3, train_per_source=200, heldout_per_source=16,
-                    lrs=(3e-3, 1e-2), seeds=2, sft_steps=8, batch_size=8, bench_limit=10, eval_max_length=256,
-                    eval_batch_size=64, threads=1),
+                    lrs=(3e-3, 1e-2), seeds=2, sft_steps=8, batch_size=8, global_batch=8, bench_limit=10,
+                    eval_max_length=256, eval_batch_size=64, threads=1),
     # every checkpoint of the cpu suite (olmo-pico), 3 LRs x 3 seeds x 80 steps of 8 dialogues, 100
     # items per benchmark: with one seed about 6 min on 2 shared cores (suite training excluded);
     # SFT and the tuned evaluation scale with the seeds (not re-timed at 3). TRL's fused LM-head
     # loss is about half of an SFT step on CPU. One torch thread: on a shared machine two
     # threads on two busy cores ran ~25x slower here.
     "cpu": Config(profile="cpu", n_checkpoints=0, train_per_source=2000, heldout_per_source=60,
-                  lrs=(3e-3, 1e-2, 3e-2), seeds=3, sft_steps=80, batch_size=8, bench_limit=100,
+                  lrs=(3e-3, 1e-2, 3e-2), seeds=3, sft_steps=80, batch_size=8, global_batch=8, bench_limit=100,
                   eval_max_length=256, eval_batch_size=64, threads=1),
     # the gpu suite (olmo-micro), 3 LRs x 3 seeds x 1000 steps of 64, every benchmark item.
     "gpu": Config(profile="gpu", n_checkpoints=0, train_per_source=100_000, heldout_per_source=200,
-                  lrs=(1e-4, 3e-4, 1e-3), seeds=3, sft_steps=1000, batch_size=64, bench_limit=0,
+                  lrs=(1e-4, 3e-4, 1e-3), seeds=3, sft_steps=1000, batch_size=64, global_batch=64, bench_limit=0,
                   eval_max_length=1024, eval_batch_size=64, precision="bf16"),
-    # the paper: OLMo-1B-hf revisions 0.04T..3.1T, Anthropic-HH (hub, full train split), one epoch,
-    # global batch 8 GPUs x 8 x 2 = 128, LR grid tuned per checkpoint, lm-eval's standard tasks
-    # (all items), FSDP through accelerate. The LR grid, batch and schedule are this companion's
-    # choices in the range used for 1B-scale SFT; the paper's exact grid is not stated here. Three
-    # fine-tuning seeds: with one, nothing statistical can be claimed (the verdict needs replicates).
+    # the paper: OLMo-1B-hf revisions 0.04T..3.1T, Anthropic-HH from the hub (Anthropic/hh-rlhf, all
+    # 160,800 train pairs; a fixed 1,000 held out), one epoch (sft_steps=0; ~1,250 steps of 128 --
+    # the epochs seen are recorded per run), a global batch of 128 sequences whatever the launch
+    # (8 per device: accumulation 2 on 8 GPUs, 16 on one), bf16 autocast, activation checkpointing,
+    # LR grid tuned per checkpoint, the paper's five benchmarks (SciQ included) through lm-eval's
+    # own tasks, all items; AlpacaEval when a judge is configured. The LR grid, batch and schedule
+    # are this companion's choices in the range used for 1B-scale SFT; the paper's exact grid is not
+    # stated here. Three fine-tuning seeds: with one, nothing statistical can be claimed.
+    # OLMo-2-7B / Amber: -p series olmo-2-7b-stage1 -p batch_size 4 under accelerate_fsdp_olmo2_7b.yaml.
     "paper": Config(profile="paper", series="olmo-1b", n_checkpoints=0, sft_data=("hh_rlhf",),
                     train_per_source=10_000_000, heldout_per_source=1000, lrs=(4e-6, 1e-5, 2e-5, 4e-5), seeds=3,
-                    sft_steps=0, batch_size=8, grad_accum=2, max_seq_len=2048, warmup_ratio=0.03,
-                    lr_schedule="linear", bench_limit=0, bench_local=False, eval_max_length=0,
-                    eval_batch_size=32, precision="bf16"),
+                    sft_steps=0, batch_size=8, global_batch=128, grad_checkpointing=True, max_seq_len=2048,
+                    warmup_ratio=0.03, lr_schedule="linear", benchmarks=PAPER_BENCHMARKS, bench_limit=0,
+                    bench_local=False, eval_max_length=0, eval_batch_size=32, precision="bf16"),
 }
 
 
@@ -186,9 +220,18 @@ def _key(cfg: Config, fields: tuple[str, ...], extra: dict | None = None) -> str
 
 
 _DATA_FIELDS = ("sft_data", "train_per_source", "heldout_per_source", "max_seq_len")
-_SFT_FIELDS = _DATA_FIELDS + ("sft_steps", "batch_size", "grad_accum", "warmup_ratio", "lr_schedule",
+# batch_size (the micro-batch) and the launch are not in the key: the global batch fixes the optimization
+_SFT_FIELDS = _DATA_FIELDS + ("sft_steps", "global_batch", "warmup_ratio", "lr_schedule",
                               "weight_decay", "precision")
 _EVAL_FIELDS = ("benchmarks", "bench_limit", "bench_local", "eval_max_length")
+_ALPACA_FIELDS = ("alpacaeval_judge", "alpacaeval_limit", "alpacaeval_max_new_tokens")
+
+
+def _tuned_key(cfg: Config) -> str:
+    """The tuned unit's key; with a judge it also names the AlpacaEval settings (so a rerun with a
+    judge evaluates the tuned models again, and one without keeps the records it had)."""
+    k = f"{_key(cfg, _SFT_FIELDS)}-{_key(cfg, _EVAL_FIELDS)}"
+    return k + (f"-{_key(cfg, _ALPACA_FIELDS)}" if cfg.alpacaeval_judge else "")
 
 
 # --------------------------------------------------------------------------- the experiment
@@ -236,9 +279,19 @@ def choose_lr(val_ppl: dict, lrs, seeds) -> dict:
 def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bool = True) -> dict:
     """Every unit of the chapter (resumable); returns frames ``base``, ``sft``, ``tuned``,
     ``summary``, ``lr_choice`` and more (see :func:`collect`)."""
+    # before any work (no download, no model): the batch split of this launch and AlpacaEval's needs
+    plan = batch_plan(cfg)
+    alpacaeval_preflight(cfg)
+    if progress and _is_main():  # the notebook shows it in its AlpacaEval section
+        print(alpacaeval_status(cfg))
     series = series or get_series(cfg)
     store = results.Store(CHAPTER, cfg.profile)
     sources = sft_sources(cfg)
+    source = data_source(cfg.profile)
+    hub_data = {}  # at the hub source: which hub commit and files each instruction set was read from
+    if source == "hub":
+        from ..foundation import hubdata
+        hub_data = {name: hubdata.provenance(name, "train") for name in cfg.sft_data}
     data_names = _data_names(cfg)
     sft_key = _key(cfg, _SFT_FIELDS)
     eval_key = _key(cfg, _EVAL_FIELDS)
@@ -246,10 +299,12 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
     seeds = seed_list(cfg)
     tok_cache: dict = {}
     # dialogues one run can consume (with some spare for those TRL drops after truncation)
-    n_train = None if not cfg.sft_steps else int(cfg.sft_steps * cfg.batch_size * cfg.grad_accum
-                                                   * int(os.environ.get("WORLD_SIZE", "1")) * 1.25) + 8
+    n_train = None if not cfg.sft_steps else int(cfg.sft_steps * plan["global_batch"] * 1.25) + 8
     model_dir = results.runs_dir() / cfg.profile / CHAPTER / "models"
     t_start = time.perf_counter()
+    # the trainer folders this run made: only these are removed at the end (other processes, e.g.
+    # the array jobs of `python -m coft_utils submit`, may be using their own under _trainer/)
+    scratch: list[Path] = []
 
     def tokenized(tok, model, seed: int | None = None):
         k = (tok.name_or_path, len(tok), _context(model, cfg))
@@ -259,8 +314,9 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
                             "test": {s: tokenize_dialogues(tok, v["test"], L) for s, v in sources.items()}}
         if seed is not None and ("train", seed) not in tok_cache[k]:
             # the seed's subsample and order of the training mix (seed 0: the mix of the one-seed version)
+            scratch.append(model_dir / "_trainer" / f"prepare-{os.getpid()}")  # this process's own
             tok_cache[k][("train", seed)] = prepare_sft_dataset(model, tok, train_mix(sources, seed)[:n_train], cfg,
-                                                                model_dir / "_trainer" / "prepare")
+                                                                scratch[-1])
         return tok_cache[k]
 
     def write(unit, metrics):
@@ -273,8 +329,8 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
         lr, seed = u["lr"], u["seed"]
         model, tok = _load(ck, cfg, train=True)
         tk = tokenized(tok, model, seed)
-        info, trainer = sft(model, tok, tk[("train", seed)], lr, cfg,
-                            model_dir / "_trainer" / f"{results.unit_id(u)}", seed)
+        scratch.append(model_dir / "_trainer" / f"{results.unit_id(u)}")
+        info, trainer = sft(model, tok, tk[("train", seed)], lr, cfg, scratch[-1], seed)
         path = model_dir / results.unit_id(u)
         if info["diverged"]:  # recorded, never saved or scored (its val ppl counts as inf for the LR choice)
             m = {"tokens": ck.tokens, **info, "model_dir": None,
@@ -285,7 +341,8 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
             gc.collect()
             return m
         _save_tuned(trainer, tok, path)
-        m = {"tokens": ck.tokens, **info, "model_dir": str(path)}
+        m = {"tokens": ck.tokens, **info, "model_dir": str(path), "data_source": source,
+             **({"hub_data": hub_data} if hub_data else {})}
         if _is_main():
             tuned = models.load_model(str(path), device=_device(cfg), dtype=_dtype(cfg))
             m.update(id_eval(tuned, tok, tk, cfg))
@@ -325,7 +382,7 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
         recs = {k: store.get(u)["metrics"] for k, u in sft_units.items()}
         best = choose_lr({k: r["val_ppl"] for k, r in recs.items()}, cfg.lrs, seeds)["best_lr"]
         for s in seeds:
-            tuned_u = {**sft_units[(best, s)], "stage": "tuned", "key": f"{sft_key}-{eval_key}"}
+            tuned_u = {**sft_units[(best, s)], "stage": "tuned", "key": _tuned_key(cfg)}
             if not store.done(tuned_u) and recs[(best, s)].get("diverged"):
                 # every LR diverged for this seed's choice: the tuned model has no scores
                 r = recs[(best, s)]
@@ -347,7 +404,7 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
                     tok = prepare_tokenizer(models.load_tokenizer(str(path)))
                     m.update(bench_eval(tuned, tok, cfg))
                     if cfg.alpacaeval_judge:
-                        m.update(alpacaeval(tuned, tok, cfg))
+                        m.update(alpacaeval(tuned, tok, cfg, path.with_name(path.name + ".alpacaeval")))
                     del tuned
                 m["wall_s"] = time.perf_counter() - t0
                 write(tuned_u, m)
@@ -358,7 +415,12 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
                     shutil.rmtree(r["model_dir"], ignore_errors=True)
     if bar is not None:
         bar.close()
-    shutil.rmtree(model_dir / "_trainer", ignore_errors=True)
+    for d in scratch:
+        shutil.rmtree(d, ignore_errors=True)
+    try:
+        (model_dir / "_trainer").rmdir()  # only when no other process still has a folder in it
+    except OSError:
+        pass
     return collect(cfg, series, store, sources, wall_s=time.perf_counter() - t_start)
 
 
@@ -373,7 +435,7 @@ def collect(cfg: Config, series, store, sources=None, wall_s: float | None = Non
     weights = {c.label: models.identity(c) for c in series}
     seeds = seed_list(cfg)
     keys = {"base": f"{_key(cfg, _EVAL_FIELDS)}-{_key(cfg, _DATA_FIELDS)}", "sft": _key(cfg, _SFT_FIELDS),
-            "tuned": f"{_key(cfg, _SFT_FIELDS)}-{_key(cfg, _EVAL_FIELDS)}"}
+            "tuned": _tuned_key(cfg)}
     rows = {"base": [], "sft": [], "tuned": []}
     for r in store.records():
         u = r["unit"]

@@ -10,6 +10,15 @@ the tokenized dialogues.
     toks = instruct_data.tokenize_dialogues(tok, src["gsm8k"]["val"], 512)   # input_ids + assistant_masks
     instruct_data.hh_to_messages("\\n\\nHuman: hi\\n\\nAssistant: hello")  # chat messages (or None)
 
+Where the data come from: :func:`data_source` — ``"local"`` (``../shared/data``, through
+:func:`coft_utils.foundation.data.load`, sha256-verified) at the offline profiles, ``"hub"`` at
+``paper`` (and wherever :func:`coft_utils.foundation.hubdata.source_for` says so): then every set is
+read from its hub id through ``hubdata.load(name, split, source="hub")`` and nothing reads
+``../shared/data``. Hub ids (the paper's SFT set is Anthropic-HH, Springer et al. 2025 §2):
+``hh_rlhf`` = ``Anthropic/hh-rlhf`` train (160,800 pairs, all four subsets), ``tulu`` =
+``allenai/tulu-v2-sft-mixture`` train, ``gsm8k`` = ``openai/gsm8k`` main train (7,473).
+``alpaca_seed_tasks`` exists only locally (an error names it at ``paper``).
+
 Instruction data (``sft_data``): ``hh_rlhf`` = Anthropic-HH "chosen" dialogues (here the local
 harmless-base pairs; at ``paper`` the hub's full train split), split at ``"\\n\\nHuman: "`` /
 ``"\\n\\nAssistant: "`` into user/assistant turns (dialogues that do not end with a non-empty
@@ -31,11 +40,29 @@ from ..foundation import data, models, profiles
 if TYPE_CHECKING:
     from .instruct import Config
 
-__all__ = ["HELDOUT_SEED", "SFT_SOURCES", "hh_to_messages", "sft_sources", "train_mix", "chat_template_for",
-           "prepare_tokenizer", "tokenize_dialogues"]
+__all__ = ["HELDOUT_SEED", "SFT_SOURCES", "HUB_SOURCES", "LOCAL_SOURCES", "data_source", "hh_to_messages",
+           "sft_sources", "train_mix", "chat_template_for", "prepare_tokenizer", "tokenize_dialogues"]
 
 HELDOUT_SEED = 20250325
 SFT_SOURCES = ("hh_rlhf", "alpaca_seed_tasks", "gsm8k", "tulu")
+HUB_SOURCES = ("hh_rlhf", "gsm8k", "tulu")  # the sources with a hub id (read through hubdata at paper)
+LOCAL_SOURCES = ("hh_rlhf", "alpaca_seed_tasks", "gsm8k")  # the sources with a file in ../shared/data
+
+
+def data_source(profile: str) -> str:
+    """``"local"`` or ``"hub"``: where chapter 01 reads its instruction data at ``profile``
+    (offline profiles: local; otherwise :func:`coft_utils.foundation.hubdata.source_for`)."""
+    if profiles.get_profile(profile).offline:
+        return "local"
+    from ..foundation import hubdata
+    return hubdata.source_for(profile)
+
+
+def _hub_load(name: str, split: str):
+    """One split of a hub set, by our registry name, through hubdata (the hub, or its local cache
+    when offline): the repository's own files, never ``load_dataset(hub_id)``."""
+    from ..foundation import hubdata
+    return hubdata.load(name, split, source="hub")
 
 
 def hh_to_messages(text: str) -> list[dict] | None:
@@ -55,10 +82,17 @@ def hh_to_messages(text: str) -> list[dict] | None:
     return msgs
 
 
-def _source_dialogues(name: str, offline: bool) -> list[list[dict]]:
-    import datasets
+def _source_dialogues(name: str, source: str) -> list[list[dict]]:
+    if name not in SFT_SOURCES:
+        raise data.DataError(f"unknown instruction source {name!r}; allowed: {', '.join(SFT_SOURCES)}")
+    hub = source == "hub"
+    if hub and name not in HUB_SOURCES:
+        raise data.DataError(f"instruction source {name!r} has no hub id (local only); allowed from the hub: "
+                             f"{', '.join(HUB_SOURCES)}")
+    if not hub and name not in LOCAL_SOURCES:
+        raise data.DataError(f"{name} is hub only ({data.spec(name).hub}); use it at the paper profile")
     if name == "hh_rlhf":
-        ds = data.load("hh_rlhf", "test") if offline else datasets.load_dataset(data.spec("hh_rlhf").hub, split="train")
+        ds = _hub_load("hh_rlhf", "train") if hub else data.load("hh_rlhf", "test")
         out = [hh_to_messages(t) for t in ds["chosen"]]
         return [m for m in out if m]
     if name == "alpaca_seed_tasks":
@@ -70,24 +104,25 @@ def _source_dialogues(name: str, offline: bool) -> list[list[dict]]:
                     out.append([{"role": "user", "content": user}, {"role": "assistant", "content": inst["output"].strip()}])
         return out
     if name == "gsm8k":
-        ds = data.load("gsm8k", "train") if offline else datasets.load_dataset("openai/gsm8k", "main", split="train")
+        ds = _hub_load("gsm8k", "train") if hub else data.load("gsm8k", "train")
         return [[{"role": "user", "content": q.strip()}, {"role": "assistant", "content": a.strip()}]
                 for q, a in zip(ds["question"], ds["answer"])]
-    if name == "tulu":
-        if offline:
-            raise data.DataError("tulu is hub only (allenai/tulu-v2-sft-mixture); use it at the paper profile")
-        ds = datasets.load_dataset(data.spec("tulu").hub, split="train")
-        return [[{"role": m["role"], "content": m["content"]} for m in ms if m["role"] in ("user", "assistant")]
-                for ms in ds["messages"]]
-    raise data.DataError(f"unknown instruction source {name!r}; allowed: {', '.join(SFT_SOURCES)}")
+    # tulu: keep user/assistant turns; a dialogue must open with the user and end with the assistant
+    ds = _hub_load("tulu", "train")
+    out = []
+    for ms in ds["messages"]:
+        m = [{"role": x["role"], "content": x["content"]} for x in ms if x["role"] in ("user", "assistant")]
+        if m and m[0]["role"] == "user" and m[-1]["role"] == "assistant" and m[-1]["content"].strip():
+            out.append(m)
+    return out
 
 
 def sft_sources(cfg: Config) -> dict[str, dict[str, list]]:
     """{source: {"train": [...], "val": [...], "test": [...]}} of chat dialogues (see the module doc)."""
-    offline = profiles.get_profile(cfg.profile).offline
+    source = data_source(cfg.profile)
     out = {}
     for name in cfg.sft_data:
-        dia = _source_dialogues(name, offline)
+        dia = _source_dialogues(name, source)
         perm = list(range(len(dia)))
         random.Random(HELDOUT_SEED).shuffle(perm)
         h = min(cfg.heldout_per_source, len(dia) // 2)

@@ -9,6 +9,22 @@ AlpacaEval, the chance levels, and the summary over fine-tuning seeds.
     b = instruct_eval.bench_eval(model, tok, cfg)             # {benchmark}/acc, acc_norm, s.e.; avg_acc(_norm)
     instruct_eval.chance_levels(cfg)                          # uniform guessing on the items evaluated
     instruct_eval.summarize(out["base"], out["tuned"], cfg)   # out["summary"]: seed means, CIs, min/max
+    instruct_eval.alpacaeval_status(cfg)      # "AlpacaEval skipped: no judge configured (...)" or what runs
+    instruct_eval.alpacaeval_preflight(cfg)   # before any work: a judge needs the package (and its API key)
+    a = instruct_eval.alpacaeval(model, tok, cfg, out_dir)   # win rates through the alpaca_eval package
+
+AlpacaEval (the paper's headline metric, Springer et al. 2025 Fig. 2: OLMo-1B at 3T tokens about 3
+points below 2.3T) runs only when ``alpacaeval_judge`` names an annotator config of the
+``alpaca_eval`` package (``pip install coft-utils[paper]``), e.g. ``weighted_alpaca_eval_gpt4_turbo``
+(AlpacaEval 2.0's default; it needs ``OPENAI_API_KEY``). The instructions and the reference
+outputs (AlpacaEval 2.0's GPT-4 Turbo baseline) are the 805 rows of the hub file
+``tatsu-lab/alpaca_eval``/``alpaca_eval_gpt4_baseline.json`` (the first ``alpacaeval_limit``; 0 =
+all), read with ``hf_hub_download`` (so also from the hub cache offline; the data set's loading
+script, which ``datasets`` 5 no longer runs, is not used), and passed to ``alpaca_eval.evaluate``
+as ``reference_outputs``. The responses are greedy, batched, at most
+``alpacaeval_max_new_tokens`` tokens. Without a judge it is skipped with
+:data:`ALPACAEVAL_SKIPPED`, printed and shown on the page; with a judge but without the package,
+:func:`alpacaeval_preflight` stops the run before any training.
 
 Response perplexity = exp(total NLL / number of assistant tokens) over the held-out dialogues,
 token-weighted, with sequences cut to ``max_seq_len`` tokens (the same cut as training); its
@@ -21,6 +37,7 @@ with them and the experiment never imports its report (the report re-exports ``s
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING
 
 from ..foundation import data, evaluate
@@ -28,7 +45,20 @@ from ..foundation import data, evaluate
 if TYPE_CHECKING:
     from .instruct import Config
 
-__all__ = ["response_perplexity", "bench_eval", "id_eval", "alpacaeval", "summarize", "chance_levels"]
+__all__ = ["response_perplexity", "bench_eval", "id_eval", "alpacaeval", "alpacaeval_status", "alpacaeval_preflight",
+           "AlpacaEvalError", "ALPACAEVAL_SKIPPED", "ALPACAEVAL_HUB", "summarize", "chance_levels"]
+
+ALPACAEVAL_SKIPPED = ("AlpacaEval skipped: no judge configured (set -p alpacaeval_judge "
+                      "weighted_alpaca_eval_gpt4_turbo, or another alpaca_eval annotator config; needs OPENAI_API_KEY)")
+# the AlpacaEval 2.0 instructions with the reference (GPT-4 Turbo) outputs: hub data set and file
+# (tatsu-lab/alpaca_eval; the file its loading script names for "alpaca_eval_gpt4_baseline", 805 rows)
+ALPACAEVAL_HUB = ("tatsu-lab/alpaca_eval", "alpaca_eval_gpt4_baseline.json")
+# judge name prefix -> the API key its alpaca_eval annotator config reads
+_JUDGE_KEYS = (("claude", "ANTHROPIC_API_KEY"), ("", "OPENAI_API_KEY"))
+
+
+class AlpacaEvalError(RuntimeError):
+    """AlpacaEval was asked for (a judge is configured) but cannot run; raised before any work."""
 
 
 def response_perplexity(model, tokenized: list[dict], batch_size: int = 16, pad_id: int = 0) -> dict:
@@ -155,10 +185,13 @@ def chance_levels(cfg: Config) -> dict:
     from ..foundation import lmeval_tasks
     out = {}
     for b in cfg.benchmarks:
+        if not cfg.bench_local:  # paper: hub tasks; no local file is read
+            out[b] = 1 / lmeval_tasks.N_CHOICES[b] if b in lmeval_tasks.N_CHOICES else float("nan")
+            continue
         try:
             docs = lmeval_tasks.normalized_docs(b)
-        except data.DataError:  # paper: hub-only machine without the local files
-            out[b] = float("nan")
+        except data.DataError:  # no local file (e.g. sciq): the chance level when every item has n choices
+            out[b] = 1 / lmeval_tasks.N_CHOICES[b] if b in lmeval_tasks.N_CHOICES else float("nan")
             continue
         docs = docs[: cfg.bench_limit] if cfg.bench_limit else docs
         out[b] = sum(1 / len(d.get("choices", d.get("options"))) for d in docs) / len(docs)
@@ -169,32 +202,89 @@ def chance_levels(cfg: Config) -> dict:
 
 
 # --------------------------------------------------------------------------- AlpacaEval (optional)
-def alpacaeval(model, tok, cfg: Config, max_new_tokens: int = 512) -> dict:
-    """Win rate from the ``alpaca_eval`` package with the annotator ``cfg.alpacaeval_judge``.
+def alpacaeval_status(cfg: Config) -> str:
+    """What happens to AlpacaEval in this run, as one line for the log and the page."""
+    if not cfg.alpacaeval_judge:
+        return ALPACAEVAL_SKIPPED
+    n = f"the first {cfg.alpacaeval_limit}" if cfg.alpacaeval_limit else "all 805"
+    return (f"AlpacaEval runs with the judge {cfg.alpacaeval_judge!r} on {n} instructions of "
+            f"{ALPACAEVAL_HUB[0]} (greedy, at most {cfg.alpacaeval_max_new_tokens} new tokens)")
 
-    Runs only when a judge is configured (it needs the ``alpaca_eval`` package, the hub's
-    ``tatsu-lab/alpaca_eval`` set and the judge's API key, e.g. ``OPENAI_API_KEY``); not run here.
-    """
-    import datasets
-    import torch
+
+def _judge_key(judge: str) -> str:
+    return next(k for pre, k in _JUDGE_KEYS if judge.lower().startswith(pre))
+
+
+def alpacaeval_preflight(cfg: Config) -> None:
+    """Before any work: with a judge configured, the ``alpaca_eval`` package must import and the
+    judge's API key must be set (:class:`AlpacaEvalError` names what is missing). No judge: nothing."""
+    if not cfg.alpacaeval_judge:
+        return
     try:
-        import alpaca_eval
+        import alpaca_eval  # noqa: F401
     except ImportError as e:
-        raise RuntimeError("alpacaeval_judge is set but the alpaca_eval package is not installed "
-                           "(pip install alpaca-eval)") from e
-    ev = datasets.load_dataset("tatsu-lab/alpaca_eval", "alpaca_eval", split="eval", trust_remote_code=False)
-    outs = []
-    for r in ev:
-        ids = tok.apply_chat_template([{"role": "user", "content": r["instruction"]}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)
-        ids = {k: v.to(model.device) for k, v in ids.items()}
-        with torch.inference_mode():
-            g = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        outs.append({"instruction": r["instruction"], "output": tok.decode(g[0, ids["input_ids"].shape[1]:],
-                                                                             skip_special_tokens=True),
-                     "generator": "coft"})
-    df, _ = alpaca_eval.evaluate(model_outputs=outs, annotators_config=cfg.alpacaeval_judge, is_return_instead_of_print=True)
-    row = df.loc["coft"] if "coft" in df.index else df.iloc[0]
-    return {"alpacaeval_win_rate": float(row.get("win_rate", float("nan"))),
-            "alpacaeval_lc_win_rate": float(row.get("length_controlled_winrate", float("nan")))}
+        raise AlpacaEvalError(f"alpacaeval_judge = {cfg.alpacaeval_judge!r} is set but the alpaca_eval package is not "
+                              "installed: pip install 'coft-utils[paper]' (or pip install alpaca-eval), or set "
+                              "alpacaeval_judge to None to skip AlpacaEval. Nothing was run.") from e
+    key = _judge_key(cfg.alpacaeval_judge)
+    if not os.environ.get(key):
+        raise AlpacaEvalError(f"alpacaeval_judge = {cfg.alpacaeval_judge!r} needs the environment variable {key} "
+                              "(the judge's API key), which is not set. Nothing was run.")
 
+
+def _reference(limit: int) -> list[dict]:
+    """The AlpacaEval rows (instruction, reference output, generator, dataset) from the hub file
+    (read through the hub cache when offline)."""
+    import json
+    from huggingface_hub import hf_hub_download
+    path = hf_hub_download(ALPACAEVAL_HUB[0], ALPACAEVAL_HUB[1], repo_type="dataset")
+    with open(path) as fh:
+        rows = json.load(fh)
+    return rows[:limit] if limit else rows
+
+
+def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    """Greedy responses to single-turn ``prompts`` through the chat template, left-padded batches."""
+    import torch
+    side = tok.padding_side
+    tok.padding_side = "left"
+    outs = []
+    was = model.training
+    model.eval()
+    try:
+        for i in range(0, len(prompts), batch_size):
+            texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                             tokenize=False) for p in prompts[i:i + batch_size]]
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            with torch.inference_mode():
+                g = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            outs.extend(tok.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for row in g)
+    finally:
+        tok.padding_side = side
+        model.train(was)
+    return outs
+
+
+def alpacaeval(model, tok, cfg: Config, out_dir=None) -> dict:
+    """Win rates of ``model`` from ``alpaca_eval.evaluate`` with the annotator ``cfg.alpacaeval_judge``
+    against the package's default reference outputs (see the module doc); the outputs and the
+    judge's annotations are kept in ``out_dir`` when given."""
+    alpacaeval_preflight(cfg)
+    import alpaca_eval
+    ref = _reference(cfg.alpacaeval_limit)
+    ins = [r["instruction"] for r in ref]
+    resp = generate(model, tok, ins, cfg.alpacaeval_max_new_tokens, batch_size=min(cfg.eval_batch_size, 32))
+    outs = [{"instruction": i, "output": o, "generator": "coft", **({"dataset": r["dataset"]} if "dataset" in r else {})}
+            for i, o, r in zip(ins, resp, ref)]
+    df, _ = alpaca_eval.evaluate(model_outputs=outs, reference_outputs=ref,
+                                 annotators_config=cfg.alpacaeval_judge, name="coft",
+                                 output_path=str(out_dir) if out_dir else None, precomputed_leaderboard=None,
+                                 is_return_instead_of_print=True, max_instances=len(outs))
+    row = df.loc["coft"] if "coft" in df.index else df.iloc[0]
+    get = lambda k: float(row[k]) if k in row and row[k] is not None else math.nan  # noqa: E731
+    return {"alpacaeval_win_rate": get("win_rate"), "alpacaeval_win_rate_se": get("standard_error"),
+            "alpacaeval_lc_win_rate": get("length_controlled_winrate"), "alpacaeval_n": len(outs),
+            "alpacaeval_judge": cfg.alpacaeval_judge,
+            "alpacaeval_mean_len": sum(len(o) for o in resp) / max(len(resp), 1)}

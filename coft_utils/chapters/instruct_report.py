@@ -23,12 +23,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from ..foundation import plots
+from ..foundation import lmeval_tasks, plots
 from ..foundation import verdicts as V
 from .instruct import Config
 from .instruct_eval import summarize  # noqa: F401  (built by the experiment's collect: out["summary"])
 
-__all__ = ["CLAIM_METRIC", "PAPER", "summarize", "verdict", "id_verdict", "diverged_note", "lr_text",
+__all__ = ["CLAIM_METRIC", "PAPER", "benchmarks_text", "summarize", "verdict", "id_verdict", "diverged_note", "lr_text",
            "claim_verdict", "fig_average", "fig_benchmarks", "fig_id", "table_summary", "table_paper",
            "table_checkpoints", "table_examples", "table_lr_choice", "table_seeds", "table_alpacaeval",
            "verdict_glue"]
@@ -38,22 +38,33 @@ __all__ = ["CLAIM_METRIC", "PAPER", "summarize", "verdict", "id_verdict", "diver
 # ARC, HellaSwag, PIQA and OpenBookQA. avg_acc is tested and reported too, but never counts.
 CLAIM_METRIC = "avg_acc_norm"
 
-# What the paper reports for OLMo-1B (theirs; Springer et al. 2025, Fig. 1 and text). We have
-# only these summary statements, not per-benchmark or per-checkpoint numbers.
+# What the paper reports (theirs; Springer et al. 2025, arXiv 2503.19206), as summary statements:
+# we have no per-benchmark or per-checkpoint numbers. Sources: §1 (quoted on the ACM REP 2026
+# reproducibility page of the paper: "the OLMo-1B model, pre-trained on 3T tokens and post-trained
+# on Anthropic-HH, performs 3% worse on AlpacaEval and 2% worse on ARC compared to an
+# intermediate checkpoint trained on just 2.3T tokens (Figure 2)"), the abstract ("over 2% worse
+# performance on multiple standard LLM benchmarks than its 2.3T token counterpart") and the
+# Fig. 1 caption (the average of "five common LLM benchmarks", ARC-Easy, ARC-Challenge, PIQA,
+# HellaSwag named, for OLMo-1B checkpoints before and after instruction tuning). Which other
+# models and tuning sets Fig. 2 shows is not in those sources, and no turning-point token count
+# is given there, so neither is stated here.
 PAPER = {
-    "model": "OLMo-1B (intermediate checkpoints 0.04T..3.1T tokens)",
-    "alpacaeval_3T_vs_2p3T": -3.0,   # percentage points (approx.), after Anthropic-HH instruction tuning
-    "arc_3T_vs_2p3T": -2.0,          # percentage points (approx.), after instruction tuning
-    "turning_point_tokens": 2.5e12,  # post-trained performance stops improving past ~2.5T
+    "model": "OLMo-1B (intermediate checkpoints 0.04T..3T tokens)",
+    "alpacaeval_3T_vs_2p3T": -3.0,   # percentage points (approx.), after Anthropic-HH instruction tuning (Fig. 2)
+    "arc_3T_vs_2p3T": -2.0,          # percentage points (approx.), after instruction tuning (Fig. 2)
+    "figures": {"fig1": "average of five common LLM benchmarks, OLMo-1B checkpoints, before and after "
+                        "instruction tuning",
+                "fig2": "the 3T- vs 2.3T-token comparison after instruction tuning (AlpacaEval, ARC)"},
     "statements": (
         "After instruction tuning on Anthropic-HH, the 3T-token OLMo-1B is about 3% worse on AlpacaEval "
-        "and about 2% worse on ARC than the 2.3T-token checkpoint tuned the same way.",
-        "Base-model scores improve monotonically with pre-training tokens; the post-trained scores stop "
-        "improving and degrade past roughly 2.5T tokens.",
-        "The effect is not seen for OLMo-7B up to 3T tokens.",
+        "and about 2% worse on ARC than the 2.3T-token checkpoint tuned the same way (Section 1, Fig. 2).",
+        "The instruction-tuned 3T-token OLMo-1B is over 2% worse on multiple standard LLM benchmarks than its "
+        "2.3T-token counterpart (abstract).",
+        "Fig. 1: the average of five common LLM benchmarks (ARC-Easy, ARC-Challenge, PIQA, HellaSwag and a fifth; "
+        "the paper's list includes SciQ) for OLMo-1B intermediate checkpoints before and after instruction "
+        "tuning: the base curve keeps rising while the tuned one falls at the end.",
     ),
 }
-
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -284,7 +295,7 @@ def fig_benchmarks(out: dict, cfg: Config):
         ax.plot(tuned.tokens, tuned[f"{b}/acc"], marker="x", ls="--", color="tab:blue", alpha=0.6,
                 label="tuned acc (seed mean)")
         ax.axhline(out["chance"][b], ls=":", color="k")
-        ax.set_title(b, fontsize=10)
+        ax.set_title(lmeval_tasks.label(b), fontsize=10)
         _token_axis(ax, base)
     for ax in axes.flat[len(cfg.benchmarks):]:
         ax.axis("off")
@@ -355,6 +366,21 @@ def table_paper():
     return pd.DataFrame({"statement (theirs, OLMo-1B)": PAPER["statements"]})
 
 
+def benchmarks_text(cfg: Config) -> str:
+    """The benchmarks of this run, the paper's and this companion's extras told apart."""
+    ours = [b for b in cfg.benchmarks if b in lmeval_tasks.PAPER_BENCHMARKS]
+    extra = [b for b in cfg.benchmarks if b not in lmeval_tasks.PAPER_BENCHMARKS]
+    missing = [b for b in lmeval_tasks.PAPER_BENCHMARKS if b not in cfg.benchmarks]
+    t = f"Benchmarks of this run: {', '.join(ours) or 'none'} of the paper's"
+    if extra:
+        t += f"; extras (not in the paper's list): {', '.join(extra)}"
+    if missing:
+        t += f"; the paper's {', '.join(missing)} not run here" + (
+            " (hub only: run at profile paper)" if any(b in lmeval_tasks.HUB_ONLY for b in missing) else "")
+    how = "local task configs on the local files" if cfg.bench_local else "lm-eval's own task definitions (hub data)"
+    return t + f"; through {how}."
+
+
 def table_checkpoints(series):
     """The checkpoints of the series: tokens and source, indexed by label."""
     import pandas as pd
@@ -380,9 +406,13 @@ def table_seeds(out: dict):
 
 
 def table_alpacaeval(out: dict):
-    """The tuned models' AlpacaEval win rates (when a judge was configured)."""
+    """The tuned models' AlpacaEval win rates (when a judge was configured; empty frame otherwise)."""
+    import pandas as pd
     t = out["tuned"]
-    return t[["checkpoint", "seed", "tokens"] + [c for c in t.columns if c.startswith("alpacaeval")]]
+    cols = [c for c in t.columns if c.startswith("alpacaeval")] if len(t) else []
+    if not cols:
+        return pd.DataFrame()
+    return t[["checkpoint", "seed", "tokens"] + cols]
 
 
 def verdict_glue(out: dict, cv: dict, cfg: Config) -> dict:

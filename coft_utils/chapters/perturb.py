@@ -48,7 +48,7 @@ from ..foundation import evaluate, models, profiles, results
 from ..foundation.profiles import param
 
 __all__ = ["Config", "PRESETS", "Perturber", "perturb_", "noise_seed", "select_tensors",
-           "load_series", "heldout", "sweep", "weight_stats", "EXPERIMENT"]
+           "load_series", "heldout", "data_origin", "sweep", "weight_stats", "EXPERIMENT"]
 
 EXPERIMENT = "02_gaussian_sensitivity"
 SCALES = ("init", "empirical")
@@ -83,6 +83,10 @@ class Config(profiles.SeriesConfig):
                 f"parameter 'sources' contains 'c4', which needs the hub (profile 'paper'); profile "
                 f"{self.profile!r} is offline; "
                 "allowed here: gutenberg, wikitext")
+        if "gutenberg" in self.sources and data_origin(self.profile) == "hub":
+            raise profiles.ProfileError(
+                f"parameter 'sources' contains 'gutenberg', which has no hub copy, and profile {self.profile!r} "
+                "reads its data from the hub; allowed here: c4, wikitext")
         if len(set(self.gammas)) != len(self.gammas):
             raise profiles.ProfileError(f"parameter 'gammas' has duplicates: {self.gammas}")
         if not self.gammas:
@@ -117,12 +121,18 @@ PRESETS: dict[str, Config] = {
     "gpu": Config(profile="gpu", scale="empirical", gammas=(0.025, 0.05, 0.1, 0.2, 0.4, 0.8),
                   compare_gammas=(0.4, 0.8, 1.6, 3.2, 6.4), n_seeds=5, n_blocks=512, seq_len=256,
                   batch_size=32),
-    # the paper's protocol: OLMo-1B revisions, noise scaled by the init std, C4 validation in
-    # domain, WikiText-2 out of domain (the γ grid is ours); the comparison sweep uses the
-    # Pythia-70M report's per-tensor empirical scale.
-    "paper": Config(profile="paper", series="olmo-1b", scale="init", gammas=(0.5, 1.0, 2.0, 4.0),
+    # the paper's Section 3 design: chapter 00's controlled suite (series="suite": OLMo-30M on C4,
+    # 4B..128B tokens, cosine to zero; suite_model="olmo-15m" / "olmo-90m" for the other two sizes;
+    # the first author's summary: "we train our own 30M parameter models and test how Gaussian noise
+    # affects model parameters at different pre-training stages"), noise scaled by the init std,
+    # C4 validation in domain, WikiText-2 out of domain, both read from the hub (hubdata); the γ
+    # grid is ours. The comparison sweep uses the Pythia-70M report's per-tensor empirical scale.
+    # The OLMo-1B hub series is a separate, labelled option: -y '{series: olmo-1b}' (batch_size 8
+    # of 1024 tokens fits one 80 GB GPU in float32; bfloat16 halves it).
+    # Evaluation batch: 32 x 1024 tokens of a 30M model (~50k vocabulary: logits ~6.6 GB in fp32).
+    "paper": Config(profile="paper", series="suite", scale="init", gammas=(0.5, 1.0, 2.0, 4.0),
                     compare_gammas=(0.01, 0.02, 0.04), n_seeds=3, sources=("c4", "wikitext"),
-                    n_blocks=256, seq_len=1024, batch_size=8),
+                    n_blocks=256, seq_len=1024, batch_size=32),
 }
 
 
@@ -279,12 +289,23 @@ def load_series(cfg: Config) -> models.CheckpointSeries:
     return series.for_config(cfg, progress=True)
 
 
-def heldout(tokenizer, source: str, n_blocks: int, seq_len: int):
-    """Fixed held-out blocks ``[n_blocks, seq_len]`` (the same for every checkpoint of a series)."""
+def data_origin(profile: str) -> str:
+    """Where the held-out sources are read at ``profile``: 'hub' at paper (``hubdata.source_for``), else 'local'."""
+    try:
+        from ..foundation import hubdata
+    except ImportError:  # no hub data module: every source is local (c4 is streamed regardless)
+        return "local"
+    return hubdata.source_for(profile)
+
+
+def heldout(tokenizer, source: str, n_blocks: int, seq_len: int, origin: str = "local"):
+    """Fixed held-out blocks ``[n_blocks, seq_len]`` (the same for every checkpoint of a series);
+    ``origin``: 'local' (``../shared/data``) or 'hub' (:mod:`coft_utils.foundation.hubdata`)."""
     if source not in SOURCES:
         raise ValueError(f"unknown held-out source {source!r}; allowed: {', '.join(SOURCES)}")
     # c4 (hub, streamed): blocks evenly spaced over 4x the tokens needed, whole documents
-    return evaluate.heldout_blocks(tokenizer, source, n_blocks, seq_len, **({"oversample": 4} if source == "c4" else {}))
+    return evaluate.heldout_blocks(tokenizer, source, n_blocks, seq_len, origin=origin,
+                                   **({"oversample": 4} if source == "c4" else {}))
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -313,7 +334,8 @@ def _sweep_checkpoint(job) -> int:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
     model = models.load_model(ckpt, device=device, dtype=dtype)
     tok = models.load_tokenizer(ckpt, series)
-    blocks = {src: heldout(tok, src, cfg.n_blocks, cfg.seq_len) for src in cfg.sources}
+    origin = data_origin(cfg.profile)
+    blocks = {src: heldout(tok, src, cfg.n_blocks, cfg.seq_len, origin) for src in cfg.sources}
     init_std = init_std_of(model, series, cfg.init_std) if cfg.scale == "init" else None
     pert = Perturber(model, scale=cfg.scale, targets=cfg.targets, init_std=init_std)
     # group the units of one perturbation (γ, seed) over sources: perturb once, evaluate all
@@ -351,7 +373,7 @@ def sweep(series, cfg: Config, store: results.Store | None = None, progress: boo
     if device is None:
         dev = profiles.get_profile(cfg.profile).device
         device = "cuda" if dev == "auto" and torch.cuda.is_available() else "cpu"
-    data_names = evaluate.data_names(cfg.sources)
+    data_names = evaluate.data_names(cfg.sources, data_origin(cfg.profile))
     all_units, jobs = [], []
     for ckpt in series:
         units = _units(series, cfg, ckpt)

@@ -31,8 +31,11 @@ THEIRS = {
         "points": [{"tokens": 2e9, "label": "~2B", "delta_ppl": 2.46},
                    {"tokens": 134e9, "label": "~134B", "delta_ppl": 193.86}],
     },
-    "paper": ("Springer et al. (2025), Sec. 3.3 / Fig. 3, OLMo-1B intermediate checkpoints with "
-              "Gaussian noise scaled by the initialization covariance: for every fixed γ the "
+    # Source: the paper's Section 3 (figure number as we read it, not re-confirmed here) and the
+    # first author's summary thread (bsky, 2025-03-26: "we train our own 30M parameter models and
+    # test how Gaussian noise affects model parameters at different pre-training stages").
+    "paper": ("Springer et al. (2025), Sec. 3 (Fig. 3), their controlled OLMo-30M models pre-trained on C4 "
+              "for 4B-128B tokens, with Gaussian noise scaled by the initialization covariance: for every fixed γ the "
               "increase in C4 perplexity caused by the noise grows monotonically with pre-training "
               "tokens (progressive sensitivity), and the perturbed model's perplexity first falls "
               "then rises, a U-shape whose minimum (inflection point) comes earlier for larger γ."),

@@ -22,6 +22,10 @@ every chapter loads it like a hub series::
     #   accelerate launch --num_processes 2 -m coft_utils.chapters.pretrain_launch --profile gpu --schedule all
     #   accelerate launch --cpu --num_processes 2 -m coft_utils.chapters.pretrain_launch --profile smoke   # gloo
     #   torchrun --nproc_per_node 2 -m coft_utils.chapters.pretrain_launch --profile smoke
+    # at paper: tokenize once first (one process), then launch; the global batch (batch_size) is the
+    # same for any number of processes (gradient accumulation in micro_batch_size blocks):
+    #   python -m coft_utils.chapters.pretrain_data prepare --profile paper
+    #   accelerate launch --config_file coft_utils/configs/accelerate_ddp.yaml -m coft_utils.chapters.pretrain_launch --profile paper
 
 The chapter's other modules: :mod:`~coft_utils.chapters.pretrain_plan` (budgets, LR schedules,
 the plan of jobs), :mod:`~coft_utils.chapters.pretrain_data` (corpus, tokenizer, token blocks),
@@ -49,10 +53,42 @@ configs together on ``cfg.workers`` processes (:mod:`coft_utils.foundation.paral
 job writes its own state, checkpoints and records atomically, so a killed run resumes, and the
 weights do not depend on ``workers`` (one torch thread per process either way).
 
-Data: the Gutenberg book bodies (``paper``: C4 streamed from the hub), tokenized once by the
-project's BPE (trained on the same corpus) and cached on disk as packed ``seq_len`` blocks; the
+Data: the Gutenberg book bodies (``paper``: C4 'en' shards from the hub), tokenized once -- by
+rank 0, or beforehand with ``python -m coft_utils.chapters.pretrain_data prepare --profile paper``
+-- by the project's BPE (trained on the same corpus) into a shared memory-mapped token file that
+every rank reads (:mod:`~coft_utils.chapters.pretrain_data`), cut into packed ``seq_len`` blocks; the
 block order is a permutation drawn from the seed (a fresh one per epoch), so the batch of global
 step ``k`` is a pure function of (seed, k) and every budget sees a prefix of the same stream.
+
+The paper profile (what §3 of the paper ran, each value with its source; "chosen" where no stored
+public source gave it -- the paper's Appendix D Table 3 could not be read here: only the opening
+of its arXiv HTML and of its reproducibility page were retrievable):
+
+* codebase: "we pre-train models using the OLMo codebase" (App. D.1, quoted by the paper's
+  reproducibility page, acmrep2026.k117.org/papers/overtrained_language_models_are_harder_to_finetune__167d13cc);
+  here the OLMo-1 architecture of ``transformers`` (``OlmoForCausalLM``: no biases, SwiGLU, RoPE,
+  non-parametric LayerNorm) and this module's loop;
+* models OLMo-15M / 30M / 90M (paper §3), the suite's default OLMo-30M (the first author's summary:
+  the Gaussian experiments use the 30M models); per size: ``models.OLMO_PRESETS`` -- layers x
+  d_model x heads x MLP 8x384x6x1024 / 10x512x8x1408 / 12x768x12x2048 (chosen; 14.2M / 32.1M /
+  84.9M non-embedding parameters, head_dim 64);
+* data C4 'en' (paper §3; ``allenai/c4``, through :mod:`coft_utils.foundation.hubdata`'s registry);
+* budgets 4B, 8B, 16B, 32B, 64B, 128B tokens, each its own run with cosine to zero (paper §3);
+* muP (paper §3 / App. D; the OLMo codebase has it as ``olmo/scaling/mup_olmo`` on the ``mup``
+  package, ``scripts/mup_ladder.py``): here :func:`coft_utils.foundation.models.mup_init` /
+  ``mup_param_groups`` (Yang et al. 2022, Tables 3/8), base width 384 = OLMo-15M's d_model
+  (chosen: the smallest model is the base; an LR tuned there transfers to 30M and 90M), untied
+  output layer (as in OLMo's ``mup_ladder.py``);
+* optimizer AdamW, betas (0.9, 0.95), eps 1e-8, gradient clip 1.0, bf16 autocast (the OLMo
+  codebase's ``mup_ladder.py`` settings); weight decay 0.1 (OLMo-1's, Groeneveld et al. 2024;
+  ``mup_ladder.py`` uses 0.05); peak LR 1e-3 at the base width (chosen: inside ``mup_ladder.py``'s
+  sweep 3e-4..3e-2; not tuned here); warmup 1,000 steps (chosen);
+* sequence length 1,024 and global batch 256 sequences = 262,144 tokens per step (chosen;
+  ``mup_ladder.py`` uses 2,048 x 1,024, which would give the 4B budget only 1,907 steps), reached
+  by gradient accumulation in micro-batches of 32 whatever the number of processes (1, 2, 4 or 8);
+* tokenizer: a 50,304-entry byte-level BPE trained on 200M characters of C4 (chosen; the OLMo
+  codebase's small-model configs use ``allenai/gpt-neox-olmo-dolma-v1_5``, 50,280 ids padded to
+  50,304, which is not used here so that no tokenizer download is needed).
 
 Cache and resume: everything lives under ``results.runs_dir()/suite/<key>/`` where ``key`` hashes
 the resolved config (the schedule's peak LR as ``lr``; not ``workers``, ``threads``, ``save_every``
@@ -93,7 +129,12 @@ class Config(profiles.ChapterConfig):
     model: str = param("olmo-pico", "OLMo size preset (models.OLMO_PRESETS)", choices=tuple(models.OLMO_PRESETS))
     vocab_size: int = param(1024, "BPE vocabulary trained on the pre-training corpus", min=263, max=65535)
     seq_len: int = param(128, "tokens per packed training block", min=8, max=32768)
-    batch_size: int = param(32, "global batch (blocks per optimizer step)", min=1, max=16384)
+    batch_size: int = param(32, "global batch (blocks per optimizer step), whatever the number of processes",
+                            min=1, max=16384)
+    micro_batch_size: int = param(0, "blocks per process per forward/backward (0: its whole share of batch_size); "
+                                  "batch_size is reached by gradient accumulation", min=0, max=16384)
+    mup_base_width: int = param(0, "muP base width: the d_model the LRs were tuned at (0: standard "
+                                "parametrization; models.mup_init)", min=0, max=65536)
     min_budget: float = param(250_000.0, "smallest token budget", min=1.0, max=1e13)
     n_budgets: int = param(6, "number of budgets (each double the last)", min=1, max=30)
     schedule: str = param("cosine", "learning-rate schedule", choices=SCHEDULES)
@@ -116,6 +157,11 @@ class Config(profiles.ChapterConfig):
                             "held-out text holds)", min=0, max=1_000_000)
     save_every: int = param(200, "steps between resumable state saves", min=1, max=10_000_000)
     mixed_precision: str = param("no", "autocast precision (bf16 on GPU)", choices=("no", "bf16", "fp16"))
+    c4_train_files: int = param(1024, "c4: train shards of allenai/c4 'en' (en/c4-train.NNNNN-of-01024.json.gz) "
+                                "that may be read, in order; reading stops once the largest budget is "
+                                "tokenized", min=1, max=1024)
+    prepare_timeout: float = param(7200.0, "seconds a non-zero rank waits for rank 0's token cache",
+                                   min=1.0, max=1e6)
     threads: int = param(0, "torch CPU threads per process (0: torch default)", min=0, max=256)
     workers: int = param(1, "processes that train independent runs at once (results do not depend on it)",
                          min=1, max=64)
@@ -153,6 +199,10 @@ class Config(profiles.ChapterConfig):
         if len(set(self.lr_scan_lrs)) != len(self.lr_scan_lrs):
             raise profiles.ProfileError(f"parameter 'lr_scan_lrs' = {self.lr_scan_lrs!r} repeats a value; "
                                         f"allowed: distinct learning rates > 0")
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise profiles.ProfileError(
+                f"parameter 'micro_batch_size' = {self.micro_batch_size} must divide batch_size = "
+                f"{self.batch_size}; allowed: a divisor of batch_size (or 0)")
         if self.corpus == "c4" and self.profile != "paper":
             raise profiles.ProfileError(f"parameter 'corpus' = 'c4' needs the hub (paper profile); "
                                         f"allowed at profile {self.profile!r}: 'gutenberg'")
@@ -182,9 +232,12 @@ PRESETS: dict[str, Config] = {
                   min_budget=41_943_040.0, n_budgets=6, lr=2e-3, warmup_steps=100,
                   tokenizer_chars=20_000_000, val_blocks=256, save_every=500, mixed_precision="bf16",
                   lr_scan_lrs=()),
-    # the paper's OLMo-30M on C4 (hub) for 4B..128B tokens, cosine to zero; 50k BPE trained on C4.
+    # the paper's suite (Sec. 3, App. D.1): OLMo-30M (15M/90M: suite_model) on C4 (allenai/c4 'en',
+    # from the hub) for 4B..128B tokens, cosine to zero, muP; the sources of each value and what was
+    # chosen where none was found: the module docstring ("The paper profile").
     "paper": Config(profile="paper", model="olmo-30m", vocab_size=50_304, seq_len=1024, batch_size=256,
-                    min_budget=4e9, n_budgets=6, lr=1e-3, warmup_steps=1000, corpus="c4",
+                    micro_batch_size=32, mup_base_width=384, min_budget=4e9, n_budgets=6, lr=1e-3,
+                    warmup_steps=1000, weight_decay=0.1, beta2=0.95, grad_clip=1.0, corpus="c4",
                     tokenizer_chars=200_000_000, val_blocks=512, save_every=1000, mixed_precision="bf16",
                     lr_scan_lrs=()),
 }
@@ -194,7 +247,13 @@ PRESETS: dict[str, Config] = {
 # fields that do not change what is trained (or, for the lr_* fields, enter through the
 # schedule's effective peak LR): not part of the cache key, so e.g. `workers` reuses a suite
 _KEY_SKIP = ("threads", "save_every", "schedule", "workers", "lr_cosine", "lr_wsd", "lr_constant",
-             "lr_scan_lrs", "lr_scan_budgets")
+             "lr_scan_lrs", "lr_scan_budgets", "prepare_timeout",
+             # the global batch fixes the run; how a process splits it (like the number of processes)
+             # changes only float rounding
+             "micro_batch_size")
+# fields added after suites were cached: left out of the key at their default, so a config that
+# does not use them (every smoke/cpu/gpu preset) keeps the key, and the suite, it had before
+_KEY_IF_SET = {"mup_base_width": 0, "c4_train_files": 1024}
 
 
 def suite_key(cfg: Config, tokenizer) -> str:
@@ -205,7 +264,8 @@ def suite_key(cfg: Config, tokenizer) -> str:
     ``lr_<schedule>`` overrides has the key it had before those fields existed.
     """
     from ..foundation import evaluate
-    c = {k: v for k, v in cfg.to_dict().items() if k not in _KEY_SKIP}
+    c = {k: v for k, v in cfg.to_dict().items()
+         if k not in _KEY_SKIP and not (k in _KEY_IF_SET and v == _KEY_IF_SET[k])}
     c["lr"] = cfg.peak_lr()
     return results.config_hash({"config": c, "tokenizer": evaluate.tokenizer_fingerprint(tokenizer),
                                 "code": CODE_VERSION})
@@ -323,7 +383,8 @@ def _assemble(cfg: Config, root: Path, tok) -> models.CheckpointSeries:
               "params": recs[0]["params"] if recs else n_params(cfg), "schedule": cfg.schedule, "key": root.name,
               "peak_lr": cfg.peak_lr(), "jobs": job_info, "total_train_wall_s": _total_wall(cfg.schedule, job_info),
               "total_train_steps": planned_steps(cfg),
-              "tokens_per_step": cfg.tokens_per_step(), "code": CODE_VERSION})
+              "tokens_per_step": cfg.tokens_per_step(), "code": CODE_VERSION,
+              **({"mup_base_width": cfg.mup_base_width} if cfg.mup_base_width else {})})
 
 
 def run_suite(cfg: Config, progress: bool = True, accelerator=None, stop_after: int | None = None):

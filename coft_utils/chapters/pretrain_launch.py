@@ -4,11 +4,17 @@
     python -m coft_utils.chapters.pretrain_launch --profile cpu --schedule all --workers 2      # 2 worker processes
     accelerate launch --num_processes 2 -m coft_utils.chapters.pretrain_launch --profile cpu   # DDP, e.g. GPUs
     torchrun --nproc_per_node 2 -m coft_utils.chapters.pretrain_launch --profile smoke         # 2 CPU procs (gloo)
+    python -m coft_utils.chapters.pretrain_data prepare --profile paper                         # paper: tokenize C4 once,
+    accelerate launch --config_file coft_utils/configs/accelerate_ddp.yaml \
+        -m coft_utils.chapters.pretrain_launch --profile paper                                  # then train on 8 GPUs
 
 Options: ``--seed N``, ``--overrides '{"n_budgets": 2}'`` (JSON), ``--schedule all`` (every
 schedule; in one process their independent jobs share the ``workers`` pool), ``--workers N``
 (the config's ``workers``: independent jobs on N processes of one thread each; ignored under a
-distributed launcher, where every rank runs every job together), ``--no-progress``. The
+distributed launcher, where every rank runs every job together), ``--no-progress``. The global
+batch (``batch_size``) does not depend on the number of processes: each takes its share of a
+step's rows in ``micro_batch_size`` micro-batches (gradient accumulation); rank 0 alone makes the
+tokenizer and the token cache, the other ranks wait for them and map the same file. The
 process group is set up by ``accelerate`` from the launcher's environment; this script has no
 process-group code of its own. Prints one JSON line per schedule.
 """

@@ -64,8 +64,10 @@ def lr_multiplier(step: int, cfg: Config, kind: str, total: int, decay_start: in
 def n_params(cfg: Config) -> int:
     """All parameters of the model (embeddings included, tied counted once), without building it."""
     layers, d, heads, mlp = models.OLMO_PRESETS[cfg.model]
-    # OLMo: q,k,v,o (d x d, no bias) + gate/up/down (d x mlp); LayerNorms have no parameters.
-    return cfg.vocab_size * d + layers * (4 * d * d + 3 * d * mlp)
+    # OLMo: q,k,v,o (d x d, no bias) + gate/up/down (d x mlp); LayerNorms have no parameters;
+    # the output layer is tied to the embedding, except under muP (its own vocab x d matrix).
+    emb = cfg.vocab_size * d * (2 if getattr(cfg, "mup_base_width", 0) else 1)
+    return emb + layers * (4 * d * d + 3 * d * mlp)
 
 
 # --------------------------------------------------------------------------- the plan

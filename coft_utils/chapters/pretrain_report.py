@@ -23,10 +23,31 @@ from .pretrain_plan import cost_ratio
 from .pretrain_scan import choose_lr
 
 __all__ = ["suite_records", "records_frame", "records_table", "plot_ppl", "diverged_note", "monotone_verdict",
-           "cost_summary", "lr_scan_summary", "lr_scan_text", "lr_scan_table", "plot_lr_scan"]
+           "cost_summary", "lr_scan_summary", "lr_scan_text", "lr_scan_table", "plot_lr_scan", "profiles_frame"]
 
 
 # --------------------------------------------------------------------------- tables
+def profiles_frame():
+    """What each profile's preset runs (one column per profile): model, width, corpus, budgets,
+    batch, LR, muP, precision -- read from ``pretrain.PRESETS``, so the page cannot drift from the code."""
+    import pandas as pd
+    from .pretrain import PRESETS
+    from .pretrain_plan import budget_labels, n_params
+    rows = {}
+    for name, c in PRESETS.items():
+        layers, d, heads, mlp = models.OLMO_PRESETS[c.model]
+        labels = budget_labels(c)
+        rows[name] = {"model": c.model, "layers x d_model x heads x MLP": f"{layers} x {d} x {heads} x {mlp}",
+                      "parameters (embeddings incl.)": f"{n_params(c):,}", "corpus": c.corpus,
+                      "tokenizer": f"BPE {c.vocab_size:,} on {c.corpus}",
+                      "budgets": f"{labels[0]} .. {labels[-1]} ({c.n_budgets})",
+                      "seq len x global batch": f"{c.seq_len} x {c.batch_size}",
+                      "micro-batch": c.micro_batch_size or "whole share",
+                      "peak LR (cosine)": f"{c.peak_lr('cosine'):g}", "warmup steps": c.warmup_steps,
+                      "muP base width": c.mup_base_width or "off", "precision": c.mixed_precision}
+    return pd.DataFrame(rows)
+
+
 def suite_records(series: models.CheckpointSeries):
     """One row per checkpoint: schedule, peak LR, label, tokens, tokens/param, val ppl, wall time."""
     import pandas as pd

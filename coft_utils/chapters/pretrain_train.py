@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .pretrain import Config
     from .pretrain_plan import Job
 
-__all__ = ["BlockStream", "train_job", "Unit", "run_unit"]
+__all__ = ["BlockStream", "train_job", "Unit", "run_unit", "accumulation"]
 
 
 class BlockStream:
@@ -154,13 +154,37 @@ def _latest_lineage_state(state_dir: Path, job: Job, after: int) -> Path | None:
 
 
 def _model_config(cfg: Config, tokenizer):
+    # muP scales the output layer apart from the input embedding: untied (models.mup_init)
     return models.olmo_config(cfg.model, vocab_size=len(tokenizer), max_len=cfg.seq_len,
+                              tie=not cfg.mup_base_width,
                               pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.eos_token_id,
                               eos_token_id=tokenizer.eos_token_id)
 
 
+def accumulation(cfg: Config, world: int) -> tuple[int, int, int]:
+    """(rows per process per step, rows per forward/backward, micro-batches per step).
+
+    The global batch ``cfg.batch_size`` is the same for any launch: each of ``world`` processes
+    takes ``batch_size / world`` rows of a step's batch and reaches them in micro-batches of
+    ``cfg.micro_batch_size`` (0: all at once), accumulating gradients. A split that does not
+    divide is an error before any work."""
+    if world < 1 or cfg.batch_size % world:
+        raise profiles.ProfileError(f"parameter 'batch_size' = {cfg.batch_size} must be divisible by "
+                                    f"the number of processes ({world})")
+    share = cfg.batch_size // world
+    micro = cfg.micro_batch_size or share
+    if share % micro:
+        raise profiles.ProfileError(
+            f"parameter 'batch_size' = {cfg.batch_size} is not divisible by processes x micro_batch_size = "
+            f"{world} x {micro}; allowed: micro_batch_size dividing {share} (batch_size / processes), or 0")
+    return share, micro, share // micro
+
+
 def _make_optimizer(model, cfg: Config):
     import torch
+    if cfg.mup_base_width:  # muP (models.mup_param_groups): per-group LR and weight decay
+        return torch.optim.AdamW(models.mup_param_groups(model, cfg.mup_base_width, cfg.peak_lr(), cfg.weight_decay),
+                                 lr=cfg.peak_lr(), betas=(0.9, cfg.beta2), eps=1e-8, fused=False, foreach=True)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 else decay).append(p)
@@ -171,9 +195,11 @@ def _make_optimizer(model, cfg: Config):
 
 def _accelerator(cfg: Config):
     from accelerate import Accelerator
-    cpu = profiles.get_profile(cfg.profile).device == "cpu"
     import torch
-    mp = cfg.mixed_precision if (not cpu and torch.cuda.is_available()) else "no"
+    # no GPU (e.g. the paper path tested on CPU): the CPU backend, so that a torchrun / accelerate
+    # launch still forms one process group (gloo) instead of N independent world-size-1 runs
+    cpu = profiles.get_profile(cfg.profile).device == "cpu" or not torch.cuda.is_available()
+    mp = cfg.mixed_precision if not cpu else "no"
     return Accelerator(cpu=cpu, mixed_precision=mp)
 
 
@@ -192,7 +218,8 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
         return json.loads(done_file.read_text())
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model = models.build_model(_model_config(cfg, tokenizer), seed=cfg.seed)
+    _, micro, n_micro = accumulation(cfg, accelerator.num_processes)
+    model = models.build_model(_model_config(cfg, tokenizer), seed=cfg.seed, mup_base_width=cfg.mup_base_width)
     optimizer = _make_optimizer(model, cfg)
     fn = lambda i: lr_multiplier(job.start + i, cfg, job.kind, job.total, job.decay_start)
     resume = state_dir / f"{job.name}.pt"
@@ -248,10 +275,20 @@ def train_job(cfg: Config, job: Job, run_dir: Path, stream: BlockStream, tokeniz
     t0 = time.perf_counter()
     while step < job.end:
         x = stream.batch(step).to(accelerator.device)
-        out = model(input_ids=x, labels=x)
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(out.loss.detach()),
+        if n_micro == 1:
+            out = model(input_ids=x, labels=x)
+            loss = out.loss.detach()
+            accelerator.backward(out.loss)
+        else:  # gradient accumulation: the mean over the micro-batches = the mean over the step's rows
+            loss = torch.zeros((), device=accelerator.device)
+            for j in range(n_micro):
+                xj = x[j * micro:(j + 1) * micro]
+                with accelerator.no_sync(model) if j < n_micro - 1 else contextlib.nullcontext():
+                    out = model(input_ids=xj, labels=xj)
+                    accelerator.backward(out.loss / n_micro)
+                loss = loss + out.loss.detach() / n_micro
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss),
                                 torch.full_like(first_bad, step + 1), first_bad)
-        accelerator.backward(out.loss)
         if cfg.grad_clip > 0:
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -311,7 +348,7 @@ class Unit:
 def _context_key(cfg: Config) -> tuple:
     from ..foundation import data
     return (cfg.corpus, cfg.vocab_size, cfg.tokenizer_chars, cfg.seq_len, cfg.batch_size, _tokens_needed(cfg),
-            cfg.seed, cfg.val_blocks, cfg.profile, cfg.mixed_precision, str(data.cache_dir()))
+            cfg.seed, cfg.val_blocks, cfg.profile, cfg.mixed_precision, cfg.c4_train_files, str(data.cache_dir()))
 
 
 _CONTEXT: dict = {}
@@ -324,6 +361,7 @@ def _context(cfg: Config, accelerator=None):
         if parallel.in_worker():  # no progress bars / chatty loggers from the worker processes
             parallel.quiet()
         acc = accelerator or _accelerator(cfg)
+        accumulation(cfg, acc.num_processes)  # a batch that does not split: an error before any work
         tok = get_tokenizer(cfg)
         stream = BlockStream(token_blocks(cfg, tok), cfg.batch_size, cfg.seed, acc.process_index, acc.num_processes)
         val = _val_blocks(cfg, tok) if (cfg.val_blocks and acc.is_main_process) else None

@@ -10,7 +10,7 @@ size, modification time, inode and status-change time, after its first success):
     data.names()                                  # every registered set
     ds = data.load("sst2_glue", "train")          # datasets.Dataset: sentence -> text, label
     dd = data.load("mr")                          # DatasetDict of every split
-    data.spec("gsm8k").hub                        # 'openai/gsm8k' (paper scale, online)
+    data.spec("gsm8k").hub                        # 'openai/gsm8k' (paper scale: hubdata.load)
     books = data.gutenberg_bodies("validation")   # book bodies, PG boilerplate removed
     data.checksums(["mr", "gsm8k"])               # {file: measured sha256} for result provenance
     data.verify_all()                             # re-hash every file of every set (no cache)
@@ -114,7 +114,7 @@ class DataSpec:
 
     name: str
     role: str
-    builder: str  # "json" | "csv" | "text"
+    builder: str  # "json" | "csv" | "text" ("parquet": a hub-only set's files, read by hubdata)
     splits: dict
     counts: dict  # split -> expected number of examples after parsing
     schema: dict  # field -> type name, after parsing
@@ -238,9 +238,11 @@ _SPECS = [
              {"test": 5153}, {"context": "str", "continuation": "str"}, "EleutherAI/lambada_openai"),
     # hub-only sets used at paper scale
     DataSpec("c4", "pre-training corpus at paper scale", "json", {}, {}, {"text": "str"},
-             "allenai/c4", "en", local=False, note="Hub only; streamed at the paper profile."),
-    DataSpec("tulu", "instruction tuning at paper scale", "json", {}, {}, {"messages": "list[dict]"},
-             "allenai/tulu-v2-sft-mixture", local=False, note="Hub only."),
+             "allenai/c4", "en", local=False,
+             note="Hub only: hubdata.iter_texts('c4', split, max_files=k) reads its json.gz shards."),
+    DataSpec("tulu", "instruction tuning at paper scale", "parquet", {}, {},
+             {"dataset": "str", "id": "str", "messages": "list[dict]"},
+             "allenai/tulu-v2-sft-mixture", local=False, note="Hub only: hubdata.load('tulu', 'train')."),
 ]
 REGISTRY: dict[str, DataSpec] = {s.name: s for s in _SPECS}
 
@@ -305,8 +307,9 @@ def load(name: str, split: str | None = None):
     import datasets
     s = spec(name)
     if not s.local:
-        raise DataError(f"data set {name!r} is hub-only: at paper scale use "
-                        f"datasets.load_dataset({s.hub!r}{', ' + repr(s.hub_config) if s.hub_config else ''})")
+        raise DataError(f"data set {name!r} is hub-only ({s.hub}{', ' + s.hub_config if s.hub_config else ''}): "
+                        f"read it with coft_utils.foundation.hubdata.load({name!r}, split) at the paper "
+                        f"profile (or gpu where its chapter allows the hub)")
     if split is not None and split not in s.splits:
         raise DataError(f"data set {name!r} has no split {split!r}; allowed: {', '.join(s.splits)}")
     paths = verify(name)

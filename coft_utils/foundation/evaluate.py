@@ -19,6 +19,17 @@ validation split, ``allenai/c4`` ``en``, streamed from the hub: the paper's pre-
 read from the data folder instead if the data registry ever holds a local ``c4`` validation split).
 Each source is a list of documents, tokenized one by one (no special tokens) and joined by eos.
 
+Origin. ``origin="local"`` (the default: smoke, cpu, gpu) reads a source from ``../shared/data``;
+``origin="hub"`` (``paper``: ``hubdata.source_for(profile)``) reads it from its hub repository's
+own files through :mod:`coft_utils.foundation.hubdata` (``wikitext``: Salesforce/wikitext's
+WikiText-2 test file, the same text as the local copy; ``c4``: allenai/c4's ``en`` validation
+shards, file by file). ``c4`` is always read from the hub; ``gutenberg`` has no hub copy and is
+refused at ``origin="hub"``. A hub-read stream is cached under its own name (``...-hub-...``), so
+a local and a hub copy never share a cache file::
+
+    ids = evaluate.heldout_ids(tok, "wikitext", origin="hub")
+    blocks = evaluate.heldout_blocks(tok, "wikitext", 64, 128, origin="hub")
+
 :func:`heldout_ids` gives the token stream: the whole source (``n_tokens=None``; not for ``c4``),
 or its first ``n_tokens`` tokens exactly (fewer only if the source is shorter), or, with
 ``whole_documents=True``, every document until ``n_tokens`` is reached (so the stream ends at a
@@ -62,19 +73,46 @@ MAX_TOKENS = {"gutenberg": 5_384_660 + 2 * 13, "wikitext": 1_256_449 + 2}
 
 
 # --------------------------------------------------------------------------- the sources
-def _gutenberg_documents() -> Iterator[str]:
+ORIGINS = ("local", "hub")
+
+
+def _check_origin(origin: str) -> str:
+    if origin not in ORIGINS:
+        raise ValueError(f"unknown origin {origin!r}; allowed: {', '.join(ORIGINS)}")
+    return origin
+
+
+def _gutenberg_documents(origin: str = "local") -> Iterator[str]:
+    if origin == "hub":
+        raise data.DataError("held-out source 'gutenberg' has no hub copy (it is this project's own corpus); "
+                             "allowed with origin='hub': wikitext, c4")
     return data.gutenberg_bodies("validation")
 
 
-def _wikitext_documents() -> Iterator[str]:
-    ds = data.load("wikitext2_tokenized_valid_test", "test")
+def _hubdata():
+    try:
+        from . import hubdata
+    except ImportError:
+        return None
+    return hubdata
+
+
+def _wikitext_documents(origin: str = "local") -> Iterator[str]:
+    if origin == "hub":
+        ds = _hubdata().load("wikitext", "test", source="hub")
+    else:
+        ds = data.load("wikitext2_tokenized_valid_test", "test")
     yield "".join(ds["text"])
 
 
-def _c4_documents() -> Iterator[str]:
+def _c4_documents(origin: str = "hub") -> Iterator[str]:
     s = data.spec("c4")
+    hd = _hubdata()
     if s.local and "validation" in s.splits:  # a local copy registered in the data folder
         ds = data.load("c4", "validation")
+    elif hd is not None:  # the repository's own validation shards, file by file (hubdata)
+        yield from hd.iter_texts("c4", "validation")
+        return
     else:
         import datasets
         try:
@@ -93,7 +131,7 @@ class HeldoutSource:
     name: str
     data_set: str  # its name in data.REGISTRY
     split: str
-    documents: Callable[[], Iterator[str]]
+    documents: Callable[..., Iterator[str]]  # documents() -> the texts; documents("hub") from the hub
     streamed: bool = False  # True: read only as far as a request needs (n_tokens required)
 
 
@@ -104,10 +142,13 @@ HELDOUT: dict[str, HeldoutSource] = {
 }
 
 
-def data_names(sources) -> list[str]:
+def data_names(sources, origin: str = "local") -> list[str]:
     """The local data sets (``data.REGISTRY`` names) behind held-out ``sources``, for result
-    provenance (their checksums go into every record); hub-only sources (c4) have none."""
+    provenance (their checksums go into every record); hub-only sources (c4) have none, and
+    nothing local is read at ``origin="hub"``."""
     from . import data
+    if _check_origin(origin) == "hub":
+        return []
     out = []
     for s in sources:
         name = _source(s).data_set
@@ -122,9 +163,11 @@ def _source(source: str) -> HeldoutSource:
     return HELDOUT[source]
 
 
-def documents(source: str) -> Iterator[str]:
-    """The documents of a held-out source, in their fixed order (``c4``: streamed)."""
-    return _source(source).documents()
+def documents(source: str, origin: str = "local") -> Iterator[str]:
+    """The documents of a held-out source, in their fixed order (``c4``: streamed from the hub)."""
+    src = _source(source)
+    # a source's documents() takes the origin; a zero-argument one (a user's source) is local only
+    return src.documents() if _check_origin(origin) == "local" else src.documents(origin)
 
 
 def max_blocks(source: str, seq_len: int) -> int | None:
@@ -155,11 +198,18 @@ def _mode(n_tokens: int | None, whole_documents: bool) -> str:
     return "all" if n_tokens is None else ("docs" if whole_documents else "trim")
 
 
-def cache_path(tokenizer, source: str, n_tokens: int | None = None, whole_documents: bool = False) -> Path:
+def _tag(source: str, origin: str) -> str:
+    """The source's name in cache files: ``<source>-hub`` for a local source read from the hub."""
+    return f"{source}-hub" if _check_origin(origin) == "hub" and not _source(source).streamed else source
+
+
+def cache_path(tokenizer, source: str, n_tokens: int | None = None, whole_documents: bool = False,
+               origin: str = "local") -> Path:
     """Where :func:`heldout_ids` caches this request: ``heldout/<source>-<fingerprint>-<what>-v<N>.npz``,
-    ``<what>`` = ``all`` (the whole source), ``n<count>-trim`` or ``n<count>-docs`` (whole documents)."""
+    ``<what>`` = ``all`` (the whole source), ``n<count>-trim`` or ``n<count>-docs`` (whole documents);
+    ``<source>`` is ``wikitext-hub`` etc. when a local source is read from the hub."""
     what = "all" if n_tokens is None else f"n{n_tokens}-{_mode(n_tokens, whole_documents)}"
-    name = f"{source}-{tokenizer_fingerprint(tokenizer)}-{what}-v{CACHE_VERSION}.npz"
+    name = f"{_tag(source, origin)}-{tokenizer_fingerprint(tokenizer)}-{what}-v{CACHE_VERSION}.npz"
     return data.cache_dir() / "heldout" / name
 
 
@@ -234,12 +284,13 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _tokenize(tokenizer, source: str, n_tokens: int | None, whole_documents: bool) -> tuple[np.ndarray, bool]:
+def _tokenize(tokenizer, source: str, n_tokens: int | None, whole_documents: bool,
+              origin: str = "local") -> tuple[np.ndarray, bool]:
     """(ids, exhausted): documents tokenized one by one and joined by eos, until ``n_tokens``."""
     eos = tokenizer.eos_token_id
     ids: list[int] = []
     exhausted = True
-    for text in documents(source):
+    for text in documents(source, origin):
         ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
         if eos is not None:
             ids.append(eos)
@@ -251,15 +302,18 @@ def _tokenize(tokenizer, source: str, n_tokens: int | None, whole_documents: boo
     return np.asarray(ids, dtype=np.int64), exhausted
 
 
-def heldout_ids(tokenizer, source: str, n_tokens: int | None = None, *, whole_documents: bool = False) -> np.ndarray:
+def heldout_ids(tokenizer, source: str, n_tokens: int | None = None, *, whole_documents: bool = False,
+                origin: str = "local") -> np.ndarray:
     """Token ids (1-D int64) of a held-out source, cached per request (see the module docstring).
 
     ``n_tokens=None``: the whole source (``gutenberg``, ``wikitext``; a streamed source refuses).
     Otherwise the first ``n_tokens`` tokens exactly, fewer only when the source is shorter; with
     ``whole_documents=True`` the stream runs on to the end of the document that reaches
-    ``n_tokens`` (at least ``n_tokens`` tokens, unless the source is shorter).
+    ``n_tokens`` (at least ``n_tokens`` tokens, unless the source is shorter). ``origin``: where a
+    source is read from (``"local"`` or ``"hub"``; see the module docstring).
     """
     src = _source(source)
+    _check_origin(origin)
     if n_tokens is None:
         if src.streamed:
             raise ValueError(f"held-out source {source!r} is streamed: give n_tokens (an integer >= 1)")
@@ -268,8 +322,8 @@ def heldout_ids(tokenizer, source: str, n_tokens: int | None = None, *, whole_do
     else:
         n_tokens = int(n_tokens)
     whole_documents = bool(whole_documents)
-    path = cache_path(tokenizer, source, n_tokens, whole_documents)
-    expect = {"version": CACHE_VERSION, "source": source, "tokenizer": tokenizer_fingerprint(tokenizer),
+    path = cache_path(tokenizer, source, n_tokens, whole_documents, origin)
+    expect = {"version": CACHE_VERSION, "source": _tag(source, origin), "tokenizer": tokenizer_fingerprint(tokenizer),
               "n_tokens": n_tokens, "mode": _mode(n_tokens, whole_documents)}
     ids = _read(path, expect)
     if ids is not None:
@@ -277,7 +331,7 @@ def heldout_ids(tokenizer, source: str, n_tokens: int | None = None, *, whole_do
     with _locked(path):
         ids = _read(path, expect)  # another process may have written it while we waited
         if ids is None:
-            ids, exhausted = _tokenize(tokenizer, source, n_tokens, whole_documents)
+            ids, exhausted = _tokenize(tokenizer, source, n_tokens, whole_documents, origin)
             _atomic_save(path, ids, {**expect, "length": len(ids), "sha256": _sha(ids), "exhausted": exhausted})
     return ids
 
@@ -288,14 +342,14 @@ def source_ids(tokenizer, source: str) -> np.ndarray:
 
 
 def heldout_blocks(tokenizer, source: str = "gutenberg", n_blocks: int = 64, seq_len: int = 128, *,
-                   oversample: int | None = None, whole_documents: bool = True):
+                   oversample: int | None = None, whole_documents: bool = True, origin: str = "local"):
     """``n_blocks`` evenly spaced blocks of ``seq_len`` tokens (LongTensor ``[n_blocks, seq_len]``).
 
     ``oversample=None``: cut from the whole source (``gutenberg``, ``wikitext``). ``oversample=k``:
     from ``heldout_ids(tok, source, k * n_blocks * seq_len, whole_documents=whole_documents)``;
     ``c4`` needs it. Chapter 02's C4 blocks are ``oversample=4`` (whole documents); chapter 03's
     are ``oversample=1, whole_documents=False``: exactly ``n_blocks * seq_len`` tokens, so the
-    blocks are consecutive (``ids.reshape(n_blocks, seq_len)``).
+    blocks are consecutive (``ids.reshape(n_blocks, seq_len)``). ``origin``: see :func:`heldout_ids`.
     """
     import torch
     if not (isinstance(n_blocks, int) and n_blocks >= 1):
@@ -303,9 +357,10 @@ def heldout_blocks(tokenizer, source: str = "gutenberg", n_blocks: int = 64, seq
     if not (isinstance(seq_len, int) and seq_len >= 2):
         raise ValueError(f"seq_len must be an integer >= 2, got {seq_len!r}")
     if oversample is None:
-        ids = heldout_ids(tokenizer, source)
+        ids = heldout_ids(tokenizer, source, origin=origin)
     elif isinstance(oversample, int) and not isinstance(oversample, bool) and oversample >= 1:
-        ids = heldout_ids(tokenizer, source, oversample * n_blocks * seq_len, whole_documents=whole_documents)
+        ids = heldout_ids(tokenizer, source, oversample * n_blocks * seq_len, whole_documents=whole_documents,
+                          origin=origin)
     else:
         raise ValueError(f"oversample must be an integer >= 1 or None, got {oversample!r}")
     total = len(ids) // seq_len

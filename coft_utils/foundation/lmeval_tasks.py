@@ -1,11 +1,32 @@
-"""The generalist benchmarks through ``lm-evaluation-harness``, offline on the local data files.
+"""The generalist benchmarks through ``lm-evaluation-harness``: offline on the local data files
+(smoke/cpu/gpu), or lm-eval's own task definitions on the hub (paper).
 
 ::
 
     from coft_utils.foundation import lmeval_tasks as lt
     r = lt.evaluate(model, tok, ["arc_easy", "piqa"], limit=100)        # local files, offline
     r["scores"]["arc_easy"]            # {'acc': .., 'acc_norm': .., 'acc_stderr': .., 'n': 100}
-    r = lt.evaluate("allenai/OLMo-1B-hf", None, lt.BENCHMARKS, local=False)  # lm-eval's own tasks (hub)
+    r = lt.evaluate("allenai/OLMo-1B-hf", None, lt.PAPER_BENCHMARKS, local=False)  # lm-eval's own tasks (hub)
+    lt.PAPER_BENCHMARKS       # the paper's list (SciQ included); lt.EXTRA_BENCHMARKS: this companion's extras
+    lt.LOCAL_BENCHMARKS       # the ones with a local data file (SciQ has none: hub only)
+
+Which benchmarks (source: the paper, Springer et al. 2025, arXiv 2503.19206): its Fig. 1 caption
+reports "the average performance of five common LLM benchmarks" and names ARC-Easy,
+ARC-Challenge, PIQA and HellaSwag; the fifth, SciQ, is the one issue 15 of this project records
+from the paper's list (we could not retrieve the paper's Section 2 text here to quote it).
+:data:`PAPER_BENCHMARKS` is these five; Winogrande, BoolQ, COPA and OpenBookQA are this
+companion's extras (:data:`EXTRA_BENCHMARKS`), labelled as such wherever they are reported. The
+smoke/cpu/gpu presets use the eight benchmarks with a local data file (:data:`LOCAL_BENCHMARKS`).
+
+``local=False`` (paper): lm-eval's own task definitions (``lm_eval/tasks/<task>/*.yaml``: its
+prompts, choices, ``process_docs``). Online, by task name (lm-eval loads its ``dataset_path`` from
+the hub). Offline (``HF_HUB_OFFLINE=1``, e.g. a cluster node after the download, or the tests'
+hub-layout cache) ``datasets.load_dataset(hub_id)`` cannot resolve a hub id from the cache, so
+:func:`hub_tasks` builds each of lm-eval's tasks with only its data source replaced: the
+evaluated split's own files of the same hub repository, found through
+:func:`coft_utils.foundation.hubdata.files` (``dataset_path: parquet|json``, ``data_files``),
+every other field as lm-eval defines it. (This reaches into lm-eval 0.4.13's task factory,
+``TaskManager._factory._build_task``; pinned in ``pyproject.toml``.)
 
 ``local=True`` (smoke/cpu/gpu): for every benchmark a normalized JSONL file and a task YAML are
 written at run time into ``data.cache_dir()/lmeval_tasks/`` (:func:`write_tasks`), pointing at
@@ -47,12 +68,22 @@ from pathlib import Path
 
 from . import data
 
-__all__ = ["BENCHMARKS", "HUB_TASKS", "normalized_docs", "write_tasks", "task_manager", "evaluate",
+__all__ = ["BENCHMARKS", "LOCAL_BENCHMARKS", "PAPER_BENCHMARKS", "EXTRA_BENCHMARKS", "HUB_ONLY", "HUB_TASKS",
+           "N_CHOICES", "label", "normalized_docs", "hub_tasks", "write_tasks", "task_manager", "evaluate",
            "task_name"]
 
-BENCHMARKS = ("arc_easy", "arc_challenge", "piqa", "hellaswag", "winogrande", "boolq", "copa", "openbookqa")
-# benchmark -> lm-eval's standard task (paper profile, data from the hub)
+# the benchmarks with a local data file in ../shared/data (smoke/cpu/gpu)
+LOCAL_BENCHMARKS = ("arc_easy", "arc_challenge", "piqa", "hellaswag", "winogrande", "boolq", "copa", "openbookqa")
+# the paper's five (Fig. 1: "five common LLM benchmarks"; SciQ: see the module doc) and our extras
+PAPER_BENCHMARKS = ("arc_easy", "arc_challenge", "piqa", "hellaswag", "sciq")
+EXTRA_BENCHMARKS = ("winogrande", "boolq", "copa", "openbookqa")
+BENCHMARKS = LOCAL_BENCHMARKS + ("sciq",)  # every benchmark this module knows
+HUB_ONLY = tuple(b for b in BENCHMARKS if b not in LOCAL_BENCHMARKS)
+# benchmark -> lm-eval's standard task (paper profile, data from the hub: lm_eval/tasks/<name>/*.yaml;
+# sciq: allenai/sciq, 4 choices, acc and acc_norm)
 HUB_TASKS = {b: b for b in BENCHMARKS}
+# choices per item where every item has the same number (the chance level without the data)
+N_CHOICES = {"piqa": 2, "hellaswag": 4, "winogrande": 2, "boolq": 2, "copa": 2, "openbookqa": 4, "sciq": 4}
 _SPLIT = {"arc_easy": "test", "arc_challenge": "test", "piqa": "validation", "hellaswag": "validation",
           "winogrande": "validation", "boolq": "validation", "copa": "validation", "openbookqa": "test"}
 TASK_VERSION = 1  # bump when the normalization changes (the cache folder is keyed by it)
@@ -69,9 +100,17 @@ def _hs_pre(text: str) -> str:  # lm_eval/tasks/hellaswag/utils.py: preprocess
     return text.replace("  ", " ")
 
 
+def label(bench: str) -> str:
+    """``bench``, marked ``(extra)`` when it is not one of the paper's benchmarks."""
+    return bench if bench in PAPER_BENCHMARKS else f"{bench} (extra)"
+
+
 def normalized_docs(bench: str) -> list[dict]:
     """The benchmark's items as dicts: ``text``/``choices``/``gold`` (winogrande:
     ``options``/``continuation``/``gold``), in the data file's order."""
+    if bench in HUB_ONLY:
+        raise data.DataError(f"benchmark {bench!r} has no local data file (hub only: lm-eval's task "
+                             f"{HUB_TASKS[bench]!r}); allowed locally: {', '.join(LOCAL_BENCHMARKS)}")
     if bench not in _SPLIT:
         raise data.DataError(f"unknown benchmark {bench!r}; allowed: {', '.join(BENCHMARKS)}")
     return [dict(d) for d in _docs(bench, str(data.data_dir()))]
@@ -124,7 +163,7 @@ def _yaml(bench: str, path: Path) -> str:
     return head + body + f"metadata:\n  version: {TASK_VERSION}.0\n"
 
 
-def write_tasks(benches=BENCHMARKS, root: str | os.PathLike | None = None) -> Path:
+def write_tasks(benches=LOCAL_BENCHMARKS, root: str | os.PathLike | None = None) -> Path:
     """Write normalized JSONL files and task YAMLs for ``benches``; return the include folder."""
     root = Path(root) if root else data.cache_dir() / f"lmeval_tasks_v{TASK_VERSION}"
     root.mkdir(parents=True, exist_ok=True)
@@ -143,11 +182,48 @@ def write_tasks(benches=BENCHMARKS, root: str | os.PathLike | None = None) -> Pa
     return root
 
 
-def task_manager(local: bool = True, benches=BENCHMARKS):
+def task_manager(local: bool = True, benches=LOCAL_BENCHMARKS):
     from lm_eval.tasks import TaskManager
     if local:
         return TaskManager(include_path=str(write_tasks(benches)), include_defaults=False)
     return TaskManager()
+
+
+# benchmark -> the folder of lm-eval 0.4.13's task YAML under lm_eval/tasks
+_LMEVAL_DIRS = {"arc_easy": "arc", "arc_challenge": "arc", "piqa": "piqa", "hellaswag": "hellaswag",
+                "sciq": "sciq", "winogrande": "winogrande", "boolq": "super_glue/boolq",
+                "copa": "super_glue/copa", "openbookqa": "openbookqa"}
+
+
+def hub_tasks(benches) -> tuple[list, object]:
+    """(lm-eval ``Task`` objects, their ``TaskManager``): lm-eval's own definitions of ``benches``
+    reading the evaluated split's hub files through :mod:`coft_utils.foundation.hubdata` (the hub
+    cache offline). Only the lm-eval task folders of ``benches`` are indexed (seconds, not the ~20 s
+    of lm-eval's whole index)."""
+    import lm_eval.tasks
+    from lm_eval.tasks import TaskManager
+    from . import hubdata
+    root = Path(lm_eval.tasks.__file__).parent
+    bad = [b for b in benches if b not in _LMEVAL_DIRS]
+    if bad:
+        raise ValueError(f"unknown benchmark(s) {bad}; allowed: {', '.join(_LMEVAL_DIRS)}")
+    tm = TaskManager(include_path=sorted({str(root / _LMEVAL_DIRS[b]) for b in benches}), include_defaults=False)
+    tasks = []
+    for b in benches:
+        if b not in hubdata.REGISTRY:
+            raise hubdata.HubDataError(f"benchmark {b!r} has no hub data set registered in hubdata, so lm-eval's task "
+                                       f"{HUB_TASKS[b]!r} cannot read the hub cache offline; run it online, or "
+                                       f"without it: {', '.join(x for x in benches if x in hubdata.REGISTRY)}")
+        entry = tm._entry(HUB_TASKS[b])
+        cfg = entry.cfg
+        split = cfg.get("test_split") or cfg.get("validation_split")  # what lm-eval evaluates
+        paths = [str(p) for p in hubdata.files(b, split)]
+        builder = "parquet" if paths[0].endswith(".parquet") else "json"
+        over = {"dataset_path": builder, "dataset_name": None, "dataset_kwargs": {"data_files": {split: paths}},
+                "training_split": None, "validation_split": split if split != cfg.get("test_split") else None,
+                "test_split": split if split == cfg.get("test_split") else None, "fewshot_split": None}
+        tasks.append(tm._factory._build_task(entry, over))
+    return tasks, tm
 
 
 def _lm(model, tokenizer, batch_size: int, max_length: int | None, device: str | None):
@@ -160,7 +236,7 @@ def _lm(model, tokenizer, batch_size: int, max_length: int | None, device: str |
     return HFLM(pretrained=model, tokenizer=tokenizer, **kw)
 
 
-def longest_continuation(tokenizer, benches=BENCHMARKS, limit: int | None = None) -> int:
+def longest_continuation(tokenizer, benches=LOCAL_BENCHMARKS, limit: int | None = None) -> int:
     """Tokens of the longest scored continuation (``" " + choice``) among the first ``limit`` items."""
     n = 0
     for b in benches:
@@ -171,7 +247,7 @@ def longest_continuation(tokenizer, benches=BENCHMARKS, limit: int | None = None
     return n
 
 
-def evaluate(model, tokenizer, benches=BENCHMARKS, limit: int | None = None, batch_size: int = 32,
+def evaluate(model, tokenizer, benches=LOCAL_BENCHMARKS, limit: int | None = None, batch_size: int = 32,
              local: bool = True, log_samples: bool = False, max_length: int | None = None,
              device: str | None = None, progress: bool = False) -> dict:
     """Zero-shot ``acc``/``acc_norm`` of ``model`` (a loaded model + tokenizer, or a path / hub id)
@@ -185,15 +261,24 @@ def evaluate(model, tokenizer, benches=BENCHMARKS, limit: int | None = None, bat
     bad = [b for b in benches if b not in BENCHMARKS]
     if bad:
         raise ValueError(f"unknown benchmark(s) {bad}; allowed: {', '.join(BENCHMARKS)}")
-    tm = task_manager(local, benches)
+    hub_only = [b for b in benches if b in HUB_ONLY]
+    if local and hub_only:
+        raise ValueError(f"benchmark(s) {hub_only} have no local data file (hub only); use local=False "
+                         f"(lm-eval's own tasks), or locally one of {', '.join(LOCAL_BENCHMARKS)}")
     names = {b: (task_name(b) if local else HUB_TASKS[b]) for b in benches}
+    from . import hubdata
+    if not local and hubdata.offline():  # lm-eval's own tasks on the hub cache's files
+        tasks, tm = hub_tasks(benches)
+    else:
+        tm = task_manager(local, benches)
+        tasks = list(names.values())
     if local and max_length and tokenizer is not None:
         # lm-eval asserts that every scored continuation fits into max_length
         max_length = max(max_length, longest_continuation(tokenizer, benches, limit) + 1)
     lm = _lm(model, tokenizer, batch_size, max_length, device)
     # lm-eval's progress bars go to stderr; keep them out of the book unless asked for
     with (contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO())):
-        res = lm_eval.simple_evaluate(model=lm, tasks=list(names.values()), task_manager=tm,
+        res = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=tm,
                                       limit=limit or None, bootstrap_iters=0, log_samples=log_samples,
                                       random_seed=0, numpy_random_seed=0, torch_random_seed=0)
     scores = {}

@@ -37,7 +37,8 @@ from . import registry as _registry
 
 __all__ = [
     "PROFILES", "CHAPTERS", "ProfileError", "Profile", "ChapterConfig", "SeriesConfig", "param", "get_profile",
-    "resolve", "describe", "validate", "apply_offline_env", "series_info", "SeriesInfo",
+    "resolve", "describe", "validate", "apply_offline_env", "series_info", "SeriesInfo", "OfflineWarning",
+    "offline_vars_set", "OFFLINE_VARS",
 ]
 
 
@@ -52,7 +53,7 @@ class Profile:
     name: str
     description: str
     budget: str
-    offline: bool  # True: nothing may be downloaded (HF_HUB_OFFLINE=1, HF_DATASETS_OFFLINE=1)
+    offline: bool  # True (smoke, cpu): nothing may be downloaded (HF_HUB_OFFLINE=1, HF_DATASETS_OFFLINE=1)
     device: str  # "cpu" or "auto" (cuda when available)
 
 
@@ -61,9 +62,10 @@ PROFILES: dict[str, Profile] = {
     for p in (
         Profile("smoke", "CI and tests: tiny suite, a few steps", "seconds per notebook", True, "cpu"),
         Profile("cpu", "any laptop, 2 cores (the default)", "whole book in <= 45 min", True, "cpu"),
-        Profile("gpu", "one H100/A100: a larger suite, more tokens", "<= 30 min per notebook", True, "auto"),
-        Profile("paper", "A100 machines: the paper's settings and hub checkpoints",
-                "the paper's compute", False, "auto"),
+        Profile("gpu", "one H100/A100: a larger suite, more tokens; local data by default, the hub "
+                "where a chapter's preset says so", "<= 30 min per notebook", False, "auto"),
+        Profile("paper", "A100 machines: the paper's settings, hub checkpoints and hub data "
+                "(coft_utils.foundation.hubdata)", "the paper's compute", False, "auto"),
     )
 }
 DEFAULT_PROFILE = "cpu"
@@ -131,7 +133,7 @@ class SeriesConfig(ChapterConfig):
 
     :func:`validate` checks them for every such chapter before any work (nothing is trained or
     loaded): ``series`` is 'suite', a built-in name or an existing series .json; ``checkpoints``
-    are labels of that series; and at an offline profile (``Profile.offline``: smoke, cpu, gpu)
+    are labels of that series; and at an offline profile (``Profile.offline``: smoke, cpu)
     no chosen checkpoint may be hub-only (a ``hub_id`` without a local ``path``)."""
 
     series: str = param("suite", "checkpoint series: 'suite' (this project's pre-training suite), a "
@@ -139,6 +141,8 @@ class SeriesConfig(ChapterConfig):
     schedule: str = param("cosine", "LR schedule of the suite's pre-training (series='suite' only)",
                           choices=("cosine", "wsd", "constant"))
     checkpoints: tuple[str, ...] = param((), "checkpoint labels to use (empty: all of the series)", item=str)
+    suite_model: str = param("", "the suite's model preset (series='suite' only; '' = chapter 00's at this "
+                             "profile; at paper: olmo-15m, olmo-30m (the default) or olmo-90m, the paper's three)")
 
 
 def _plain(v):
@@ -153,12 +157,38 @@ def get_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+class OfflineWarning(UserWarning):
+    """An online profile (gpu, paper) run while the environment forbids hub downloads."""
+
+
+def offline_vars_set() -> list[str]:
+    """The offline variables set to a true value in this environment ("1", "ON", "YES", "TRUE")."""
+    return [k for k in OFFLINE_VARS
+            if os.environ.get(k, "").strip().upper() in {"1", "ON", "YES", "TRUE"}]
+
+
 def apply_offline_env(profile: str) -> None:
-    """At offline profiles make sure nothing is looked up on the hub (a lookup hangs ~25 s here)."""
+    """At offline profiles (smoke, cpu) make sure nothing is looked up on the hub (a lookup hangs
+    ~25 s here). At online profiles (gpu, paper) nothing is set; if the shell has set an offline
+    variable, warn before any work, naming it and how to unset it: only files already in the hub
+    cache can then be read (which is what the tests do on purpose, with a local cache)."""
     if get_profile(profile).offline:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        return
+    on = offline_vars_set()
+    if on:
+        import warnings
+        cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+            os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
+        warnings.warn(f"profile {profile!r} reads checkpoints and data from the Hugging Face hub, but "
+                      f"{', '.join(f'{k}={os.environ[k]}' for k in on)} is set in this environment: nothing "
+                      f"will be downloaded, and only files already in the hub cache ({cache}) can be used. "
+                      f"To download, run: unset {' '.join(on)}", OfflineWarning, stacklevel=2)
 
 
 def _chapter_presets(chapter: str) -> dict[str, ChapterConfig]:
@@ -308,6 +338,14 @@ def _check_series(cfg: "SeriesConfig") -> SeriesInfo:
     """The rules every chapter on a checkpoint series shares: the series exists, the chosen
     ``checkpoints`` are its labels, and an offline profile uses no checkpoint from the hub."""
     info = series_info(cfg.series, cfg.profile, cfg.schedule)
+    if cfg.suite_model:
+        from . import models
+        if cfg.series != "suite":
+            raise ProfileError(f"parameter 'suite_model' = {cfg.suite_model!r} applies to series 'suite' only "
+                               f"(series is {cfg.series!r}); allowed: '' for any other series")
+        if cfg.suite_model not in models.OLMO_PRESETS:
+            raise ProfileError(f"parameter 'suite_model' = {cfg.suite_model!r} is not a model preset; allowed: "
+                               f"'' or one of {', '.join(models.OLMO_PRESETS)}")
     bad = [c for c in cfg.checkpoints if c not in info.labels]
     if bad:
         where = f"the suite at profile {cfg.profile!r}" if info.kind == "suite" else f"series {cfg.series!r}"

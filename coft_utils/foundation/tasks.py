@@ -41,6 +41,22 @@ gsm8k              gsm8k                                95 % / 5 % cut of train 
 humaneval          humaneval (164 problems, test only)  80 % / 10 % / 10 % cut (prompt -> solution)
 =================  ===================================  ==========================================
 
+From the hub (profile ``paper``). ``tasks.splits(name, ..., source="hub")`` reads the task's
+hub set through :mod:`coft_utils.foundation.hubdata` (``hubdata.load(task.hub, split,
+source="hub")``: the same records and fields as the local copy, from the repository's own files
+at a pinned revision) instead of ``../shared/data``; :func:`hub_names` lists the tasks that have
+one. Where the hub copy lacks what the local one has, the task's ``hub_sources`` say how it is
+cut instead (SST-2: GLUE's test labels are hidden on the hub, so the test split is the GLUE dev
+set and validation is the last 1.5 % (1,010) of the permuted train sentences). Tasks whose local data is a
+subset with no public hub layout we could confirm (mr, cr, subj, trec, rte, tweeteval, boolq,
+siqa) have no hub set and are refused at ``paper`` with the list of those that do.
+
+The paper's Section 3 fine-tuning data (as far as the public sources we could read name it: the
+first author's summary and the arXiv abstract/HTML front matter; the per-task list in Appendix D
+was not readable here and is NOT confirmed) include math (GSM8K), code (StarCoder-Python) and
+classification sets. StarCoder-Python (``bigcode/starcoderdata``, ``python/``) is gated on the
+hub (its terms must be accepted per account), so the public substitute is HumanEval below.
+
 Python code: HumanEval (``openai/openai_humaneval``, in ``../shared/data`` and checksummed) is the
 real Python source every machine of this project has; the task is "function signature +
 docstring -> canonical body". The code is data only and is never executed. At paper scale the
@@ -58,11 +74,12 @@ import numpy as np
 
 from . import data
 
-__all__ = ["Task", "TaskError", "REGISTRY", "register", "get", "names", "splits", "SPLIT_SEED",
-           "SPLITS", "split_size"]
+__all__ = ["Task", "TaskError", "REGISTRY", "register", "get", "names", "hub_names", "splits", "SPLIT_SEED",
+           "SPLITS", "SOURCES", "split_size"]
 
 SPLIT_SEED = 20250325  # fixed: the cut splits never depend on the run's seed
 SPLITS = ("train", "validation", "test")
+SOURCES = ("local", "hub")  # where a task's records come from: ../shared/data or the hub (hubdata)
 
 
 class TaskError(ValueError):
@@ -89,13 +106,16 @@ class Task:
     verbalizers: tuple = ()
     choices_field: str | None = None  # per-example choices (multiple choice cast as classification)
     note: str = ""
+    hub: str | None = None  # its set in coft_utils.foundation.hubdata (None: local only)
+    hub_sources: dict | None = None  # how the hub set is cut (None: the same as ``sources``)
 
     def __post_init__(self):
         if self.kind not in ("classification", "generative"):
             raise TaskError(f"task {self.name!r}: kind must be 'classification' or 'generative', got {self.kind!r}")
-        missing = [s for s in SPLITS if s not in self.sources]
-        if missing:
-            raise TaskError(f"task {self.name!r}: sources lacks split(s) {missing}")
+        for what, src in (("sources", self.sources), ("hub_sources", self.hub_sources)):
+            missing = [s for s in SPLITS if src is not None and s not in src]
+            if missing:
+                raise TaskError(f"task {self.name!r}: {what} lacks split(s) {missing}")
         if self.kind == "classification" and not (self.verbalizers or self.choices_field):
             raise TaskError(f"classification task {self.name!r} needs verbalizers or a choices_field")
 
@@ -110,6 +130,11 @@ def register(task: Task) -> Task:
 
 def names() -> list[str]:
     return list(REGISTRY)
+
+
+def hub_names() -> list[str]:
+    """The tasks that have a hub set (those a ``paper`` run may use)."""
+    return [n for n, t in REGISTRY.items() if t.hub]
 
 
 def get(name) -> Task:
@@ -152,7 +177,10 @@ _TEST3 = {"train": ("test", 0.0, 0.8), "validation": ("test", 0.8, 0.9), "test":
 
 for _t in (
     Task("sst2", "classification", "sst2_glue", {"train": "train", "validation": "validation", "test": "test"},
-         _review(), (" negative", " positive")),
+         _review(), (" negative", " positive"), hub="sst2",
+         hub_sources={"train": ("train", 0.0, 0.985), "validation": ("train", 0.985, 1.0), "test": "validation"},
+         note="Hub (stanfordnlp/sst2): test labels are hidden, so test = the GLUE dev set (872) and "
+              "validation = the last 1.5 % of the permuted train split (1,010 sentences)."),
     Task("mr", "classification", "mr", _ALL3, _review(), (" negative", " positive")),
     Task("cr", "classification", "cr", _ALL3, _review(), (" negative", " positive")),
     Task("subj", "classification", "subj", _ALL3, _review("text", "Sentence", "Subjectivity"),
@@ -174,9 +202,10 @@ for _t in (
          note="llm-foundry's 2-choice SIQA (A/B), validation only: cut 80/10/10."),
     Task("gsm8k", "generative", "gsm8k",
          {"train": ("train", 0.0, 0.95), "validation": ("train", 0.95, 1.0), "test": "test"}, _gsm8k,
-         note="Question -> the worked answer (with its <<calc>> annotations and '#### n')."),
-    Task("humaneval", "generative", "humaneval", _TEST3, _humaneval,
-         note="Python: signature + docstring -> canonical body (164 problems; never executed)."),
+         note="Question -> the worked answer (with its <<calc>> annotations and '#### n').", hub="gsm8k"),
+    Task("humaneval", "generative", "humaneval", _TEST3, _humaneval, hub="humaneval",
+         note="Python: signature + docstring -> canonical body (164 problems; never executed). The public "
+              "substitute for the paper's StarCoder-Python, which is gated on the hub."),
 ):
     register(_t)
 
@@ -190,11 +219,21 @@ def _bound(x, n):
     return x if x >= 0 else n + x
 
 
-def split_size(name, split: str) -> int | None:
+def _sources(task: Task, source: str) -> dict:
+    if source not in SOURCES:
+        raise TaskError(f"unknown data source {source!r}; allowed: {', '.join(SOURCES)}")
+    if source == "hub":
+        if not task.hub:
+            raise TaskError(f"task {task.name!r} has no hub data set; tasks with one: {', '.join(hub_names())}")
+        return task.hub_sources or task.sources
+    return task.sources
+
+
+def split_size(name, split: str, source: str = "local") -> int | None:
     """Examples in a task's ``split``, from the data set's registered counts (nothing is loaded);
     None when the data set has no registered count for the source split."""
     task = get(name)
-    src = task.sources[split]
+    src = _sources(task, source)[split]
     source, lo, hi = (src, 0, None) if isinstance(src, str) else src
     total = data.spec(task.dataset).counts.get(source)
     if total is None:
@@ -202,10 +241,17 @@ def split_size(name, split: str) -> int | None:
     return max(0, _bound(hi, total) - _bound(lo, total))
 
 
-def _records(task: Task, split: str, n: int | None) -> list[dict]:
-    src = task.sources[split]
+def _load(task: Task, split: str, source: str):
+    if source == "hub":
+        from . import hubdata
+        return hubdata.load(task.hub, split, source="hub")
+    return data.load(task.dataset, split)
+
+
+def _records(task: Task, split: str, n: int | None, source: str = "local") -> list[dict]:
+    src = _sources(task, source)[split]
     name, lo, hi = (src, 0, None) if isinstance(src, str) else src
-    ds = data.load(task.dataset, name)
+    ds = _load(task, name, source)
     total = len(ds)
     perm = np.random.default_rng(SPLIT_SEED).permutation(total)
     idx = perm[_bound(lo, total):_bound(hi, total)]
@@ -229,14 +275,16 @@ def _example(task: Task, rec: dict) -> dict:
 
 
 def splits(name, n_train: int | None = None, n_val: int | None = None,
-           n_test: int | None = None) -> dict[str, list[dict]]:
-    """Train/validation/test examples of a task (the first n of each split; None: all)."""
+           n_test: int | None = None, source: str = "local") -> dict[str, list[dict]]:
+    """Train/validation/test examples of a task (the first n of each split; None: all), from
+    ``source``: ``"local"`` (``../shared/data``) or ``"hub"`` (its hub set through ``hubdata``)."""
     task = get(name)
+    _sources(task, source)  # an unknown source or a task without a hub set: error before loading
     out = {}
     for split, n in zip(SPLITS, (n_train, n_val, n_test)):
         if n is not None and n < 1:
             raise TaskError(f"task {task.name!r}: asked for {n} {split} examples; allowed: >= 1")
-        recs = _records(task, split, n)
+        recs = _records(task, split, n, source)
         out[split] = [_example(task, r) for r in recs]
         if not out[split]:
             raise TaskError(f"task {task.name!r} has no {split} examples")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .series import Checkpoint, SeriesError
 
-__all__ = ["identity", "fingerprint", "hub_commit"]
+__all__ = ["identity", "fingerprint", "hub_commit", "weight_format", "cached_snapshot", "repo_files", "hub_cache_dir"]
 
 # What a results record is keyed by: the weights themselves, not the checkpoint's label. A local
 # folder is fingerprinted by the full content of its weight files (cached by stat stamp); a hub
@@ -36,9 +36,27 @@ _fp_lock = threading.Lock()
 _fp_memo: dict[tuple, str] = {}
 
 
+# A folder with no safetensors (older checkpoints, e.g. LLM360/Amber's ckpt_* branches) is
+# fingerprinted by its torch weights instead; a folder with safetensors keeps its fingerprint.
+_BIN_GLOBS = ("pytorch_model*.bin", "pytorch_model.bin.index.json", "config.json")
+
+
 def _weight_files(folder: Path) -> list[Path]:
     seen = {p.name: p for g in _WEIGHT_GLOBS for p in folder.glob(g) if p.is_file()}
+    if not any(n.endswith(".safetensors") for n in seen):
+        seen = {p.name: p for g in _BIN_GLOBS for p in folder.glob(g) if p.is_file()}
     return [seen[n] for n in sorted(seen)]
+
+
+def weight_format(names) -> str | None:
+    """'safetensors' when any of the file ``names`` is ``*.safetensors``, else 'bin' when one is
+    ``pytorch_model*.bin``, else None: what ``load_model`` loads (safetensors preferred)."""
+    names = [str(n).rsplit("/", 1)[-1] for n in names]
+    if any(n.endswith(".safetensors") for n in names):
+        return "safetensors"
+    if any(n.startswith("pytorch_model") and n.endswith(".bin") for n in names):
+        return "bin"
+    return None
 
 
 def _fp_cache() -> Path:
@@ -84,7 +102,8 @@ def _stamp(files: list[Path]) -> list[list]:
 
 def fingerprint(folder: str | os.PathLike, label: str | None = None) -> str:
     """sha256 (64 hex) of a checkpoint folder's weights: the content and size of every
-    ``*.safetensors``, ``*.safetensors.index.json`` and ``config.json``, sorted by name.
+    ``*.safetensors``, ``*.safetensors.index.json`` and ``config.json``, sorted by name (a folder
+    without safetensors: ``pytorch_model*.bin``, its index and ``config.json``).
 
     Hashed in full once, then cached in ``data.cache_dir()/weights_fingerprint.json`` keyed by
     the absolute path and each file's size, mtime, inode and ctime (a file rewritten in place
@@ -94,8 +113,8 @@ def fingerprint(folder: str | os.PathLike, label: str | None = None) -> str:
     if not d.is_dir():
         raise SeriesError(f"{what}local folder {d} does not exist (cannot fingerprint its weights)")
     files = _weight_files(d)
-    if not any(f.name.endswith(".safetensors") for f in files):
-        raise SeriesError(f"{what}local folder {d} has no *.safetensors weights")
+    if weight_format(f.name for f in files) is None:
+        raise SeriesError(f"{what}local folder {d} has no weights (*.safetensors or pytorch_model*.bin)")
     stamp = _stamp(files)
     key = (str(d), json.dumps(stamp))
     if key in _fp_memo:
@@ -133,6 +152,12 @@ def _hub_cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
+def hub_cache_dir() -> Path:
+    """The hub cache in use now (``HF_HUB_CACHE``, else ``$HF_HOME/hub``, read at each call, not at
+    import as ``huggingface_hub.constants`` does): what ``models.load_model`` passes as cache_dir."""
+    return _hub_cache_dir()
+
+
 def _offline() -> bool:
     v = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
     return v is not None and v.strip().upper() in {"1", "ON", "YES", "TRUE"}
@@ -168,6 +193,43 @@ def _hub_commit(hub_id, rev, label, cache, offline) -> str:
                       f"($HF_HUB_CACHE or $HF_HOME/hub). Download it once online "
                       f"(huggingface-cli download {hub_id} --revision {rev}), point HF_HUB_CACHE at a "
                       f"cache that holds it, or pin the series to the 40-hex commit")
+
+
+def cached_snapshot(hub_id: str, revision: str | None = None) -> tuple[str, Path] | None:
+    """(commit, snapshot folder) of ``hub_id@revision`` in the local hub cache (``HF_HUB_CACHE``),
+    read from ``refs/<revision>`` (or the revision itself when it is a 40-hex commit); None when
+    the cache does not hold it."""
+    from huggingface_hub.file_download import repo_folder_name
+    rev = revision or "main"
+    root = _hub_cache_dir() / repo_folder_name(repo_id=hub_id, repo_type="model")
+    if _HEX40.fullmatch(rev):
+        sha = rev
+    else:
+        ref = root / "refs" / rev
+        if not ref.is_file():
+            return None
+        sha = ref.read_text().strip()
+        if not _HEX40.fullmatch(sha):
+            return None
+    snap = root / "snapshots" / sha
+    return (sha, snap) if snap.is_dir() else None
+
+
+def repo_files(hub_id: str, revision: str | None = None, label: str | None = None) -> list[str]:
+    """The files of ``hub_id@revision`` (paths in the repository): offline from the local hub
+    cache's snapshot, online from ``HfApi().list_repo_files`` (nothing is downloaded)."""
+    rev = revision or "main"
+    if _offline():
+        got = cached_snapshot(hub_id, rev)
+        if got is None:
+            what = f"checkpoint {label!r} " if label is not None else ""
+            raise SeriesError(f"{what}({hub_id}@{rev}) is not in the local hub cache {_hub_cache_dir()} "
+                              f"(HF_HUB_OFFLINE=1); download it first (huggingface-cli download {hub_id} "
+                              f"--revision {rev}) or run online")
+        snap = got[1]
+        return sorted(str(p.relative_to(snap)) for p in snap.rglob("*") if p.is_file())
+    from huggingface_hub import HfApi
+    return sorted(HfApi().list_repo_files(hub_id, revision=rev))
 
 
 def identity(ckpt: Checkpoint | str) -> str:
