@@ -12,6 +12,7 @@ foundation/ -- no chapter, no book machinery (chapters only through the registry
     checksums       every data file checked against SHA256SUMS (cached by size, mtime, inode, ctime)
     tasks           fine-tuning tasks cast as language modelling, with their splits
     lmeval_tasks    the generalist benchmarks through lm-evaluation-harness, offline
+    minimal_pairs   the minimal-pair task (held-out pre-training-domain sentences vs one adjacent-word swap)
     series          checkpoint series (suite, built-in hub series, .json/.yaml) and a chapter's series
     weights         the identity of a checkpoint's weights (content fingerprint or hub commit), weight formats
     preflight       before a spend: every revision exists, no two checkpoints share weights
@@ -32,7 +33,9 @@ chapters/ -- one experiment and one report module per chapter (more where a job 
     pretrain_report 00: its tables, figures and verdict
     instruct, instruct_data, instruct_sft, instruct_eval, instruct_launch
                     01: instruction tuning across checkpoints (experiment)
-    instruct_report 01: its verdicts, figures and tables
+    instruct_panel  01: the cpu-scale general-ability panel (minimal pairs, LAMBADA, held-out perplexities)
+    instruct_report, instruct_panel_report
+                    01: its verdicts, figures and tables
     perturb         02: Gaussian perturbations (experiment)
     perturb_report  02: its summaries, verdicts, figures
     finetune, finetune_train, finetune_eval

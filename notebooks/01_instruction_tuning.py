@@ -46,6 +46,8 @@ cfg = nb.setup("01_instruction_tuning", profile, seed, overrides)
 series = instruct.get_series(cfg)
 out = instruct.run(cfg, series=series, progress=False)
 cv = report.claim_verdict(out, cfg)
+pv = report.panel_verdicts(out, cfg)
+pc = report.panel_claim(out, cfg, pv)
 
 # %% [markdown]
 # ## The answer
@@ -54,6 +56,9 @@ cv = report.claim_verdict(out, cfg)
 v = cv["verdict"]
 display(HTML(claims.badge(v.label) + f" <b>{v.stat_text()}</b>"))
 display(Markdown(cv["sentence"] + " Details and the other metrics: [the verdict](#verdict)."))
+if cfg.panel:
+    display(HTML(claims.badge(pc["verdict"].label) + f" <b>{pc['verdict'].stat_text()}</b>"))
+    display(Markdown(pc["sentence"] + " See [the general-ability panel](#panel)."))
 
 # %% [markdown]
 # ## Parameters of this run
@@ -120,6 +125,20 @@ nb.glue("paper_arc", f"{report.PAPER['arc_3T_vs_2p3T']:+.0f}")
 #   seed's model at the chosen learning rate after. Contexts are cut from the left at
 #   `eval_max_length` tokens (raised where a long answer would not fit); for the suite's tiny
 #   models this exceeds their pre-training context, which their rotary positions extrapolate.
+# * **General-ability panel** (`panel`; `coft_utils.chapters.instruct_panel`, at `smoke`/`cpu`/`gpu`,
+#   not at `paper`). At this scale the benchmarks sit at chance, so the abilities pre-training
+#   gives these models are measured where they show: accuracy on a versioned **minimal-pair**
+#   task built from held-out pre-training-domain sentences (`coft_utils.foundation.minimal_pairs`:
+#   each held-out Gutenberg sentence against the same words with two adjacent words swapped,
+#   sentences that also occur in the training books removed; `pairs_n` pairs through lm-eval as a
+#   local multiple-choice task; chance 0.5), **LAMBADA** through lm-eval's own `lambada_openai`
+#   task on the local file (final-word perplexity and accuracy; a fixed seeded subset of
+#   `lambada_limit` passages; reference: a uniform guess over the vocabulary), and the perplexity
+#   on `panel_blocks` held-out blocks of `panel_seq_len` tokens of the **pre-training domain** (the
+#   Gutenberg blocks of chapter 02) and of **WikiText-2** (reference: the vocabulary size, a
+#   uniform guess). Every base model and every seed's tuned model at the chosen learning rate is
+#   evaluated, one load per model; the panel's records are their own units, so a change of the
+#   panel re-evaluates only the panel.
 # * **Verdict.** Declared before any run: the claim row is decided on the average `acc_norm`
 #   (`instruct_report.CLAIM_METRIC`), with `coft_utils.foundation.verdicts.bends_down`: the seed-mean tuned curve's
 #   last checkpoint against its best checkpoint of the later half of the series, with the
@@ -179,6 +198,38 @@ fig = report.fig_id(out, cfg)
 plt.show()
 
 # %% [markdown]
+# (panel)=
+# ## The general-ability panel (a small-model stand-in for the paper's benchmarks)
+#
+# The paper's Figs. 1-2 on metrics these models can move: each panel metric against pre-training
+# tokens, base (± 1 standard error: items or blocks) and instruction-tuned at the chosen learning
+# rate (mean of the seeds, band: min–max over seeds), the chance or uniform-guess reference
+# dotted, the verdict of each metric in its corner; the ID metric (held-out response
+# perplexity) beside them. Perplexities on a log scale (lower is better).
+
+# %%
+if cfg.panel:
+    fig = report.fig_panel(out, cfg, pv, id_label=cv["id"]["label"])
+    plt.show()
+    display(report.table_panel(out, cfg))
+    display(report.table_panel_seeds(out, cfg))
+else:
+    print("No panel at this profile (panel = []): the paper's benchmarks are the measure here.")
+for k, val in report.panel_glue(out, pv, pc, cfg).items():
+    nb.glue(k, val)
+
+# %% [markdown]
+# Above: per checkpoint, base ± 1.96 s.e. and tuned mean ± the 95 % t-interval over seeds (the
+# chosen learning rate in column `LR`), and the reference level in the last row; then every
+# seed's values. **Verdict of the panel** (the claims page's row "small-model stand-in"; declared
+# before any run: the minimal-pair accuracy, `instruct_panel.CLAIM_METRIC`, through
+# `verdicts.bends_down` with the seeds as replicates and the base with its binomial s.e.; the other
+# metrics are tested the same way and reported, with whether the base improves with tokens and
+# whether the damage of tuning grows with tokens, but do not count):
+# {glue:text}`panel_label` — {glue:text}`panel_sentence`
+#
+# Per metric: {glue:text}`panel_verdicts`
+#
 # ## The numbers
 #
 # Tuned: mean over the seeds ± the half-width of its 95 % t-interval; base: ± 1.96 lm-eval
@@ -221,12 +272,16 @@ print(alpaca_status)
 # Chance (uniform guessing on the same {glue:text}`bench_n` items per benchmark) averages
 # {glue:text}`chance_avg`. {glue:text}`lr_text`
 #
+# * The general-ability panel ([above](#panel), the claims page's small-model stand-in row):
+#   {glue:text}`panel_sentence`
+#
 # How to read this: the paper's effect is a few points of accuracy for a 1B-parameter model
 # trained on trillions of tokens. The suite's models at `smoke`/`cpu` have tens of thousands of
 # parameters; their benchmark accuracies sit near chance, where a few points are below the
 # binomial noise of a hundred items, so the benchmark curves here can neither show nor refute
-# the effect. The in-distribution response perplexity (Figure C) is the quantity that moves at
-# this scale. The claim is tested for real at `gpu` (larger suite, every item) and `paper`
+# the effect. What moves at this scale is the in-distribution response perplexity (Figure C)
+# and the general-ability panel (minimal pairs, LAMBADA, held-out perplexities), which is why
+# the panel's row stands beside the paper's statements as a stand-in, not as the paper's metric. The claim is tested for real at `gpu` (larger suite, every item) and `paper`
 # (OLMo-1B revisions, lm-eval's standard tasks). Each test and its calibration: the book's
 # "How verdicts are decided" page.
 
@@ -238,6 +293,13 @@ claims.record("olmo_instruction", cfg.profile, v, measured=cv["measured"], numbe
               records=pd.concat([out["base"], out["sft"], out["tuned"]]))
 print(v.text())
 print("method:", v.method)
+if cfg.panel:
+    pids = [i for i in pd.concat([out["base"], out["tuned"]]).get("panel_record_id", pd.Series(dtype=object))
+            if isinstance(i, str)]
+    claims.record(report.PANEL_CLAIM, cfg.profile, pc["verdict"], measured=pc["measured"], numbers=pc["numbers"],
+                  chapter="01_instruction_tuning", config=cfg,
+                  records=sorted(set(pd.concat([out["base"], out["sft"], out["tuned"]])["record_id"]) | set(pids)))
+    print(pc["verdict"].text())
 
 # %% [markdown]
 # ````{admonition} Rerun this

@@ -178,6 +178,7 @@ def test_presets_and_validation():
     assert paper.series == "olmo-1b" and paper.bench_local is False and paper.bench_limit == 0
     assert paper.sft_data == ("hh_rlhf",) and len(paper.lrs) >= 3
     assert paper.global_batch == 128 and paper.grad_checkpointing and paper.precision == "bf16"
+    assert paper.panel == () and profiles.resolve(CH, "cpu").pairs_n >= 500  # the panel reads local data
     with pytest.raises(profiles.ProfileError, match="sciq.*no local"):
         profiles.resolve(CH, "smoke", {"benchmarks": ["sciq"]})
     with pytest.raises(profiles.ProfileError, match="global_batch"):
@@ -339,6 +340,13 @@ def test_notebook_runs_at_smoke_and_rerun_is_free(tmp_runs):
     n_ck = cfg.n_checkpoints
     assert stages.count("base") == n_ck and stages.count("tuned") == n_ck * len(seeds)
     assert stages.count("sft") == n_ck * len(cfg.lrs) * len(seeds)
+    # the general-ability panel: its own unit per base model and per tuned seed, every metric finite
+    panel = [r for r in recs if r["unit"]["stage"] == "panel"]
+    assert len(panel) == n_ck * (1 + len(seeds)) and {r["unit"]["of"] for r in panel} == {"base", "tuned"}
+    for r in panel:
+        m = r["metrics"]
+        assert 0 <= m["pairs/acc"] <= 1 and m["pairs/n"] == cfg.pairs_n and m["lambada/n"] == cfg.lambada_limit
+        assert all(math.isfinite(m[k]) and m[k] > 1 for k in ("lambada/ppl", "gutenberg/ppl", "wikitext/ppl"))
     for ck in {r["unit"]["checkpoint"] for r in recs}:
         sfts = {(r["unit"]["lr"], r["unit"]["seed"]): r["metrics"] for r in recs
                 if r["unit"]["stage"] == "sft" and r["unit"]["checkpoint"] == ck}
@@ -357,11 +365,21 @@ def test_notebook_runs_at_smoke_and_rerun_is_free(tmp_runs):
     rec = [r for r in claims.collect() if r["claim"] == "olmo_instruction" and r["profile"] == "smoke"]
     assert rec and rec[0]["verdict"] in verdicts.LABELS and rec[0]["n_replicates"] == len(seeds)
     assert "acc_norm" in rec[0]["measured"] and f"{len(seeds)} fine-tuning seeds" in rec[0]["measured"]
+    rec = [r for r in claims.collect() if r["claim"] == "cpu_general_ability" and r["profile"] == "smoke"]
+    assert rec and rec[0]["verdict"] in verdicts.LABELS and "minimal-pair" in rec[0]["measured"]
     # a rerun computes nothing: same records, unchanged files
     mtimes = {p: p.stat().st_mtime_ns for p in store.dir.glob("*.json")}
     again = instruct.run(cfg, progress=False)
     assert {p: p.stat().st_mtime_ns for p in store.dir.glob("*.json")} == mtimes
     assert len(again["summary"]) == 2 * n_ck and len(again["tuned"]) == n_ck * len(seeds)
+    assert again["tuned"]["pairs/acc"].notna().all() and again["base"]["gutenberg/ppl"].notna().all()
+    # a change of the panel re-evaluates the panel only (new panel units; base, SFT, tuned reused)
+    small = profiles.resolve(CH, "smoke", {"pairs_n": 10})
+    before = {p.name for p in store.dir.glob("*.json")}
+    instruct.run(small, progress=False)
+    new = [results._unjson(__import__("json").loads(p.read_text()))["unit"]
+           for p in store.dir.glob("*.json") if p.name not in before]
+    assert len(new) == n_ck * (1 + len(seeds)) and {u["stage"] for u in new} == {"panel"}
     assert list(again["lr_choice"].columns[-len(cfg.lrs):]) == [f"seeds choosing lr={lr:g}" for lr in cfg.lrs]
 
 

@@ -8,7 +8,9 @@ from coft_utils.foundation import plots, verdicts
 
 
 @pytest.mark.parametrize("t,label", [(2048, "2k"), (262144, "0.25M"), (8 * 2 ** 20, "8M"), (4e9, "4B"),
-                                     (2 ** 30, "1B"), (3e12, "3T"), (1500, "1.5k"), (12, "12")])
+                                     (2 ** 30, "1B"), (3e12, "3T"), (1500, "1.5k"), (12, "12"),
+                                     # the paper suite's 16B budget: 61,036 steps of 2^18 tokens
+                                     (61036 * 2 ** 18, "16B"), (0.625 * 2 ** 30, "0.625B")])
 def test_fmt_tokens(t, label):
     assert plots.fmt_tokens(t) == label
 

@@ -256,3 +256,16 @@ def test_notebook_runs_at_smoke(tmp_path):
     errors = [o for c in out.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_paper_path_runs_offline_without_any_data(tmp_path, monkeypatch):
+    """Chapter 05 at paper needs neither the hub nor a data file (numpy only): the paper preset
+    at the smoke sizes runs offline with an empty data folder and gives finite curves."""
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("COFT_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    small = {k: v for k, v in profiles.resolve("05_linear_theory", "smoke").to_dict().items()
+             if k not in ("profile", "seed")}
+    cfg = profiles.resolve("05_linear_theory", "paper", small)
+    res = theory.run_all(cfg)
+    assert cfg.profile == "paper" and len(res.times) == cfg.n_checkpoints and np.isfinite(res.times).all()

@@ -45,6 +45,10 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
     Claim("olmo_instruction", "OLMo-1B: after instruction tuning the last (3T-token) checkpoint is worse than an "
           "earlier one (2.3T), while the base model keeps improving",
           "Figs. 1-2"),
+    Claim("cpu_general_ability", "Small-model stand-in for the paper's benchmarks (this companion's general-ability "
+          "panel: minimal pairs and LAMBADA through lm-eval, pre-training-domain and WikiText-2 perplexity): after "
+          "instruction tuning the last checkpoint is worse than an earlier one while the base model does not bend down",
+          "Figs. 1-2 (the paper's OLMo-1B statements; the panel itself is not in the paper)"),
     Claim("sensitivity_noise_init", "Progressive sensitivity, fixed-size noise (initialization scale): the damage "
           "of the same Gaussian perturbation grows with pre-training tokens",
           "Fig. 3 (left)"),

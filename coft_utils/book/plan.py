@@ -144,7 +144,8 @@ def planned_series(cfg):
         cks = tuple(series_mod.Checkpoint(lab, float(s * tps), path=f"<suite {pre.model} @ {cfg.profile}: {lab}>")
                     for lab, s in zip(pretrain_plan.budget_labels(pre), pretrain_plan.budget_steps(pre)))
         s = series_mod.CheckpointSeries(f"suite ({pre.model}, {pre.schedule}, {cfg.profile})", cks)
-        shape = costs.olmo_shape(pre.model, pre.vocab_size, pre.seq_len)  # the suite's context: its seq_len
+        # the suite's context: its seq_len; untied under muP (paper)
+        shape = costs.olmo_shape(pre.model, pre.vocab_size, pre.seq_len, tied=not getattr(pre, "mup_base_width", 0))
         shape_of = lambda ck: shape  # noqa: E731
     else:
         s = series_mod.load(cfg.series)
@@ -204,7 +205,7 @@ def _plan_00(cfg) -> ChapterPlan:
     units, seen, notes = [], set(), []
     for sched in pretrain.SCHEDULES:  # the chapter page trains every schedule (pretrain.all_suites)
         c = dataclasses.replace(cfg, schedule=sched)
-        shape = costs.olmo_shape(c.model, c.vocab_size)
+        shape = costs.olmo_shape(c.model, c.vocab_size, tied=not getattr(c, "mup_base_width", 0))
         tps = c.tokens_per_step()
         gc = _checkpointing(c)
         prec = "bf16" if c.mixed_precision in ("bf16", "fp16") else "fp32"
@@ -221,7 +222,8 @@ def _plan_00(cfg) -> ChapterPlan:
     if cfg.lr_scan_lrs:
         notes.append(f"the LR scan ({len(cfg.lr_scan_lrs)} LRs x {cfg.lr_scan_budgets} budgets) runs in the "
                      "notebook and is not priced here")
-    notes.append(f"model {cfg.model} ({costs.olmo_shape(cfg.model, cfg.vocab_size).n_params / 1e6:.1f}M "
+    n_par = costs.olmo_shape(cfg.model, cfg.vocab_size, tied=not getattr(cfg, "mup_base_width", 0)).n_params
+    notes.append(f"model {cfg.model} ({n_par / 1e6:.1f}M "
                  f"parameters), corpus {cfg.corpus}, {cfg.n_budgets} budgets from {cfg.min_budget:.3g} tokens")
     return ChapterPlan("00_pretraining_suite", cfg.profile, units, notes)
 

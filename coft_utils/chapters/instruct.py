@@ -13,6 +13,7 @@
     out["lr_choice"]                             # per checkpoint: chosen LR, seed-mean val ppl, seeds' votes
     cv = instruct_report.claim_verdict(out, cfg)  # the claim row: a coft_utils.foundation.verdicts.Verdict on acc_norm
     cv["verdict"].label, cv["verdict"].stat_text(), cv["measured"], cv["acc"], cv["id"]
+    pc = instruct_report.panel_claim(out, cfg)   # the general-ability panel's row (minimal-pair accuracy)
 
     # paper scale, several GPUs (FSDP): fills the same results store; then run the notebook
     #   accelerate launch --config_file coft_utils/configs/accelerate_fsdp_instruct.yaml \\
@@ -47,13 +48,19 @@ What one run does, for every selected checkpoint of the series:
    have chosen each LR is reported beside it (``out["lr_choice"]``);
 3. **tuned**: every seed's model at the chosen LR is evaluated like the base model; the held-out
    *test* half gives the reported ID perplexity, so the LR is never chosen on the numbers we
-   report.
+   report;
+4. **panel** (``cfg.panel``; smoke/cpu/gpu, none at ``paper``): the general-ability panel of
+   :mod:`.instruct_panel` (minimal pairs and LAMBADA through lm-eval, pre-training-domain and
+   WikiText-2 perplexity) on the base model and on every seed's tuned model, on the model already
+   loaded for its base/tuned unit; its own units, so a change of the panel re-evaluates only the
+   panel (``out["base"]``/``out["tuned"]`` carry its columns, ``out["panel_reference"]`` the chance
+   and uniform-guess levels).
 
 A fine-tuning seed sets the subsample and order of the training mix and the trainer's seed; the
 seeds are the replicates of the verdict (:func:`coft_utils.chapters.instruct_report.claim_verdict`).
 
 Results: ``results.Store("01_instruction_tuning", profile)``, one record per unit
-``{"stage": "base"|"sft"|"tuned", "series", "checkpoint", ("lr", "seed"), "key"}`` where
+``{"stage": "base"|"sft"|"tuned"|"panel", ("of": "base"|"tuned"), "series", "checkpoint", ("lr", "seed"), "key"}`` where
 ``key`` hashes the settings that change the unit's numbers, so reruns are free and a change of
 settings never reuses a stale record.
 """
@@ -71,6 +78,7 @@ from ..foundation import data, divergence, models, profiles, results
 from ..foundation.lmeval_tasks import BENCHMARKS, HUB_ONLY, LOCAL_BENCHMARKS, PAPER_BENCHMARKS
 from ..foundation.profiles import param
 from .instruct_data import SFT_SOURCES, data_source, prepare_tokenizer, sft_sources, tokenize_dialogues, train_mix
+from .instruct_panel import PANEL, panel_columns, panel_eval, series_reference
 from .instruct_eval import (_metrics, alpacaeval, alpacaeval_preflight, alpacaeval_status, bench_eval, chance_levels,
                             id_eval, summarize)
 from .instruct_sft import (_barrier, _context, _device, _dtype, _is_main, _save_tuned, batch_plan, prepare_sft_dataset,
@@ -114,6 +122,13 @@ class Config(profiles.SeriesConfig):  # series, schedule, checkpoints (empty: n_
                                         + ", ".join(PAPER_BENCHMARKS) + "; sciq is hub only)", choices=BENCHMARKS)
     bench_limit: int = param(100, "items per benchmark (first N; 0: all)", min=0, max=100_000)
     bench_local: bool = param(True, "lm-eval task configs on the local files (False: lm-eval's hub tasks)")
+    panel: tuple[str, ...] = param(PANEL, "the general-ability panel (instruct_panel; local data: [] = none, as "
+                                   "at paper)", choices=PANEL, allow_empty=True)
+    pairs_n: int = param(500, "minimal pairs of the panel (held-out Gutenberg sentences)", min=1, max=100_000)
+    lambada_limit: int = param(500, "LAMBADA passages of the panel (a fixed seeded subset; 0: all 5,153)", min=0,
+                               max=5153)
+    panel_blocks: int = param(128, "held-out blocks per source for the panel's perplexities", min=1, max=100_000)
+    panel_seq_len: int = param(128, "tokens per held-out block of the panel", min=2, max=32768)
     eval_max_length: int = param(256, "lm-eval max length in tokens (0: the model's)", min=0,
                                  max=32768)
     eval_batch_size: int = param(64, "lm-eval batch size", min=1, max=16384)
@@ -156,6 +171,12 @@ class Config(profiles.SeriesConfig):  # series, schedule, checkpoints (empty: n_
                                         f"at profile {self.profile!r} (data from the hub): {', '.join(HUB_SOURCES)}")
         if not self.benchmarks:
             raise profiles.ProfileError("parameter 'benchmarks' may not be empty")
+        if self.panel and data_source(self.profile) == "hub":
+            raise profiles.ProfileError(f"parameter 'panel' = {list(self.panel)} reads the local data (Gutenberg, "
+                                        f"LAMBADA, WikiText-2); allowed at profile {self.profile!r} (data from the "
+                                        f"hub): [] (the paper's benchmarks are the measure there)")
+        if len(set(self.panel)) != len(self.panel):
+            raise profiles.ProfileError(f"parameter 'panel' has duplicates: {self.panel}")
         if len(set(self.lrs)) != len(self.lrs):
             raise profiles.ProfileError(f"parameter 'lrs' has duplicates: {self.lrs}")
 
@@ -164,7 +185,8 @@ PRESETS: dict[str, Config] = {
     # 3 of the smoke suite's checkpoints, 2 LRs x 2 seeds x 8 SFT steps, 10 items per benchmark: seconds.
     "smoke": Config(profile="smoke", n_checkpoints=3, train_per_source=200, heldout_per_source=16,
                     lrs=(3e-3, 1e-2), seeds=2, sft_steps=8, batch_size=8, global_batch=8, bench_limit=10,
-                    eval_max_length=256, eval_batch_size=64, threads=1),
+                    eval_max_length=256, eval_batch_size=64, threads=1, pairs_n=20, lambada_limit=20,
+                    panel_blocks=8, panel_seq_len=64),
     # every checkpoint of the cpu suite (olmo-pico), 3 LRs x 3 seeds x 80 steps of 8 dialogues, 100
     # items per benchmark: with one seed about 6 min on 2 shared cores (suite training excluded);
     # SFT and the tuned evaluation scale with the seeds (not re-timed at 3). TRL's fused LM-head
@@ -172,11 +194,13 @@ PRESETS: dict[str, Config] = {
     # threads on two busy cores ran ~25x slower here.
     "cpu": Config(profile="cpu", n_checkpoints=0, train_per_source=2000, heldout_per_source=60,
                   lrs=(3e-3, 1e-2, 3e-2), seeds=3, sft_steps=80, batch_size=8, global_batch=8, bench_limit=100,
-                  eval_max_length=256, eval_batch_size=64, threads=1),
+                  eval_max_length=256, eval_batch_size=64, threads=1, pairs_n=500, lambada_limit=500,
+                  panel_blocks=128, panel_seq_len=128),
     # the gpu suite (olmo-micro), 3 LRs x 3 seeds x 1000 steps of 64, every benchmark item.
     "gpu": Config(profile="gpu", n_checkpoints=0, train_per_source=100_000, heldout_per_source=200,
                   lrs=(1e-4, 3e-4, 1e-3), seeds=3, sft_steps=1000, batch_size=64, global_batch=64, bench_limit=0,
-                  eval_max_length=1024, eval_batch_size=64, precision="bf16"),
+                  eval_max_length=1024, eval_batch_size=64, precision="bf16", pairs_n=2000,
+                  lambada_limit=0, panel_blocks=512, panel_seq_len=256),
     # the paper: OLMo-1B-hf revisions 0.04T..3.1T, Anthropic-HH from the hub (Anthropic/hh-rlhf, all
     # 160,800 train pairs; a fixed 1,000 held out), one epoch (sft_steps=0; ~1,250 steps of 128 --
     # the epochs seen are recorded per run), a global batch of 128 sequences whatever the launch
@@ -190,7 +214,7 @@ PRESETS: dict[str, Config] = {
                     train_per_source=10_000_000, heldout_per_source=1000, lrs=(4e-6, 1e-5, 2e-5, 4e-5), seeds=3,
                     sft_steps=0, batch_size=8, global_batch=128, grad_checkpointing=True, max_seq_len=2048,
                     warmup_ratio=0.03, lr_schedule="linear", benchmarks=PAPER_BENCHMARKS, bench_limit=0,
-                    bench_local=False, eval_max_length=0, eval_batch_size=32, precision="bf16"),
+                    bench_local=False, eval_max_length=0, eval_batch_size=32, precision="bf16", panel=()),
 }
 
 
@@ -224,7 +248,26 @@ _DATA_FIELDS = ("sft_data", "train_per_source", "heldout_per_source", "max_seq_l
 _SFT_FIELDS = _DATA_FIELDS + ("sft_steps", "global_batch", "warmup_ratio", "lr_schedule",
                               "weight_decay", "precision")
 _EVAL_FIELDS = ("benchmarks", "bench_limit", "bench_local", "eval_max_length")
+# the panel's own units (stage "panel"): a change of the panel re-evaluates only the panel
+_PANEL_FIELDS = ("panel", "pairs_n", "lambada_limit", "panel_blocks", "panel_seq_len", "eval_max_length")
 _ALPACA_FIELDS = ("alpacaeval_judge", "alpacaeval_limit", "alpacaeval_max_new_tokens")
+
+
+def _panel_key(cfg: Config) -> str:
+    """The panel units' key: the panel's settings and the versions of its tasks and code."""
+    from ..foundation import lmeval_tasks, minimal_pairs
+    from . import instruct_panel
+    return _key(cfg, _PANEL_FIELDS, {"pairs_v": minimal_pairs.VERSION, "tasks_v": lmeval_tasks.TASK_VERSION,
+                                      "panel_v": instruct_panel.VERSION})
+
+
+def _panel_units(cfg: Config, series_name: str, ck_label: str, weights, lr=None, seed=None) -> dict:
+    """The panel unit of the base model (``lr`` None) or of one tuned model."""
+    u = {"stage": "panel", "of": "base" if lr is None else "tuned", "series": series_name, "checkpoint": ck_label,
+         "weights": weights}
+    if lr is None:
+        return {**u, "key": _panel_key(cfg)}
+    return {**u, "lr": lr, "seed": seed, "key": f"{_key(cfg, _SFT_FIELDS)}-{_panel_key(cfg)}"}
 
 
 def _tuned_key(cfg: Config) -> str:
@@ -247,7 +290,9 @@ def _load(ckpt, cfg: Config, train: bool = False):
 
 def _data_names(cfg: Config) -> list[str]:
     local = [s for s in cfg.sft_data if data.spec(s).local] if profiles.get_profile(cfg.profile).offline else []
-    return local + (list(cfg.benchmarks) if cfg.bench_local else [])
+    panel = {"minimal_pairs": "gutenberg_top100_authors", "gutenberg": "gutenberg_top100_authors",
+             "lambada_openai": "lambada_openai", "wikitext": "wikitext2_tokenized_valid_test"}
+    return local + (list(cfg.benchmarks) if cfg.bench_local else []) + list(dict.fromkeys(panel[p] for p in cfg.panel))
 
 
 def seed_list(cfg: Config) -> list[int]:
@@ -353,6 +398,16 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
         gc.collect()
         return m
 
+    def panel(u, model, tok, tokens):
+        """The panel unit ``u`` on a loaded model: the main process evaluates and writes it (no
+        collective: the other processes never read panel records during the run)."""
+        if not cfg.panel or store.done(u) or not _is_main():
+            return
+        t0 = time.perf_counter()
+        m = {"tokens": tokens, **panel_eval(model, tok, cfg)}
+        m["wall_s"] = time.perf_counter() - t0
+        store.write(u, m, config=cfg, data_names=data_names)
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -361,15 +416,18 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
     for ck in series:
         base_u = {"stage": "base", "series": series.name, "checkpoint": ck.label, "weights": models.identity(ck),
                   "key": f"{eval_key}-{id_key}"}
-        if not store.done(base_u):
-            t0 = time.perf_counter()
-            model, tok = _load(ck, cfg)
-            tk = tokenized(tok, model)
-            m = {"tokens": ck.tokens, **id_eval(model, tok, tk, cfg)}
-            if _is_main():
-                m.update(bench_eval(model, tok, cfg))
-            m["wall_s"] = time.perf_counter() - t0
-            write(base_u, m)
+        base_p = _panel_units(cfg, series.name, ck.label, base_u["weights"])
+        if not store.done(base_u) or (cfg.panel and not store.done(base_p)):
+            model, tok = _load(ck, cfg)  # one load for both units
+            if not store.done(base_u):
+                t0 = time.perf_counter()
+                tk = tokenized(tok, model)
+                m = {"tokens": ck.tokens, **id_eval(model, tok, tk, cfg)}
+                if _is_main():
+                    m.update(bench_eval(model, tok, cfg))
+                m["wall_s"] = time.perf_counter() - t0
+                write(base_u, m)
+            panel(base_p, model, tok, ck.tokens)
             del model
         bar and bar.update(1)
         sft_units = {(lr, s): {"stage": "sft", "series": series.name, "checkpoint": ck.label,
@@ -390,6 +448,16 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
                                 **{k: r[k] for k in divergence.FIELDS},
                                 **{k: r[k] for k in r if k.startswith(("val_", "test_", "train_loss", "final_loss"))},
                                 **{k: math.nan for k in [*_metrics(cfg), "avg_acc_stderr", "avg_acc_norm_stderr"]}})
+            tuned_p = _panel_units(cfg, series.name, ck.label, base_u["weights"], best, s)
+            if store.done(tuned_u) and cfg.panel and not store.done(tuned_p) and not recs[(best, s)].get("diverged"):
+                # the tuned unit is done but not its panel (e.g. the panel changed): the panel alone
+                if not Path(recs[(best, s)]["model_dir"]).is_dir():
+                    recs[(best, s)] = train(ck, sft_units[(best, s)])
+                path = Path(recs[(best, s)]["model_dir"])
+                if _is_main():
+                    tuned = models.load_model(str(path), device=_device(cfg), dtype=_dtype(cfg))
+                    panel(tuned_p, tuned, prepare_tokenizer(models.load_tokenizer(str(path))), ck.tokens)
+                    del tuned
             if not store.done(tuned_u):
                 t0 = time.perf_counter()
                 if not Path(recs[(best, s)]["model_dir"]).is_dir():
@@ -405,9 +473,11 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
                     m.update(bench_eval(tuned, tok, cfg))
                     if cfg.alpacaeval_judge:
                         m.update(alpacaeval(tuned, tok, cfg, path.with_name(path.name + ".alpacaeval")))
-                    del tuned
                 m["wall_s"] = time.perf_counter() - t0
                 write(tuned_u, m)
+                if _is_main():
+                    panel(tuned_p, tuned, tok, ck.tokens)  # the same loaded model
+                    del tuned
             bar and bar.update(1)
         if cfg.keep_tuned == "best" and _is_main():
             for (lr, _), r in recs.items():
@@ -437,15 +507,32 @@ def collect(cfg: Config, series, store, sources=None, wall_s: float | None = Non
     keys = {"base": f"{_key(cfg, _EVAL_FIELDS)}-{_key(cfg, _DATA_FIELDS)}", "sft": _key(cfg, _SFT_FIELDS),
             "tuned": _tuned_key(cfg)}
     rows = {"base": [], "sft": [], "tuned": []}
-    for r in store.records():
+    pkeys = {"base": _panel_key(cfg), "tuned": f"{_key(cfg, _SFT_FIELDS)}-{_panel_key(cfg)}"}
+    panels = {}  # (of, checkpoint, lr, seed) -> the panel's metrics
+    records = list(store.records())
+    for r in records:
         u = r["unit"]
+        if (u.get("stage") == "panel" and cfg.panel and u.get("series") == series.name
+                and u.get("checkpoint") in labels and u.get("key") == pkeys.get(u.get("of"))
+                and u.get("weights") == weights[u["checkpoint"]]):
+            panels[(u["of"], u["checkpoint"], u.get("lr"), u.get("seed"))] = {
+                **{k: v for k, v in r["metrics"].items() if k not in ("tokens", "wall_s")},
+                "panel_wall_s": r["metrics"].get("wall_s"), "panel_record_id": results.unit_id(u)}
+    for r in records:
+        u = r["unit"]
+        if u.get("stage") == "panel":
+            continue
         if u.get("series") != series.name or u.get("checkpoint") not in labels or u.get("key") != keys[u["stage"]]:
             continue
         if u.get("weights") != weights[u["checkpoint"]]:  # records of other weights under this label
             continue
         if u["stage"] != "base" and (u.get("seed") not in seeds or u.get("lr") not in cfg.lrs):
             continue
-        rows[u["stage"]].append({**u, **r["metrics"], "record_id": results.unit_id(u)})
+        row = {**u, **r["metrics"], "record_id": results.unit_id(u)}
+        if cfg.panel and u["stage"] in ("base", "tuned"):  # the panel's columns (NaN where not evaluated yet)
+            key = (u["stage"], u["checkpoint"]) + ((None, None) if u["stage"] == "base" else (u["lr"], u["seed"]))
+            row.update(panels.get(key) or {m: math.nan for m in panel_columns(cfg)})
+        rows[u["stage"]].append(row)
     frames = {k: pd.DataFrame(v).sort_values(["tokens"] + (["lr", "seed"] if k == "sft" else ["seed"] if k == "tuned"
                                                             else [])).reset_index(drop=True)
               if v else pd.DataFrame() for k, v in rows.items()}
@@ -465,6 +552,7 @@ def collect(cfg: Config, series, store, sources=None, wall_s: float | None = Non
     summary = summarize(frames["base"], frames["tuned"], cfg)
     return {"base": frames["base"], "sft": frames["sft"], "tuned": frames["tuned"], "summary": summary,
             "lr_choice": lr_choice, "chance": chance_levels(cfg), "series": series, "wall_s": wall_s,
+            "panel_reference": series_reference(cfg, series, frames["base"]),
             "seeds": seeds,
             "n_examples": {s: {p: len(v[p]) for p in ("train", "val", "test")} for s, v in (sources or {}).items()}}
 

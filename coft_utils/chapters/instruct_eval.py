@@ -147,8 +147,11 @@ def summarize(base, tuned, cfg: Config):
     ratio-estimator s.e. of its log), min = max = the value."""
     import pandas as pd
     from scipy import stats
+    from .instruct_panel import PANEL_METRICS
+    from .instruct_panel import metrics as panel_metrics
     rows = []
-    mets = _metrics(cfg)
+    pm = [m for m in panel_metrics(cfg) if m in base]  # the panel's (instruct_panel), where recorded
+    mets = _metrics(cfg) + pm
     for _, r in base.iterrows():
         row = {"checkpoint": r["checkpoint"], "tokens": r["tokens"], "stage": "base", "n_seeds": 0,
                "best_lr": float("nan")}
@@ -160,6 +163,11 @@ def summarize(base, tuned, cfg: Config):
             row[f"{m}_ci"] = 1.96 * r[f"{m}_stderr"]
         se = r.get("test_loss_se", float("nan"))
         row["test_ppl_ci"] = r["test_ppl"] * 1.96 * se if se is not None and math.isfinite(se) else float("nan")
+        for m in pm:  # the panel: 1.96 s.e. (accuracies: binomial; perplexities: from the s.e. of the log)
+            se_col, scale = PANEL_METRICS[m][:2]
+            se = r.get(se_col, float("nan"))
+            se = float(se) if se is not None and se == se else float("nan")
+            row[f"{m}_ci"] = 1.96 * se * (r[m] if scale == "log" else 1.0)
         rows.append(row)
     if len(tuned):
         for ck, g in tuned.groupby("checkpoint", sort=False):

@@ -11,12 +11,21 @@
     report.fig_average(out, cfg), report.fig_benchmarks(out, cfg), report.fig_id(out, cfg)
     report.table_summary(out, cfg)               # mean ± CI per (stage, checkpoint)
     report.verdict_glue(out, cv, cfg)            # the notebook's verdict texts
+    pv = report.panel_verdicts(out, cfg)         # the general-ability panel: one bends_down per metric
+    pc = report.panel_claim(out, cfg, pv)        # the claim row cpu_general_ability (Bonferroni over metrics)
+    report.fig_panel(out, cfg, pv), report.table_panel(out, cfg), report.panel_glue(out, pv, pc, cfg)
 
 The fine-tuning seeds are the replicates of the verdict (:func:`claim_verdict`): the per-seed
 average ``acc_norm`` (the one metric declared for the claim beforehand, :data:`CLAIM_METRIC`)
 against the base model's, through :func:`coft_utils.foundation.verdicts.bends_down`. With one seed
 there is no replicate spread, and the verdict is *inconclusive* by construction. :data:`PAPER`
 holds what the paper reports (theirs), as summary statements.
+
+The general-ability panel (:mod:`.instruct_panel`) has its own claim row, :data:`PANEL_CLAIM`, a
+small-model stand-in for the paper's benchmarks: :func:`panel_verdicts` runs the same
+``bends_down`` on every panel metric (with, reported beside it, whether the base improves and
+whether the damage of tuning grows with tokens), and :func:`panel_claim` takes the one declared
+beforehand, the minimal-pair accuracy (:data:`~coft_utils.chapters.instruct_panel.CLAIM_METRIC`).
 """
 from __future__ import annotations
 
@@ -31,7 +40,8 @@ from .instruct_eval import summarize  # noqa: F401  (built by the experiment's c
 __all__ = ["CLAIM_METRIC", "PAPER", "benchmarks_text", "summarize", "verdict", "id_verdict", "diverged_note", "lr_text",
            "claim_verdict", "fig_average", "fig_benchmarks", "fig_id", "table_summary", "table_paper",
            "table_checkpoints", "table_examples", "table_lr_choice", "table_seeds", "table_alpacaeval",
-           "verdict_glue"]
+           "verdict_glue", "PANEL_CLAIM", "panel_verdicts", "panel_claim", "fig_panel", "table_panel",
+           "table_panel_seeds", "panel_glue"]
 
 # The one metric the claim row is decided on, declared before any run: lm-eval's acc_norm
 # (log-likelihood per character of the answer), the accuracy OLMo's own evaluations report for
@@ -421,3 +431,11 @@ def verdict_glue(out: dict, cv: dict, cfg: Config) -> dict:
     return dict(verdict_sentence=cv["sentence"], verdict_norm=cv["acc_norm"]["text"], verdict_acc=cv["acc"]["text"],
                 verdict_id=cv["id"]["text"], chance_avg=f"{out['chance']['avg']:.3f}", lr_text=cv["lr_text"],
                 bench_n=str(int(out["base"][f"{cfg.benchmarks[0]}/n"].iloc[0])))
+
+
+
+
+# the general-ability panel's verdicts, figures and tables (its own module, re-exported here; at
+# the end, since it uses the helpers above)
+from .instruct_panel_report import (PANEL_CLAIM, fig_panel, panel_claim, panel_glue,  # noqa: E402,F401
+                                    panel_verdicts, table_panel, table_panel_seeds)

@@ -127,13 +127,14 @@ HUB_MODELS: dict[str, ModelShape] = {s.name: s for s in (
 )}
 
 
-def olmo_shape(preset: str, vocab: int, ctx: int = 2048) -> ModelShape:
-    """The shape of one of the project's OLMo presets (tied embeddings, like the suite's models)."""
+def olmo_shape(preset: str, vocab: int, ctx: int = 2048, tied: bool = True) -> ModelShape:
+    """The shape of one of the project's OLMo presets (tied embeddings like the suite's models at
+    smoke/cpu/gpu; ``tied=False`` under muP, which has a separate output layer, as at paper)."""
     from . import models
     if preset not in models.OLMO_PRESETS:
         raise CostError(f"unknown OLMo preset {preset!r}; allowed: {', '.join(models.OLMO_PRESETS)}")
     layers, d, heads, ffn = models.OLMO_PRESETS[preset]
-    return ModelShape(preset, layers, d, heads, ffn, int(vocab), True, "swiglu",
+    return ModelShape(preset, layers, d, heads, ffn, int(vocab), bool(tied), "swiglu",
                       "coft_utils.foundation.models.OLMO_PRESETS", int(ctx))
 
 

@@ -9,6 +9,22 @@
     r = lt.evaluate("allenai/OLMo-1B-hf", None, lt.PAPER_BENCHMARKS, local=False)  # lm-eval's own tasks (hub)
     lt.PAPER_BENCHMARKS       # the paper's list (SciQ included); lt.EXTRA_BENCHMARKS: this companion's extras
     lt.LOCAL_BENCHMARKS       # the ones with a local data file (SciQ has none: hub only)
+    p = lt.evaluate_panel(model, tok, lambada_n=500, pairs_n=500)     # chapter 01's cpu-scale panel
+    p["scores"]["lambada_openai"]      # {'ppl': .., 'loss_se': .., 'acc': .., 'acc_stderr': .., 'n': 500}
+    p["scores"]["minimal_pairs"]       # {'acc': .., 'acc_stderr': .., 'n': 500}
+
+The panel tasks (:data:`PANEL_TASKS`, :func:`evaluate_panel`): ``lambada_openai`` is lm-eval's
+OWN task definition (``lm_eval/tasks/lambada/lambada_openai.yaml``: the context is the text
+without its last word, the target ``" " + last word``; metrics ``perplexity`` of the target and
+``acc`` = the target is the greedy continuation), with only its data source replaced by a JSONL
+written from the local file ``lambada_openai`` (``{"text": context + " " + continuation}``, which
+is the original passage: no continuation holds a space); ``lambada_n`` items (0: all 5,153),
+the first ``lambada_n`` of a ``random.Random(lambada_seed)`` permutation (fixed: the same items
+for every model). ``minimal_pairs`` is the versioned task of
+:mod:`coft_utils.foundation.minimal_pairs` (task ``coft_minimal_pairs_v<N>``, a local
+multiple-choice file). Both run in one ``simple_evaluate`` call; the standard errors come from
+the per-item records (LAMBADA perplexity: ``loss_se`` is the s.e. of the mean target NLL, i.e. of
+log perplexity).
 
 Which benchmarks (source: the paper, Springer et al. 2025, arXiv 2503.19206): its Fig. 1 caption
 reports "the average performance of five common LLM benchmarks" and names ARC-Easy,
@@ -68,7 +84,7 @@ from pathlib import Path
 
 from . import data
 
-__all__ = ["BENCHMARKS", "LOCAL_BENCHMARKS", "PAPER_BENCHMARKS", "EXTRA_BENCHMARKS", "HUB_ONLY", "HUB_TASKS",
+__all__ = ["PANEL_TASKS", "evaluate_panel", "lambada_file", "lambada_task", "BENCHMARKS", "LOCAL_BENCHMARKS", "PAPER_BENCHMARKS", "EXTRA_BENCHMARKS", "HUB_ONLY", "HUB_TASKS",
            "N_CHOICES", "label", "normalized_docs", "hub_tasks", "write_tasks", "task_manager", "evaluate",
            "task_name"]
 
@@ -226,6 +242,28 @@ def hub_tasks(benches) -> tuple[list, object]:
     return tasks, tm
 
 
+@contextlib.contextmanager
+def _fast():
+    """Two pure overheads of lm-eval 0.4.13 removed for the duration of a call (the scores are
+    unchanged): ``lm_eval.utils.apply_template`` compiles its jinja template again for every
+    document (here: compiled once per template string, same environment), and ``simple_evaluate``
+    collects the environment (``pip list`` in a subprocess, ~0.6 s a call) into a results field we
+    never read."""
+    import lm_eval.evaluator
+    import lm_eval.utils
+    orig_t, orig_env = lm_eval.utils.apply_template, lm_eval.evaluator.add_env_info
+    compiled = functools.lru_cache(maxsize=256)(lm_eval.utils.env.from_string)
+
+    def apply_template(template: str, doc: dict) -> str:
+        return compiled(template).render(**doc)
+    lm_eval.utils.apply_template = apply_template
+    lm_eval.evaluator.add_env_info = lambda results: None
+    try:
+        yield
+    finally:
+        lm_eval.utils.apply_template, lm_eval.evaluator.add_env_info = orig_t, orig_env
+
+
 def _lm(model, tokenizer, batch_size: int, max_length: int | None, device: str | None):
     from lm_eval.models.huggingface import HFLM
     kw = dict(batch_size=batch_size)
@@ -277,7 +315,7 @@ def evaluate(model, tokenizer, benches=LOCAL_BENCHMARKS, limit: int | None = Non
         max_length = max(max_length, longest_continuation(tokenizer, benches, limit) + 1)
     lm = _lm(model, tokenizer, batch_size, max_length, device)
     # lm-eval's progress bars go to stderr; keep them out of the book unless asked for
-    with (contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO())):
+    with (contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO())), _fast():
         res = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=tm,
                                       limit=limit or None, bootstrap_iters=0, log_samples=log_samples,
                                       random_seed=0, numpy_random_seed=0, torch_random_seed=0)
@@ -294,4 +332,103 @@ def evaluate(model, tokenizer, benches=LOCAL_BENCHMARKS, limit: int | None = Non
     out = {"scores": scores, "lm_eval": getattr(lm_eval, "__version__", "?")}
     if log_samples:
         out["samples"] = {b: res["samples"][t] for b, t in names.items()}
+    return out
+
+
+# --------------------------------------------------------------------------- chapter 01's cpu-scale panel
+PANEL_TASKS = ("lambada_openai", "minimal_pairs")
+
+
+def lambada_file(n: int = 0, seed: int = 0, root: str | os.PathLike | None = None) -> Path:
+    """A JSONL of LAMBADA passages ``{"text": ...}`` from the local file: all (``n = 0``, file order)
+    or the first ``n`` of a ``random.Random(seed)`` permutation; cached, sha256-verified source."""
+    import random
+    root = Path(root) if root else data.cache_dir() / f"lmeval_tasks_v{TASK_VERSION}"
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / (f"lambada_openai-n{n}-seed{seed}.jsonl" if n else "lambada_openai-all.jsonl")
+    if not path.is_file():
+        rows = [{"text": r["context"] + " " + r["continuation"]} for r in data.load("lambada_openai", "test")]
+        if n:
+            idx = list(range(len(rows)))
+            random.Random(seed).shuffle(idx)
+            rows = [rows[i] for i in idx[:n]]
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        with open(tmp, "w") as fh:
+            for r in rows:
+                fh.write(json.dumps(r) + "\n")
+        os.replace(tmp, path)
+    return path
+
+
+def lambada_task(path: str | os.PathLike):
+    """lm-eval's own ``lambada_openai`` task (``Task`` object) reading ``path`` (a JSONL of ``text``)."""
+    import lm_eval.tasks
+    from lm_eval.tasks import TaskManager
+    tm = TaskManager(include_path=str(Path(lm_eval.tasks.__file__).parent / "lambada"), include_defaults=False)
+    entry = tm._entry("lambada_openai")
+    over = {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}},
+            "test_split": "test"}
+    return tm._factory._build_task(entry, over), tm
+
+
+def _pairs_yaml(path: Path) -> str:
+    from . import minimal_pairs
+    return (f"task: {minimal_pairs.TASK}\ndataset_path: json\n"
+            f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(path))}\n"
+            "output_type: multiple_choice\ntest_split: test\n"
+            "doc_to_text: text\ndoc_to_choice: choices\ndoc_to_target: gold\n" + _METRICS
+            + f"metadata:\n  version: {minimal_pairs.VERSION}.0\n")
+
+
+def evaluate_panel(model, tokenizer, tasks=PANEL_TASKS, lambada_n: int = 500, lambada_seed: int = 0,
+                   pairs_n: int = 500, pairs_seed: int = 0, batch_size: int = 32, max_length: int | None = None,
+                   device: str | None = None, log_samples: bool = False) -> dict:
+    """The panel's lm-eval tasks in one ``simple_evaluate`` call (see the module doc).
+
+    Returns ``{"scores": {"lambada_openai": {ppl, loss, loss_se, acc, acc_stderr, n},
+    "minimal_pairs": {acc, acc_norm, acc_stderr, n}}, "lm_eval": version}`` (and ``"samples"``)."""
+    import lm_eval
+    from . import minimal_pairs
+    tasks = list(tasks)
+    bad = [t for t in tasks if t not in PANEL_TASKS]
+    if bad:
+        raise ValueError(f"unknown panel task(s) {bad}; allowed: {', '.join(PANEL_TASKS)}")
+    objs, names, tm = [], {}, None
+    if "minimal_pairs" in tasks:
+        src = minimal_pairs.write(pairs_n, pairs_seed)
+        root = src.parent / "lmeval"
+        root.mkdir(exist_ok=True)
+        (root / f"{minimal_pairs.TASK}.yaml").write_text(_pairs_yaml(src.resolve()))
+        from lm_eval.tasks import TaskManager
+        tm = TaskManager(include_path=str(root), include_defaults=False)
+        objs.append(minimal_pairs.TASK)
+        names["minimal_pairs"] = minimal_pairs.TASK
+    if "lambada_openai" in tasks:
+        task, tm2 = lambada_task(lambada_file(lambada_n, lambada_seed))
+        objs.append(task)
+        names["lambada_openai"] = "lambada_openai"
+        tm = tm or tm2
+    lm = _lm(model, tokenizer, batch_size, max_length, device)
+    with contextlib.redirect_stderr(io.StringIO()), _fast():
+        res = lm_eval.simple_evaluate(model=lm, tasks=objs, task_manager=tm, limit=None, bootstrap_iters=0,
+                                      log_samples=True, random_seed=0, numpy_random_seed=0, torch_random_seed=0)
+    scores = {}
+    for k, t in names.items():
+        r, smp = res["results"][t], res["samples"][t]
+        n = len(smp)
+        if k == "lambada_openai":
+            ll = [float(s["filtered_resps"][0][0]) for s in smp]
+            loss = -sum(ll) / n
+            var = sum((-x - loss) ** 2 for x in ll) / (n - 1) if n > 1 else float("nan")
+            ppl = float(r["perplexity,none"])
+            acc = float(r["acc,none"])
+            scores[k] = {"ppl": ppl, "loss": loss, "loss_se": math.sqrt(var / n) if n > 1 else float("nan"),
+                         "acc": acc, "acc_stderr": math.sqrt(acc * (1 - acc) / n), "n": n}
+        else:
+            acc = float(r["acc,none"])
+            scores[k] = {"acc": acc, "acc_norm": float(r.get("acc_norm,none", acc)),
+                         "acc_stderr": math.sqrt(acc * (1 - acc) / n), "n": n}
+    out = {"scores": scores, "lm_eval": getattr(lm_eval, "__version__", "?")}
+    if log_samples:
+        out["samples"] = {k: res["samples"][t] for k, t in names.items()}
     return out

@@ -77,12 +77,13 @@ def token_axis(ax, tokens, labels=None, rotation: float = 0, fontsize=None) -> N
 
 
 def fmt_tokens(t: float) -> str:
-    """Compact label of a token count: 4k, 0.25M, 8M (binary units when exact), 4B; also the
-    label of each checkpoint of the project's suite."""
+    """Compact label of a token count: 4k, 0.25M, 8M (binary units when exact and short), 4B,
+    16B (16,000,221,184 tokens: decimal, not '15259M'); also the label of each checkpoint of the
+    project's suite."""
     t = float(t)
     for div, suf in ((2 ** 40, "T"), (2 ** 30, "B"), (2 ** 20, "M"), (2 ** 10, "k")):
         v = t / div
-        if 0.125 <= v and (v * 8).is_integer() and len(f"{v:g}") <= 5:
+        if 0.125 <= v < 10_000 and (v * 8).is_integer() and len(f"{v:g}") <= 5:
             return f"{v:g}{suf}"
     for div, suf in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
         if t >= div:

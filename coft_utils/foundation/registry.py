@@ -49,7 +49,7 @@ CHAPTERS: dict[str, Chapter] = {c.name: c for c in (
     Chapter("00_pretraining_suite", "The controlled pre-training suite", "Chapters",
             _C + "pretrain", _C + "pretrain_report", ("base_improves",)),
     Chapter("01_instruction_tuning", "Instruction tuning across pre-training checkpoints", "Chapters",
-            _C + "instruct", _C + "instruct_report", ("olmo_instruction",)),
+            _C + "instruct", _C + "instruct_report", ("olmo_instruction", "cpu_general_ability")),
     Chapter("02_gaussian_sensitivity", "Gaussian perturbations: progressive sensitivity", "Chapters",
             _C + "perturb", _C + "perturb_report",
             ("sensitivity_noise_init", "ushape_noise_init", "sensitivity_noise_empirical", "ushape_noise_empirical")),
