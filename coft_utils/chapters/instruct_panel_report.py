@@ -114,6 +114,10 @@ def panel_claim(out: dict, cfg: Config, pv: dict | None = None) -> dict:
                 f"small-model stand-in for the paper's benchmarks): {what}"
                 + (f" ({v.reason})" if v.reason and v.label != "contradicted" else "") + "."
                 + (f" The other panel metrics (reported, not counted): {'; '.join(others)}." if others else ""))
+    grows = [PANEL_METRICS[m][4] for m, d in pv.items() if d["damage_grows"].label == "observed"]
+    if grows:  # the paper's mechanism, reported beside the claim (rises, seeds as replicates)
+        sentence += (f" The damage that tuning does grows with pre-training tokens (progressive sensitivity; "
+                     f"reported, not counted) on: {', '.join(grows)}.")
     numbers = {m: {"label": d["label"], "verdict": d["verdict"].to_dict(),
                    "base_improves": d["base_improves"].to_dict(), "damage_grows": d["damage_grows"].to_dict(),
                    "tuned_mean": d.get("tuned_mean"),
