@@ -33,28 +33,16 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["use", "offline", "repo_folder", "add_files", "add_model", "add_dataset", "tiny_olmo", "commit_of", "WEIGHT_SUFFIXES"]
+__all__ = ["offline", "repo_folder", "add_files", "add_model", "add_dataset", "tiny_olmo", "commit_of", "WEIGHT_SUFFIXES"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")  # stored as LFS on the hub
 
 
-def use(monkeypatch, cache) -> Path:
-    """Point this test at ``cache``, offline: the environment AND huggingface_hub's constants
-    (it reads ``HF_HUB_CACHE``/``HF_HUB_OFFLINE`` once, at import, and transformers uses those)."""
-    import huggingface_hub.constants as c
-    cache = Path(cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    for k, v in (("HF_HUB_CACHE", str(cache)), ("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"),
-                 ("TRANSFORMERS_OFFLINE", "1")):
-        monkeypatch.setenv(k, v)
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
-    return cache
-
-
 @contextlib.contextmanager
 def offline(cache, **env):
-    """The same as :func:`use` for a block (module-scoped fixtures): offline on ``cache``, plus
+    """Point a block (e.g. a module-scoped fixture) at ``cache``, offline: the environment AND
+    huggingface_hub's constants (it reads ``HF_HUB_CACHE``/``HF_HUB_OFFLINE`` once, at import, and
+    transformers uses those), plus
     ``env`` (a value of None unsets the variable); everything is restored afterwards."""
     import huggingface_hub.constants as c
     env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",

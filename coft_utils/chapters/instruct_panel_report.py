@@ -21,7 +21,7 @@ import warnings
 from ..foundation import plots
 from ..foundation import verdicts as V
 from .instruct import Config
-from .instruct_report import _curves, _token_axis, _tuned_band, diverged_note
+from .instruct_report import BENDS_DOWN_WHAT, _curves, _token_axis, _tuned_band, diverged_note
 
 __all__ = ["PANEL_CLAIM", "panel_verdicts", "panel_claim", "fig_panel", "table_panel", "table_panel_seeds",
            "panel_glue"]
@@ -104,11 +104,7 @@ def panel_claim(out: dict, cfg: Config, pv: dict | None = None) -> dict:
                   f"stand-in for the paper's benchmarks; metric (declared): {', '.join(members) or 'none'} over "
                   f"{cfg.pairs_n} held-out pairs (minimal_pairs v{_pairs_version()}), tuned per seed vs base with its "
                   f"binomial s.e.")
-    what = {"observed": "after instruction tuning the last checkpoint is worse than an earlier one, beyond seed "
-                        "noise, while the base does not bend down",
-            "contradicted": "the tuned models are best at the last checkpoint, beyond seed noise",
-            "within noise": "no bend down at the last checkpoint can be told apart from seed noise",
-            "inconclusive": "the data cannot decide"}[v.label]
+    what = BENDS_DOWN_WHAT[v.label]
     others = [f"{PANEL_METRICS[m][4]}: {d['label']}" for m, d in pv.items() if not d["claim"]]
     sentence = (f"At the {cfg.profile} profile, on the minimal-pair accuracy of the general-ability panel (a "
                 f"small-model stand-in for the paper's benchmarks): {what}"

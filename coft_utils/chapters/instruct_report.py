@@ -207,6 +207,15 @@ def lr_text(out: dict, cfg: Config) -> str:
     return s
 
 
+# what a `verdicts.bends_down` label says of the tuned curve (this row and the panel's row)
+BENDS_DOWN_WHAT = {
+    "observed": "the instruction-tuned models get worse at the last checkpoint, beyond seed noise, while the base "
+                "model does not",
+    "contradicted": "the instruction-tuned models are best at the last checkpoint, beyond seed noise",
+    "within noise": "no bend down at the last checkpoint can be told apart from seed noise",
+    "inconclusive": "the data cannot decide"}
+
+
 def claim_verdict(out: dict, cfg: Config) -> dict:
     """The chapter's claim row (``olmo_instruction``): :func:`verdict` on :data:`CLAIM_METRIC`
     (declared beforehand; ``avg_acc`` is tested and reported too but does not count), with the
@@ -230,11 +239,7 @@ def claim_verdict(out: dict, cfg: Config) -> dict:
                   f"per checkpoint on the seed-mean validation response perplexity; metric (declared): "
                   f"{_metric_name(CLAIM_METRIC)} over {len(cfg.benchmarks)} benchmarks ({n_items}), tuned per seed "
                   f"vs base with its lm-eval s.e.")
-    what = {"observed": "the instruction-tuned models get worse at the last checkpoint, beyond seed noise, "
-                        "while the base model does not",
-            "contradicted": "the instruction-tuned models are best at the last checkpoint, beyond seed noise",
-            "within noise": "no bend down at the last checkpoint can be told apart from seed noise",
-            "inconclusive": "the data cannot decide"}[v.label]
+    what = BENDS_DOWN_WHAT[v.label]
     sentence = (f"At the {cfg.profile} profile ({series.name}, {len(cks)} checkpoints, {len(out['seeds'])} seeds), "
                 f"on {_metric_name(CLAIM_METRIC)}: {what}"
                 + (f" ({v.reason})" if v.reason and v.label == "inconclusive" else "")

@@ -26,14 +26,13 @@ Weight files are ``*.safetensors`` when a revision has any, else ``pytorch_model
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import series as _series
 from .series import Checkpoint, CheckpointSeries, SeriesError
-from . import weights
+from . import checksums, weights
 
 __all__ = ["check", "check_config", "Report", "CheckpointReport", "PreflightError"]
 
@@ -101,14 +100,6 @@ def _weight_names(names) -> list[str]:
     return []
 
 
-def _sha256_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _offline_hub(c: Checkpoint) -> CheckpointReport:
     rev = c.revision or "main"
     base = dict(label=c.label, tokens=c.tokens, source=c.source, revision=rev)
@@ -122,7 +113,7 @@ def _offline_hub(c: Checkpoint) -> CheckpointReport:
     for n in _weight_names(names):
         p = snap / n
         blob = p.resolve().name if p.is_symlink() else ""
-        files[n] = blob if _HEX64.fullmatch(blob) else _sha256_file(p)  # LFS blob name = sha256
+        files[n] = blob if _HEX64.fullmatch(blob) else checksums._sha256(p)  # LFS blob name = sha256
     if not files:
         return CheckpointReport(**base, commit=commit,
                                 missing=f"snapshot {snap} holds no weight files (*.safetensors or pytorch_model*.bin)")
