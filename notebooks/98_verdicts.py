@@ -46,6 +46,13 @@
 #   draws (seeds resampled within each checkpoint, every minimum re-selected) agree in sign, so
 #   that the 95 % percentile interval of τ lies above 0. Tied minima give τ = 0 and never count
 #   as "earlier".
+# * *Curve A above curve B at the same checkpoints* (chapter 06: one schedule or strength
+#   against another at equal tokens): the mean over checkpoints of the difference of the
+#   replicate means, with a two-sided t interval. A fine-tuning seed fixes the data order at every
+#   checkpoint, so a seed may shift its whole curve: each seed is first averaged over the
+#   checkpoints and the test is Welch's t on those means (paired, where A and B share the seeds:
+#   a t test of the per-seed differences, df = R − 1). Chapter 02's noise is drawn per checkpoint
+#   label, so there the per-checkpoint spreads are used (paired by the shared noise draw).
 # * *Tuned curve bends down while the base does not*: the tuned curve's last checkpoint against
 #   its best checkpoint of the later half of the series, with a simulated critical value for
 #   that choice; the same test on the base curve must not fire.

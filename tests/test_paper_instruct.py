@@ -270,4 +270,8 @@ def test_the_split_of_the_global_batch_does_not_change_the_update(hub, tmp_path)
     diff = max(float((weights[(4, 4)][k] - weights[(2, 4)][k]).abs().max()) for k in init)
     other = max(float((weights[(4, 4)][k] - weights[(2, 2)][k]).abs().max()) for k in init)
     print(f"moved {moved:.3g}, split diff {diff:.3g}, other global batch {other:.3g}")
-    assert moved > 1e-3 and diff < 1e-3 * moved and other > 100 * diff
+    # AdamW's first step is lr * g / (|g| + eps): coordinates whose gradient is near eps turn float
+    # summation differences of the split into update differences of up to ~0.3 % of lr (measured:
+    # 3.1e-5 at lr 1e-2 on some CPUs), so the split may differ by 1 % of the move; another global
+    # batch moves the weights by ~the whole step (measured: 2e-2), so the test can still fail.
+    assert moved > 1e-3 and diff < 1e-2 * moved and other > 100 * diff

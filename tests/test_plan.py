@@ -35,11 +35,17 @@ def test_plan_all_offline_without_torch_or_hub(tmp_path, profile):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "HEAVY []" in r.stdout
     assert list(hub.iterdir()) == [] and not (tmp_path / "runs").exists()
-    for ch in (*GPU_CHAPTERS, "05_linear_theory"):
+    for ch in (*GPU_CHAPTERS, "05_linear_theory", "06_mitigations"):
         assert f"{ch} @ {profile}:" in r.stdout
-    assert r.stdout.count("total (") == 6
+    assert r.stdout.count("total (") == 7
     d = json.loads(js.read_text())
-    assert [p["chapter"] for p in d["plans"]] == [*GPU_CHAPTERS, "05_linear_theory"]
+    assert [p["chapter"] for p in d["plans"]] == [*GPU_CHAPTERS, "05_linear_theory", "06_mitigations"]
+    p06 = d["plans"][-1]  # chapter 06: chapters 02-04's units per schedule and strength, and wsd_short's branches
+    names = [u["name"] for u in p06["units"]]
+    assert sum(n.startswith("pre-training: wsd_short") for n in names) == 6
+    assert any(n.startswith("L2 λ=") for n in names) and any(n.startswith("sensitivity constant") for n in names)
+    assert all(u["shared"] == (n.split(":")[0].endswith("cosine") or n.startswith("LR grid"))
+               for u, n in zip(p06["units"], names))
     for p in d["plans"]:
         t = p["totals"]
         assert t["units"] == len(p["units"]) >= 1 and math.isfinite(t["flops"]) and t["flops"] > 0
@@ -128,4 +134,4 @@ def test_book_page(tmp_path):
         assert f"| {ch} | paper |" in text and f"| {ch} | gpu |" in text
         assert f"### {ch} at `paper`" in text
     assert "Not planned" not in text
-    assert text.count("<details>") == text.count("</details>") == 12
+    assert text.count("<details>") == text.count("</details>") == 14

@@ -88,6 +88,41 @@ def test_schedules_share_the_trunk_and_decay(tmp_path):
     assert 1 < pretrain_plan.cost_ratio(pretrain.resolve("cpu")) < 2
 
 
+def test_short_anneal_shares_the_wsd_trunk(tmp_path, monkeypatch):
+    """wsd_short: the same trunk (not trained again), its own shorter anneal per budget; where the
+    two decay lengths coincide (1 step at the smallest smoke budget: a decay is at least one step)
+    the checkpoint is bit for bit
+    the wsd one (the branch replays the trunk from the shared state), elsewhere it differs."""
+    over = {"n_budgets": 3}
+    wsd = _suite(tmp_path, "wsd", **over)
+    trunk = tmp_path / "suite" / wsd.meta["key"] / "state" / "trunk.done.json"
+    stamp = trunk.stat().st_mtime_ns
+    seen = []
+    real = pretrain_train.train_job
+    monkeypatch.setattr(pretrain_train, "train_job", lambda cfg, job, *a, **k: seen.append(job.name) or real(cfg, job, *a, **k))
+    short = _suite(tmp_path, "wsd_short", **over)
+    assert short.meta["key"] == wsd.meta["key"] and trunk.stat().st_mtime_ns == stamp
+    assert seen and all(n.startswith("wsd_short") for n in seen), seen
+    cfg = pretrain.resolve("smoke", "wsd_short", overrides={**TINY, **over})
+    jobs = {j.name: j for j in pretrain_plan.plan(cfg)}
+    long = {j.saves[0][1]: j for j in pretrain_plan.plan(pretrain.resolve("smoke", "wsd", overrides={**TINY, **over}))
+            if j.name != "trunk"}
+    for j in jobs.values():
+        if j.name == "trunk":
+            continue
+        lab = j.saves[0][1]
+        assert j.parent == long[lab].parent and j.start == long[lab].start and j.decay_start >= long[lab].decay_start
+    assert [c.tokens for c in short] == [c.tokens for c in wsd]
+    same = [j.decay_start == long[j.saves[0][1]].decay_start for j in jobs.values() if j.name != "trunk"]
+    assert same == [True, False, False]
+    for s, a, b in zip(same, short, wsd):
+        assert _equal(_weights(a), _weights(b)) == s, a.label
+    assert short.meta["peak_lr"] == wsd.meta["peak_lr"] and short.meta["schedule"] == "wsd_short"
+    with pytest.raises(profiles.ProfileError, match="decay_frac_short"):
+        pretrain.resolve("smoke", "wsd_short", overrides={"decay_frac_short": 0.3})
+    assert pretrain.resolve("cpu").decay_frac_short == pretrain.resolve("smoke").decay_frac_short == 0.05
+
+
 def test_cache_reuse_trains_nothing(tmp_path, monkeypatch):
     s1 = _suite(tmp_path)
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}

@@ -180,6 +180,24 @@ CASES = {
         ("{experiment: ../x}", "experiment", None),
         ("{seed: 1e12}", "seed", "1000000000000"),
     ],
+    "06_mitigations": [
+        ("{lr: .inf}", "lr", "inf"),
+        ("{lr: .nan}", "lr", "nan"),
+        ("{lr: 0}", "lr", "0"),
+        ("{gammas: [-1]}", "gammas", "-1"),
+        ("{gammas: abc}", "gammas", "'abc'"),
+        ("{gammas: []}", "gammas", None),
+        ("{l2_strengths: [0.1, 1.0]}", "l2_strengths", "0.1"),        # no unregularized reference
+        ("{l2_strengths: [0, -1]}", "l2_strengths", "-1"),
+        ("{l2_strengths: [0, .inf]}", "l2_strengths", "inf"),
+        ("{schedules: [wsd, linear]}", "schedules", "'linear'"),
+        ("{schedules: [wsd]}", "schedules", "wsd"),                   # nothing to compare
+        ("{schedules: [wsd, wsd]}", "schedules", "wsd"),
+        ("{task: nope}", "task", "'nope'"),
+        ("{l2_schedule: linear}", "l2_schedule", "'linear'"),
+        ("{theory: maybe}", "theory", "'maybe'"),
+        ("{series: olmo-1b}", "series", None),                        # the suite's schedules only
+    ],
     "98_verdicts": [
         ("{draws: .inf}", "draws", "inf"),
         ("{draws: .nan}", "draws", "nan"),

@@ -181,3 +181,90 @@ def test_verdict_modules_import_in_any_order(first):
             "assert verdicts.u_shape is verdict_shapes.u_shape and verdict_shapes.Verdict is verdicts.Verdict")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# --------------------------------------------------------------------------- differs: two curves
+def test_differs_bad_shapes_are_clear_errors():
+    with pytest.raises(ValueError, match=r"\(3, 6\) and \(3, 5\)"):
+        V.differs(np.ones((3, 6)), np.ones((3, 5)))
+    with pytest.raises(ValueError, match="paired"):
+        V.differs(np.ones((3, 6)), np.ones((4, 6)), paired=True)
+    assert V.differs(np.ones((3, 6)), np.ones((4, 6))).label == "within noise"  # unpaired: R may differ
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_differs_non_finite_is_reported(bad):
+    a = calibration._noisy(_rng(20), np.full(6, 10.0), 3, 0.05)
+    b = calibration._noisy(_rng(21), np.full(6, 10.0), 3, 0.05)
+    b[2, 4] = bad
+    for paired in (False, True):
+        v = V.differs(a, b, paired=paired, log=True)
+        assert v.label == "inconclusive" and "non-finite" in v.reason and "B: [4]" in v.reason
+        assert v.detail["positions"] == [4] and v.detail["non_finite"] == 1
+    assert V.differs(a, b, late_half=True).label == "inconclusive"
+    b[2, 4], a[0, 1] = 10.0, bad  # outside the later half: not used, so not in the way
+    assert V.differs(a, b, late_half=True).label != "inconclusive"
+
+
+def test_differs_too_few_replicates_checkpoints_or_non_positive():
+    y = np.full((3, 6), 2.0)
+    assert "replicate" in V.differs(y[:1], y).reason and V.differs(y[:1], y).label == "inconclusive"
+    assert V.differs(y, y[0]).label == "inconclusive"  # a 1-d curve is one replicate
+    assert "checkpoint" in V.differs(y[:, :0], y[:, :0]).reason
+    v = V.differs(y, -y, log=True)
+    assert v.label == "inconclusive" and "positive" in v.reason
+
+
+def test_differs_identical_constants_are_exact_zero():
+    y = np.full((3, 6), 0.1 + 0.2)
+    v = V.differs(y, np.full((4, 6), 0.3))  # 0.1 + 0.2 != 0.3 in floats: round-off, not a difference
+    assert v.label == "within noise" and v.statistic == 0.0 and "exact" in v.method
+    assert "exact" in v.stat_text()
+    assert V.differs(y + 1.0, y).label == "observed"  # deterministic and different: exact, observed
+
+
+def test_differs_direction_percent_and_late_half():
+    c = 10 * 1.2 ** np.arange(6)
+    a, b = calibration._noisy(_rng(22), 1.3 * c, 5, 0.02), calibration._noisy(_rng(23), c, 5, 0.02)
+    v = V.differs(a, b, log=True, tokens=T)
+    assert v.label == "observed" and v.ci[0] > 0 and v.n_checkpoints == 6 and v.n_replicates == 5
+    assert abs(v.statistic - 30.0) < 5 and v.ci[0] < v.statistic < v.ci[1] and "%" in v.unit
+    assert len(v.detail["differences"]) == 6 and v.p_value < 0.01 and v.detail["paired"] is False
+    r = V.differs(b, a, log=True)
+    assert r.label == "contradicted" and r.ci[1] < 0
+    assert abs(r.statistic - 100 * (1 / (1 + v.statistic / 100) - 1)) < 1e-9  # the same log difference
+    lin = V.differs(a, b)
+    assert abs(lin.statistic - float((a.mean(0) - b.mean(0)).mean())) < 1e-12 and "%" not in lin.unit
+    late = np.hstack([b[:, :3], a[:, 3:]])  # above b only at the later three checkpoints
+    w = V.differs(late, b, late_half=True, tokens=T)
+    assert w.label == "observed" and w.n_checkpoints == 3 and w.detail["tokens"] == list(T[3:])
+    flipped = V.differs(late[:, ::-1], b[:, ::-1], late_half=True, tokens=T[::-1])  # order from tokens
+    assert flipped.statistic == pytest.approx(w.statistic) and flipped.label == "observed"
+
+
+def _correlated(g, shift, R=3, shared=0.1, indep=0.01):
+    """Fine-tuning seeds shared by both curves: most of the spread is common to A and B."""
+    common = 0.5 + shared * g.standard_normal((R, 6))
+    return common + indep * g.standard_normal((R, 6)), common + indep * g.standard_normal((R, 6)) - shift
+
+
+def test_differs_pairing_is_calibrated_and_more_powerful_with_shared_noise():
+    g = _rng(24)
+    null = [V.differs(*_correlated(g, 0.0), paired=True, independent=True).label for _ in range(N)]
+    assert null.count("observed") / N <= 0.05 and (N - null.count("within noise")) / N <= 0.08
+    eff = [_correlated(g, 0.015) for _ in range(N)]
+    p_paired = np.mean([V.differs(a, b, paired=True, independent=True).observed for a, b in eff])
+    p_unpaired = np.mean([V.differs(a, b, independent=True).observed for a, b in eff])
+    assert p_paired >= 0.80 and p_paired > p_unpaired + 0.5, (p_paired, p_unpaired)
+
+
+def test_differs_by_replicate_is_calibrated_when_a_seed_shifts_its_whole_curve():
+    """The default (each replicate averaged over checkpoints first) keeps its false-positive rate
+    when a seed's deviation persists across checkpoints; the per-checkpoint s.e. (independent=True)
+    does not -- which is why it is only for designs with independent replicates per checkpoint."""
+    g = _rng(31)
+    draws = [(0.5 + 0.05 * g.standard_normal((3, 1)) + 0.01 * g.standard_normal((3, 6)),
+              0.5 + 0.05 * g.standard_normal((3, 1)) + 0.01 * g.standard_normal((3, 6))) for _ in range(N)]
+    fp = np.mean([V.differs(a, b).label != "within noise" for a, b in draws])
+    fp_ind = np.mean([V.differs(a, b, independent=True).label != "within noise" for a, b in draws])
+    assert fp <= 0.08 and fp_ind > 0.2, (fp, fp_ind)

@@ -75,6 +75,23 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
           "§4"),
     Claim("linear_regularization", "Linear model: regularizing fine-tuning toward the pre-trained weights delays the inflection point at a cost in fine-tuning loss",
           "Theorem 4.7"),
+    Claim("anneal_sensitivity", "Beyond the paper: at equal tokens, annealed checkpoints (WSD: the LR decayed to "
+          "zero) are more sensitive to Gaussian noise than un-annealed ones (the same constant-LR trunk)",
+          "not in the paper; arXiv 2603.16127, 2605.02105"),
+    Claim("anneal_forgetting", "Beyond the paper: at equal tokens and a fixed fine-tuning LR, annealed (WSD) "
+          "checkpoints forget more than un-annealed (constant-LR) ones", "not in the paper; arXiv 2603.16127"),
+    Claim("short_anneal", "Beyond the paper: a long anneal makes a checkpoint more sensitive (noise) or forget more "
+          "(fine-tuning) than a short anneal off the same trunk", "not in the paper; arXiv 2605.02105"),
+    Claim("anneal_inflection", "Beyond the paper: longer annealing moves the inflection point (the minimum over "
+          "tokens of the perturbed or fine-tuned pre-training-domain perplexity) earlier",
+          "not in the paper; arXiv 2603.16127, 2605.02105"),
+    Claim("l2_forgetting", "Language models: fine-tuning with an L2 penalty toward the pre-trained weights forgets "
+          "less than unregularized fine-tuning at the same LR", "Theorem 4.7 (linear model only)"),
+    Claim("l2_inflection", "Language models: the L2 penalty toward the pre-trained weights moves the inflection "
+          "point later", "Theorem 4.7 (linear model only)"),
+    Claim("lr_rule", "Beyond the paper: lowering the fine-tuning LR with tokens (to hold forgetting at the first "
+          "checkpoint's level) forgets less at the later checkpoints than the ID-optimal LR",
+          "not in the paper; arXiv 2604.13627"),
 )}
 
 REFERENCE_DIR = results.REPO_ROOT / "results"

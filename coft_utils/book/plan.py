@@ -374,6 +374,47 @@ def _plan_05(cfg) -> ChapterPlan:
                        ["one CPU unit (numpy): no GPU; FLOPs of the gradient-descent simulation"])
 
 
+def _plan_06(cfg) -> ChapterPlan:
+    """Chapter 06 composes the units of chapters 02-04 (the same units, the same stores): its
+    perturbation and fine-tuning configs per schedule and strength, chapter 04's grid, and the
+    wsd_short decay branches (chapter 00 trains cosine, wsd and constant)."""
+    from ..chapters import mitigate, pretrain_plan
+    units, notes, seen = [], [], set()
+
+    def add(p, tag, shared_with=None):
+        for u in p.units:
+            if (u.job, u.name, tag) in seen:
+                continue
+            seen.add((u.job, u.name, tag))
+            u.name = f"{tag}: {u.name}"
+            u.shared = bool(shared_with)  # computed by that chapter too (cosine: chapters 02-04's own units)
+            units.append(u)
+    for s in cfg.schedules:
+        add(_plan_02(mitigate.perturb_config(cfg, s)), f"sensitivity {s}", "02" if s == "cosine" else None)
+        add(_plan_finetune(mitigate.finetune_config(cfg, s), "03_fixed_lr_finetuning"), f"forgetting {s}",
+            "03" if s == "cosine" else None)
+    for lam in cfg.l2_strengths:
+        if lam:
+            add(_plan_finetune(mitigate.finetune_config(cfg, cfg.l2_schedule, l2=lam), "03_fixed_lr_finetuning"),
+                f"L2 λ={lam:g}")
+    add(_plan_finetune(mitigate.grid_config(cfg), "04_lr_sweep"), "LR grid", "04")
+    if "wsd_short" in cfg.schedules:
+        c = _pretrain_cfg(cfg.profile, "wsd_short", cfg.suite_model)
+        shape = costs.olmo_shape(c.model, c.vocab_size, tied=not getattr(c, "mup_base_width", 0))
+        prec = "bf16" if c.mixed_precision in ("bf16", "fp16") else "fp32"
+        for j in pretrain_plan.plan(c):
+            if j.name.startswith("wsd_short"):
+                units.append(_unit_train(f"pre-training: {j.name}", j.name, shape, (j.end - j.start) * c.tokens_per_step(),
+                                         c.seq_len, c.batch_size, prec, _checkpointing(c), False,
+                                         micro_cap=getattr(c, "micro_batch_size", 0)))
+        notes.append(f"wsd_short: its {c.n_budgets} decay branches off the wsd trunk (decay_frac_short "
+                     f"{c.decay_frac_short:g}); the trunk and the other suites are chapter 00's")
+    n_shared = sum(bool(getattr(u, "shared", False)) for u in units)
+    notes.append(f"schedules {list(cfg.schedules)}, lr {cfg.lr:g}, strengths {list(cfg.l2_strengths)}; "
+                 f"{n_shared} units are also units of chapters 02-04 (same stores, computed once)")
+    return ChapterPlan("06_mitigations", cfg.profile, units, notes)
+
+
 def chapter_plan(chapter: str, profile: str, overrides: dict | None = None, seed: int | None = None) -> ChapterPlan:
     """The plan of ``chapter`` at ``profile`` (bad chapter / profile / parameter: ProfileError)."""
     profiles.get_profile(profile)
@@ -393,6 +434,8 @@ def chapter_plan(chapter: str, profile: str, overrides: dict | None = None, seed
         p = _plan_finetune(cfg, chapter)
     elif chapter == "05_linear_theory":
         p = _plan_05(cfg)
+    elif chapter == "06_mitigations":
+        p = _plan_06(cfg)
     else:
         raise PlanError(f"chapter {chapter!r} has no planner in coft_utils.book.plan")
     p.config = cfg.to_dict()
@@ -411,7 +454,7 @@ def plan_all(profile: str, overrides: dict | None = None) -> list[ChapterPlan]:
 
 
 _PLANNED = ("00_pretraining_suite", "01_instruction_tuning", "02_gaussian_sensitivity", "03_fixed_lr_finetuning",
-            "04_lr_sweep", "05_linear_theory")
+            "04_lr_sweep", "05_linear_theory", "06_mitigations")
 
 
 # --------------------------------------------------------------------------- output

@@ -79,7 +79,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 __all__ = ["SubmitError", "work_items", "split", "SliceJob", "run_slice", "submit", "main"]
 
 CHAPTERS = ("00_pretraining_suite", "01_instruction_tuning", "02_gaussian_sensitivity", "03_fixed_lr_finetuning",
-            "04_lr_sweep", "05_linear_theory")
+            "04_lr_sweep", "05_linear_theory", "06_mitigations")
 MULTI_GPU = ("00_pretraining_suite", "01_instruction_tuning", "03_fixed_lr_finetuning", "04_lr_sweep")
 FAULT_ENV = "COFT_SUBMIT_FAULT"  # tests only: see _install_fault_hook
 ENV_KEYS = ("COFT_RUNS_DIR", "COFT_CACHE_DIR", "COFT_DATA_DIR", "HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE",
@@ -139,7 +139,7 @@ def work_items(chapter: str, cfg) -> list[dict]:
                 if j.name not in it["jobs"]:
                     it["jobs"].append(j.name)
         return list(items.values())
-    if chapter == "05_linear_theory":
+    if chapter in ("05_linear_theory", "06_mitigations"):  # 06: one job over chapters 02-04's units
         return [{"label": "all", "overrides": {}}]
     labels = _series_labels(cfg)
     if chapter in ("03_fixed_lr_finetuning", "04_lr_sweep"):
@@ -209,6 +209,9 @@ def run_slice(chapter: str, profile: str, overrides: dict, seed: int | None, ite
         for it in items:  # a (checkpoint, lr) each: the product of a slice's labels and LRs is not the slice
             cfg = _resolve(chapter, profile, {**over, **it["overrides"]}, seed)
             finetune.sweep(finetune.load_series(cfg), cfg)
+    elif chapter == "06_mitigations":  # chapters 02-04's units per schedule and strength, in their stores
+        from ..chapters import mitigate
+        mitigate.run_all(_resolve(chapter, profile, over, seed))
     elif chapter == "05_linear_theory":
         from . import run
         run.run_notebook(chapter, profile, {**over, **({"seed": seed} if seed is not None else {})}, progress=False)

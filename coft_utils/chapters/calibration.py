@@ -64,6 +64,59 @@ SHIFT_03 = {1e-3: [1.5, 1.3, 1.2, 1.1, 1.05, 1.0], 1e-2: [1.4, 1.25, 1.15, 1.08,
 SHIFT_04 = {"fixed": [1.8, 1.5, 1.3, 1.0, 1.15, 1.3], "tuned": [1.8, 1.5, 1.3, 1.15, 1.0, 1.15]}
 
 
+# chapter 06 (mitigations), sizes from the cpu book's records (seeds, spreads and effects named in
+# each Case). Sensitivity: chapter 02's noise draw is shared by two schedules at one checkpoint
+# (paired) and independent across checkpoints; fine-tuning: a seed fixes the data order, so part
+# of its deviation persists over the checkpoints (the tests average each seed first).
+SENS_06 = np.array([0.016, 0.038, 0.121, 0.302, 0.462, 0.573])  # Δ loss, constant suite, γ = 0.2
+FORGET_06 = np.array([1.00, 1.33, 1.64, 1.93, 2.14, 2.20])      # forgetting, constant suite, lr = 3e-2
+
+
+def _sens_pair(rng, delta: float, R: int = 5, common: float = 0.05, own: float = 0.006):
+    """(A, B): one shared noise draw (``common``, relative) and each schedule's own spread (nats)."""
+    c = SENS_06 * (1 + common * rng.standard_normal((R, 6)))
+    return c + own * rng.standard_normal((R, 6)) + delta, c + own * rng.standard_normal((R, 6))
+
+
+def _ft_pair(rng, delta: float, R: int = 3, seed_sd: float = 0.016, own: float = 0.015):
+    """(A, B) forgetting curves of one seed set: a per-seed offset of each curve (persists over
+    checkpoints), a shared data-order deviation and each curve's own per-checkpoint noise."""
+    shared = FORGET_06 + 0.03 * rng.standard_normal((R, 6))
+    A = shared + seed_sd * rng.standard_normal((R, 1)) + own * rng.standard_normal((R, 6)) + delta
+    return A, shared + seed_sd * rng.standard_normal((R, 1)) + own * rng.standard_normal((R, 6))
+
+
+def _anneal_sensitivity(rng, delta: float):
+    m = 3  # three γ at α/3
+    return V.combine({g: V.differs(*_sens_pair(rng, delta), paired=True, independent=True, alpha=V.ALPHA / m)
+                      for g in range(m)}, over="γ")
+
+
+def _short_anneal(rng, delta: float, ft_delta: float):
+    m = 4  # three γ and forgetting, each at α/4
+    mem = {g: V.differs(*_sens_pair(rng, delta), paired=True, independent=True, alpha=V.ALPHA / m) for g in range(3)}
+    mem["forgetting"] = V.differs(*_ft_pair(rng, ft_delta), paired=True, alpha=V.ALPHA / m)
+    return V.combine(mem, over="measures")
+
+
+def _shift3(rng, curves, R, rel, direction, m=1):
+    """minimum_shift over ``curves`` (key = position); ``rel``: one spread, or one per curve (each a
+    number or a per-checkpoint array)."""
+    rels = rel if isinstance(rel, (list, tuple)) else [rel] * len(curves)
+    return V.minimum_shift(TOKENS, {i: _noisy(rng, c, R, np.asarray(r)) for i, (c, r) in enumerate(zip(curves, rels))},
+                           direction=direction, alpha=V.ALPHA / m)
+
+
+# minima one checkpoint apart per step of the key (anneal fraction: last, 5th, 4th checkpoint),
+# neighbours >= 8 % above each minimum; λ: as measured at cpu (4M, 8M, 8M: the penalty's minima at the edge)
+ANNEAL_SHIFT_06 = [[1.6, 1.25, 1.12, 1.06, 1.03, 1.0], [1.6, 1.25, 1.12, 1.06, 1.0, 1.08],
+                   [1.6, 1.25, 1.12, 1.0, 1.08, 1.16]]
+L2_SHIFT_06 = [[1.48, 1.53, 1.64, 1.15, 0.93, 1.0], [3.2, 2.6, 2.2, 1.6, 1.09, 1.0], [4.4, 3.1, 2.5, 1.8, 1.07, 1.0]]
+# the seed spread of each of those curves per checkpoint, as measured at cpu (relative s.d.)
+L2_SPREAD_06 = [[0.05, 0.007, 0.11, 0.016, 0.07, 0.012], [0.02, 0.03, 0.025, 0.008, 0.016, 0.016],
+                [0.011, 0.007, 0.006, 0.014, 0.013, 0.009]]
+
+
 def _single_u(claim: str, what: str, null_curve, R: int, effect: str) -> Case:
     """One u_shape test on ``R`` replicates: ``null_curve`` with 1 % noise against U_02 with 2 %."""
     return Case(claim, what, f"{R} × 6", lambda g: V.u_shape(TOKENS, _noisy(g, null_curve, R, 0.01)),
@@ -133,6 +186,46 @@ def cases() -> list[Case]:
              "tuned minimal-pair accuracy 5 points below its best at the last checkpoint (the paper's OLMo-1B "
              "effect is 2-3 points of benchmark accuracy), seed spread 1.5 points (cpu: 0.5-2 points); base "
              "rising 0.68 → 0.91 with a binomial s.e. of 1.8 points over 500 pairs, as measured at cpu"),
+        Case("anneal_sensitivity", "differs (Δ loss), wsd vs constant, paired noise, each of 3 γ at α/3",
+             "5 × 6 vs 5 × 6 (paired) × 3 γ", lambda g: _anneal_sensitivity(g, 0.0),
+             lambda g: _anneal_sensitivity(g, 0.01),
+             "wsd 0.01 nats above constant at every checkpoint (cpu: +0.019 [+0.016, +0.022] at γ = 0.2, the "
+             "smallest observed member), per-schedule spread 0.006 nats (cpu: the paired differences' s.d. "
+             "0.001-0.008 at γ = 0.2)"),
+        Case("anneal_forgetting", "differs (Δ OOD loss), wsd vs constant, paired seeds averaged first",
+             "3 × 6 vs 3 × 6 (paired)", lambda g: V.differs(*_ft_pair(g, 0.0), paired=True),
+             lambda g: V.differs(*_ft_pair(g, 0.09), paired=True),
+             "0.09 nats: the smallest difference this 3-seed design detects with 80 % power (cpu: +0.034 nats "
+             "[-0.022, +0.090], within noise; the per-seed mean differences spread 0.023 nats)"),
+        Case("short_anneal", "differs, wsd vs wsd_short: 3 γ (paired noise) + forgetting, each at α/4",
+             "5 × 6 (× 3 γ) + 3 × 6, paired", lambda g: _short_anneal(g, 0.0, 0.0),
+             lambda g: _short_anneal(g, 0.012, 0.0),
+             "the long anneal 0.012 nats more sensitive (cpu: +0.012 and +0.013 at γ = 0.2 and 0.4), no "
+             "difference in forgetting (cpu: +0.004 nats, within noise)"),
+        Case("anneal_inflection", "minimum_shift (earlier), 3 anneal fractions, each of 4 curves at α/4",
+             "3 × 6 × 3 fractions", lambda g: _shift3(g, [np.ones(6)] * 3, 3, 0.01, "earlier", 4),
+             lambda g: _shift3(g, ANNEAL_SHIFT_06, 3, 0.02, "earlier", 4),
+             "minima at the last, 5th and 4th checkpoint for constant, short and long anneal, neighbours ≥ 8 % "
+             "above, 2 % seed spread (cpu, fine-tuned OOD after: 8M, 8M, 2M with a 1-9 % spread; within noise)"),
+        Case("l2_forgetting", "differs (Δ OOD loss), λ = 0 vs λ, paired seeds averaged first, 2 λ at α/2",
+             "3 × 6 vs 3 × 6 (paired) × 2 λ",
+             lambda g: V.combine({k: V.differs(*_ft_pair(g, 0.0, seed_sd=0.012), paired=True, alpha=V.ALPHA / 2)
+                                  for k in range(2)}, over="strengths"),
+             lambda g: V.combine({k: V.differs(*_ft_pair(g, 0.12, seed_sd=0.012), paired=True, alpha=V.ALPHA / 2)
+                                  for k in range(2)}, over="strengths"),
+             "0.12 nats less forgetting, a tenth of what cpu measures (+1.01 to +1.32 nats per seed; per-seed "
+             "spread 0.015-0.02 nats)"),
+        Case("l2_inflection", "minimum_shift (later), 3 strengths", "3 × 6 × 3 λ",
+             lambda g: _shift3(g, [np.ones(6)] * 3, 3, 0.01, "later"),
+             lambda g: _shift3(g, L2_SHIFT_06, 3, 0.02, "later"),
+             "the cpu curves (OOD after / its last value: minima at 4M, 8M, 8M) with a 2 % seed spread (cpu: median "
+             "1.6 %, but 7 % at λ = 0's minimum: with the spread measured at each checkpoint, L2_SPREAD_06, the "
+             "power is only ~60 %; the chapter reports the share of bootstrap draws that agree)"),
+        Case("lr_rule", "differs (Δ OOD loss), ID-optimal vs forgetting-holding LR, later half, paired",
+             "3 × 6 (later 3) paired", lambda g: V.differs(*_ft_pair(g, 0.0, seed_sd=0.04), paired=True,
+                                                              late_half=True, tokens=TOKENS),
+             lambda g: V.differs(*_ft_pair(g, 0.3, seed_sd=0.04), paired=True, late_half=True, tokens=TOKENS),
+             "0.3 nats, a quarter of what cpu measures (+1.16 [+1.02, +1.31]; per-seed spread 0.059 nats)"),
     ]
 
 

@@ -115,6 +115,8 @@ class Config(profiles.SeriesConfig):
     gradient_checkpointing: bool = param(False, "recompute activations in the backward pass (saves memory)")
     max_epochs: float = param(0.0, "cap on passes over the training examples: steps = min(steps, "
                               "max_epochs x n_train / batch_size) (0: no cap)", min=0.0, max=1e6)
+    l2_start: float = param(0.0, "strength λ of an L2 penalty toward the pre-trained weights: task loss + λ/2 · "
+                            "||θ − θ0||² (0: plain fine-tuning)", min=0.0, max=1e12)
     keep_weights: bool = param(False, "save every fine-tuned model under runs/ (off: nothing written)")
     experiment: str = param("finetune", "results-store experiment (shared by chapters 03 and 04)")
     threads: int = param(0, "torch CPU threads (0: leave as is)", min=0, max=256)
@@ -254,7 +256,7 @@ _TRAIN_FIELDS = ("steps", "batch_size", "max_len", "warmup_ratio", "lr_schedule"
 # settings added later: in the key only when not at their default, so the records (and keys) of
 # smoke/cpu runs made before them stay valid. per_device_batch_size is not among them: the
 # global batch is what training sees (the micro-batch changes only memory and float summation order).
-_TRAIN_FIELDS_LATER = {"gradient_checkpointing": False, "max_epochs": 0.0, "data_source": "local"}
+_TRAIN_FIELDS_LATER = {"gradient_checkpointing": False, "max_epochs": 0.0, "data_source": "local", "l2_start": 0.0}
 
 
 def _data_source(profile: str) -> str:
@@ -269,7 +271,7 @@ def _data_source(profile: str) -> str:
 def train_key(cfg: Config) -> str:
     d = {k: getattr(cfg, k) for k in _TRAIN_FIELDS}
     later = {"gradient_checkpointing": cfg.gradient_checkpointing, "max_epochs": cfg.max_epochs,
-             "data_source": _data_source(cfg.profile)}
+             "data_source": _data_source(cfg.profile), "l2_start": float(cfg.l2_start)}
     d.update({k: v for k, v in later.items() if v != _TRAIN_FIELDS_LATER[k]})
     return results.config_hash(d, 10)
 

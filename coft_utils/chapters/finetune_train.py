@@ -9,6 +9,12 @@ Trainer runs DDP or FSDP; a loss that goes non-finite is recorded (``coft_utils.
     cfg = finetune.resolve("03_fixed_lr_finetuning", "smoke")
     log = finetune_train.train(model, tok, "gsm8k", examples, cfg, lr=1e-2, seed=0)
     log["train_loss_first"], log["train_loss_last"], log["diverged"]
+    log["dist_to_start"], log["dist_to_start_rel"]   # ||θ - θ0||₂ after training, and / ||θ0||₂
+
+    # the same fine-tuning with an L2 penalty toward the pre-trained weights (chapter 06):
+    cfg = finetune.resolve("03_fixed_lr_finetuning", "smoke", {"l2_start": 10.0})
+    log = finetune_train.train(model, tok, "gsm8k", examples, cfg, lr=1e-2, seed=0)
+    log["l2_start"], log["train_penalty_last"], log["dist_to_start"]
 
 A unit of the chapters (load, measure, train, measure again, store) is
 :func:`coft_utils.chapters.finetune.run_unit`.
@@ -28,6 +34,24 @@ non-reentrant; the record's ``gradient_checkpointing`` is the model's own state 
 ``mixed_precision="bf16"`` trains in bf16 autocast on CUDA. On a machine without CUDA bf16/fp16
 are not applied (as before: CPU runs stay float32), and the record says ``precision_used`` =
 ``"fp32"``, so a record always says what actually ran.
+
+Distance to the start. Every unit records ``dist_to_start`` = ‖θ − θ0‖₂ over the trainable
+parameters after training (each tied tensor once: ``model.named_parameters()``) and
+``dist_to_start_rel`` = that / ‖θ0‖₂, θ0 being the weights training started from (NaN under
+FSDP and above 2B parameters, where no copy of θ0 is kept).
+
+L2-to-start penalty (``cfg.l2_start`` = λ > 0; :func:`l2_start_trainer`). The loss minimized is
+task loss + λ/2 · ‖θ − θ0‖², θ0 a detached copy of the weights taken at the first training
+forward, on their device. The *strength* λ is a coefficient of the loss, not of the update: the
+penalty's gradient λ(θ − θ0) is added to the task gradient before clipping and AdamW, so it is
+clipped and normalized by Adam's second moment like any other gradient. λ is therefore not
+comparable to ``weight_decay`` (decoupled, applied to the update as lr · wd · θ), and a given λ
+pulls harder where the task gradient is small. The penalty counts once per optimizer step
+whatever the gradient accumulation (see :func:`l2_start_trainer`). The logged losses
+(``train_loss``, ``train_loss_first/last``) stay the task loss; ``train_penalty_last`` is the
+penalty at the last micro-batch's forward and ``l2_start`` the strength, both recorded only when
+λ > 0. With λ = 0 the plain ``Trainer`` runs, as before. Single process or DDP only: FSDP shards
+the parameters, and a penalty over them is a ``ValueError`` before training.
 """
 from __future__ import annotations
 
@@ -43,7 +67,13 @@ from .finetune_eval import _pad, encode
 if TYPE_CHECKING:
     from .finetune import Config
 
-__all__ = ["train", "batch_plan", "effective_steps"]
+__all__ = ["train", "batch_plan", "effective_steps", "l2_start_trainer"]
+
+
+def _check_l2(lam) -> float:
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
+        raise ValueError(f"l2_start (penalty strength) must be a finite number >= 0, got {lam!r}")
+    return float(lam)
 
 
 def _check_lr(lr) -> float:
@@ -121,6 +151,144 @@ def _checkpointing_args(args_cls, on: bool) -> dict:
     return {key: on, f"{key}_kwargs": {"use_reentrant": False} if on else None}
 
 
+class _SqDist:
+    """``((p − p0)²).sum()`` with gradient ``2(p − p0)`` w.r.t. ``p``, saving only the two tensors
+    (no ``p − p0`` copy kept for the backward: one parameter-sized temporary at a time)."""
+    fn = None
+
+    @classmethod
+    def apply(cls, p, p0):
+        if cls.fn is None:
+            import torch
+
+            class F(torch.autograd.Function):
+                @staticmethod
+                def forward(ctx, p, p0):
+                    ctx.save_for_backward(p, p0)
+                    return (p.detach() - p0).pow(2).sum()
+
+                @staticmethod
+                def backward(ctx, g):
+                    p, p0 = ctx.saved_tensors
+                    return g * 2 * (p.detach() - p0), None
+
+            cls.fn = F
+        return cls.fn.apply(p, p0)
+
+
+def l2_start_trainer(trainer_cls):
+    """A subclass of ``trainer_cls`` (a ``Trainer``, e.g. ``divergence.watch(Trainer)``) whose
+    training loss is task loss + λ/2 · Σ‖θ − θ0‖², λ = its ``l2_start`` keyword argument.
+
+    θ0: ``{name: detached copy}`` of the trainable parameters (``named_parameters()`` of the
+    unwrapped model: tied weights once) taken at the first training forward, on their device;
+    ``trainer.l2_theta0`` after training. Once per optimizer step: ``Trainer.training_step``
+    (transformers 5) divides the loss by the number of micro-batches of the step unless it counts
+    as already scaled for accumulation (``loss_is_scaled_for_ga``; by default when the model takes
+    ``num_items_in_batch``, as the causal LMs here do: each micro-batch's task loss is then its
+    share of the whole step's mean). So each micro-batch adds λ/2 · ‖θ − θ0‖² / k in the scaled
+    case (k = ``current_gradient_accumulation_steps``) and the whole penalty otherwise: the
+    gradients of a step sum to one penalty gradient λ(θ − θ0) for any accumulation. Under DDP every
+    rank adds the same penalty and the gradient average keeps it once.
+
+    ``training_step`` returns (and the Trainer logs) the task loss, scaled as the Trainer scales
+    it, so ``train_loss`` is comparable with the plain Trainer's; the divergence watch (when it is
+    ``trainer_cls``) sees the full objective. ``trainer.l2_penalty_last`` is the penalty at the
+    last training forward. At λ = 0 the penalty is still computed (times 0), and training is
+    bitwise the plain one's."""
+
+    class L2Start(trainer_cls):
+        def __init__(self, *args, l2_start: float = 0.0, **kwargs):
+            self.l2_start = _check_l2(l2_start)
+            self.l2_theta0 = None
+            self.l2_penalty_last = None
+            self._l2_pairs = None
+            self._l2_task = None
+            super().__init__(*args, **kwargs)
+
+        def train(self, *args, **kwargs):
+            if getattr(self, "is_fsdp_enabled", False):
+                raise ValueError(f"l2_start = {self.l2_start:g}: an L2 penalty toward the start is not supported "
+                                 "under FSDP (sharded parameters); allowed: a single process or DDP, or l2_start = 0")
+            self.l2_theta0 = self._l2_pairs = None  # taken at the first training forward
+            return super().train(*args, **kwargs)
+
+        def _pairs(self, model):
+            if self._l2_pairs is None:
+                named = [(n, p) for n, p in self.accelerator.unwrap_model(model).named_parameters() if p.requires_grad]
+                self.l2_theta0 = {n: p.detach().clone() for n, p in named}
+                self._l2_pairs = [(p, self.l2_theta0[n]) for n, p in named]
+            return self._l2_pairs
+
+        def _scaled_for_ga(self, num_items_in_batch) -> bool:
+            s = getattr(self, "loss_is_scaled_for_ga", None)  # what Trainer.training_step decides
+            if s is not None:
+                return bool(s)
+            return bool((self.model_accepts_loss_kwargs and num_items_in_batch is not None)
+                        or self.compute_loss_func is not None)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                       num_items_in_batch=num_items_in_batch)
+            if not model.training:  # an evaluation: the task loss only
+                return out
+            loss = out[0] if return_outputs else out
+            sq = sum(_SqDist.apply(p, p0) for p, p0 in self._pairs(model))
+            pen = 0.5 * self.l2_start * sq
+            self.l2_penalty_last = pen.detach()
+            self._l2_task = loss.detach()
+            if self._scaled_for_ga(num_items_in_batch):
+                pen = pen / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+            total = loss + pen
+            return (total, *out[1:]) if return_outputs else total
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            super().training_step(model, inputs, num_items_in_batch)
+            task = self._l2_task  # scaled the way Trainer.training_step scales the loss it returns
+            if self.args.n_gpu > 1:
+                task = task.mean()
+            if not self._scaled_for_ga(num_items_in_batch):
+                task = task / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+            return task
+
+    L2Start.__name__ = L2Start.__qualname__ = f"L2Start{trainer_cls.__name__}"
+    return L2Start
+
+
+def _use_l2(cfg) -> bool:
+    """The penalized trainer runs when the strength is > 0 (tests force it at 0)."""
+    return _check_l2(getattr(cfg, "l2_start", 0.0)) > 0
+
+
+def _snapshot(model) -> dict | None:
+    """``{name: CPU copy}`` of the trainable parameters (θ0 of the distance when λ = 0); None (no
+    distance recorded) under FSDP, whose sharded parameters do not match the copy, and above 2B
+    parameters, where a CPU copy per process would cost tens of GB."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true") or \
+            sum(p.numel() for p in model.parameters()) > 2e9:
+        return None
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _distance(model, theta0: dict) -> dict:
+    """``dist_to_start`` = ‖θ − θ0‖₂ and ``dist_to_start_rel`` = that / ‖θ0‖₂ over the parameters
+    named in ``theta0`` (float64 sums)."""
+    import torch
+    if not theta0:
+        return {"dist_to_start": math.nan, "dist_to_start_rel": math.nan}
+    d2 = n2 = 0.0
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in theta0:
+                if tuple(p.shape) != tuple(theta0[n].shape):  # wrapped / sharded after training: not measured
+                    return {"dist_to_start": math.nan, "dist_to_start_rel": math.nan}
+                p0 = theta0[n].double()
+                d2 += float((p.detach().to(p0.device, torch.float64) - p0).pow(2).sum())
+                n2 += float(p0.pow(2).sum())
+    d = math.sqrt(d2)
+    return {"dist_to_start": d, "dist_to_start_rel": d / math.sqrt(n2) if n2 > 0 else math.nan}
+
+
 def train(model, tok, task, examples: list[dict], cfg: Config, lr: float, seed: int,
           out_dir: str | os.PathLike | None = None) -> dict:
     """Fine-tune ``model`` in place with ``transformers.Trainer``; returns the training log.
@@ -130,11 +298,14 @@ def train(model, tok, task, examples: list[dict], cfg: Config, lr: float, seed: 
     Under ``accelerate launch`` / ``torchrun`` the Trainer runs DDP or FSDP (config file);
     ``batch_size`` stays the global batch, reached by gradient accumulation (:func:`batch_plan`);
     steps are capped by ``max_epochs`` (:func:`effective_steps`). Nothing is written unless
-    ``out_dir`` is given.
+    ``out_dir`` is given. ``cfg.l2_start`` > 0 adds the L2 penalty toward the start
+    (:func:`l2_start_trainer`); the log has ``dist_to_start`` / ``dist_to_start_rel`` always, and
+    ``l2_start`` / ``train_penalty_last`` when the strength is > 0.
     """
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
     lr = _check_lr(lr)
+    lam = _check_l2(getattr(cfg, "l2_start", 0.0))
     task = tasks_mod.get(task)
     gen = task.kind == "generative"
     feats = []
@@ -162,8 +333,14 @@ def train(model, tok, task, examples: list[dict], cfg: Config, lr: float, seed: 
             remove_unused_columns=False, bf16=cfg.mixed_precision == "bf16" and cuda, logging_nan_inf_filter=False,
             fp16=cfg.mixed_precision == "fp16" and cuda,
         )
-        trainer = divergence.watch(Trainer)(model=model, args=args, train_dataset=feats,
-                                            data_collator=_Collator(_pad(tok)))
+        if _use_l2(cfg):
+            theta0 = None  # the trainer's own θ0, taken when training starts
+            trainer = l2_start_trainer(divergence.watch(Trainer))(
+                model=model, args=args, train_dataset=feats, data_collator=_Collator(_pad(tok)), l2_start=lam)
+        else:
+            theta0 = _snapshot(model)  # for the distance only: training is untouched
+            trainer = divergence.watch(Trainer)(model=model, args=args, train_dataset=feats,
+                                                data_collator=_Collator(_pad(tok)))
         trainer.remove_callback(PrinterCallback)  # logs go to trainer.state.log_history, not stdout
         t0 = time.time()
         out = trainer.train()
@@ -174,7 +351,12 @@ def train(model, tok, task, examples: list[dict], cfg: Config, lr: float, seed: 
                 tok.save_pretrained(str(out_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model.eval()
-    return {"train_loss": float(out.training_loss), "train_loss_first": losses[0] if losses else float("nan"),
+    dist = _distance(model, theta0 if not _use_l2(cfg) else trainer.l2_theta0)
+    pen = {}
+    if lam > 0:
+        last = trainer.l2_penalty_last
+        pen = {"l2_start": lam, "train_penalty_last": float(last) if last is not None else float("nan")}
+    return {**dist, **pen, "train_loss": float(out.training_loss), "train_loss_first": losses[0] if losses else float("nan"),
             "train_loss_last": losses[-1] if losses else float("nan"), "train_wall_s": wall,
             "steps": int(trainer.state.global_step), **divergence.check(trainer, model), "_trainer": trainer,
             **_extra_log(cfg, plan, steps, len(feats), bool(getattr(model, "is_gradient_checkpointing", ckpt)),

@@ -39,6 +39,10 @@ Schedules (a geometric series of ``n_budgets`` token budgets, each double the la
 * ``wsd``      one warmup-stable run; at each budget a decay-to-zero branch of ``decay_frac`` of
                that budget is taken off the stable trunk (cheaper: the trunk is shared);
 * ``constant`` one warmup-constant run, saved at every budget (no annealing).
+* ``wsd_short`` (chapter 06; not one of chapter 00's three) the ``wsd`` trunk with a short anneal:
+               ``decay_frac_short`` (< ``decay_frac``) of each budget, its branch starting from the
+               trunk state the ``wsd`` branch starts from (constant LR up to its own decay start),
+               so short and long anneals share the trunk and differ only in the anneal.
 
 Each schedule trains at its own peak LR, ``cfg.peak_lr(schedule)`` (``lr_<schedule>``, else
 ``lr``); ``wsd`` and ``constant`` share the trunk when theirs are equal.
@@ -120,7 +124,12 @@ __all__ = ["Config", "PRESETS", "SCHEDULES", "CODE_VERSION", "get_suite", "cache
            "resolve", "budget_labels"]
 
 CHAPTER = "00_pretraining_suite"
-SCHEDULES = ("cosine", "wsd", "constant")
+SCHEDULES = ("cosine", "wsd", "constant")  # chapter 00's three (all_suites, the LR scan)
+# every schedule a suite can be asked for: chapter 00's three and ``wsd_short``, the wsd trunk
+# with a short anneal (decay_frac_short) instead of decay_frac, whose branches start from the same
+# trunk states (chapter 06: short vs long anneal at equal tokens)
+VARIANTS = SCHEDULES + ("wsd_short",)
+_LR_OF = {"wsd_short": "wsd"}  # wsd_short shares the wsd trunk, so its peak LR is lr_wsd
 CODE_VERSION = 1  # bump when a change alters trained weights (invalidates every cached suite)
 
 
@@ -137,7 +146,7 @@ class Config(profiles.ChapterConfig):
                                 "parametrization; models.mup_init)", min=0, max=65536)
     min_budget: float = param(250_000.0, "smallest token budget", min=1.0, max=1e13)
     n_budgets: int = param(6, "number of budgets (each double the last)", min=1, max=30)
-    schedule: str = param("cosine", "learning-rate schedule", choices=SCHEDULES)
+    schedule: str = param("cosine", "learning-rate schedule", choices=VARIANTS)
     lr: float = param(3e-3, "peak learning rate (AdamW) of every schedule without its own lr_<schedule>",
                       min=0.0, min_exclusive=True)
     lr_cosine: float = param(0.0, "peak learning rate of the cosine runs (0: use lr)", min=0.0)
@@ -147,6 +156,10 @@ class Config(profiles.ChapterConfig):
                               "steps)", min=0, max=10_000_000)
     decay_frac: float = param(0.2, "wsd: decay branch length as a fraction of its budget", min=0.0,
                               max=1.0, min_exclusive=True)
+    decay_frac_short: float = param(0.05, "wsd_short: the short anneal's decay length as a fraction of its budget "
+                                    "(< decay_frac; at least one step; its branches start from the wsd trunk's "
+                                    "states)", min=0.0,
+                                    max=1.0, min_exclusive=True)
     weight_decay: float = param(0.1, "AdamW weight decay", min=0.0)
     beta2: float = param(0.95, "AdamW beta2", min=0.0, max=1.0, max_exclusive=True)
     grad_clip: float = param(1.0, "gradient-norm clip (0: off)", min=0.0)
@@ -175,7 +188,8 @@ class Config(profiles.ChapterConfig):
 
     def peak_lr(self, schedule: str | None = None) -> float:
         """Peak learning rate of ``schedule`` (default: this config's): ``lr_<schedule>``, else ``lr``."""
-        v = getattr(self, f"lr_{schedule or self.schedule}")
+        s = schedule or self.schedule
+        v = getattr(self, f"lr_{_LR_OF.get(s, s)}")
         return v if v > 0 else self.lr
 
     def check(self):
@@ -196,6 +210,12 @@ class Config(profiles.ChapterConfig):
             raise profiles.ProfileError(
                 f"parameter 'decay_frac' = {self.decay_frac}: the smallest budget's decay would start "
                 f"at step 0 or inside the warmup ({self.warmup_steps} steps); allowed: < {1 - max(1, self.warmup_steps) / s0:.3g}")
+        if self.schedule == "wsd_short":  # (a decay of under one step is one step: decay_steps)
+            if self.decay_frac_short >= self.decay_frac:
+                raise profiles.ProfileError(
+                    f"parameter 'decay_frac_short' = {self.decay_frac_short} is not shorter than decay_frac = "
+                    f"{self.decay_frac}; allowed: 0 < decay_frac_short < decay_frac (the short anneal starts "
+                    "from the trunk state the long one starts from)")
         if len(set(self.lr_scan_lrs)) != len(self.lr_scan_lrs):
             raise profiles.ProfileError(f"parameter 'lr_scan_lrs' = {self.lr_scan_lrs!r} repeats a value; "
                                         f"allowed: distinct learning rates > 0")
@@ -253,7 +273,7 @@ _KEY_SKIP = ("threads", "save_every", "schedule", "workers", "lr_cosine", "lr_ws
              "micro_batch_size")
 # fields added after suites were cached: left out of the key at their default, so a config that
 # does not use them (every smoke/cpu/gpu preset) keeps the key, and the suite, it had before
-_KEY_IF_SET = {"mup_base_width": 0, "c4_train_files": 1024}
+_KEY_IF_SET = {"mup_base_width": 0, "c4_train_files": 1024, "decay_frac_short": 0.05}
 
 
 def suite_key(cfg: Config, tokenizer) -> str:
@@ -396,7 +416,7 @@ def run_suite(cfg: Config, progress: bool = True, accelerator=None, stop_after: 
 def _total_wall(schedule: str, job_info: dict) -> float:
     """Measured training time a schedule costs on its own (wsd: trunk up to its last branch point
     = the largest trunk time a branch started from, plus every branch's own time)."""
-    if schedule != "wsd":
+    if schedule not in ("wsd", "wsd_short"):
         return sum(i["own_wall_s"] for i in job_info.values())
     br = [i for n, i in job_info.items() if n != "trunk"]
     return max(i["wall_s"] - i["own_wall_s"] for i in br) + sum(i["own_wall_s"] for i in br)

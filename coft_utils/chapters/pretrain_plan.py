@@ -2,8 +2,9 @@
 
 Budgets are a geometric series of ``n_budgets`` (each double the last, in whole optimizer
 steps); a schedule's plan is the list of :class:`Job` s that train its checkpoints (every cosine
-budget its own run; one warmup-constant trunk for ``constant`` and ``wsd``, with a decay branch
-off the trunk per ``wsd`` budget). Pure arithmetic on a config
+budget its own run; one warmup-constant trunk for ``constant``, ``wsd`` and ``wsd_short``, with a
+decay branch off the trunk per ``wsd`` (``decay_frac``) and ``wsd_short`` (``decay_frac_short``)
+budget). Pure arithmetic on a config
 (:class:`coft_utils.chapters.pretrain.Config`): nothing here trains or reads a file::
 
     from coft_utils.chapters import pretrain, pretrain_plan
@@ -36,8 +37,9 @@ def budget_steps(cfg: Config) -> list[int]:
     return [s0 * 2 ** i for i in range(cfg.n_budgets)]
 
 
-def decay_steps(cfg: Config, steps: int) -> int:
-    return max(1, int(round(cfg.decay_frac * steps)))
+def decay_steps(cfg: Config, steps: int, frac: float | None = None) -> int:
+    """Decay steps of a wsd branch of ``steps`` (``frac``: default ``cfg.decay_frac``)."""
+    return max(1, int(round((cfg.decay_frac if frac is None else frac) * steps)))
 
 
 def lr_multiplier(step: int, cfg: Config, kind: str, total: int, decay_start: int | None = None) -> float:
@@ -115,6 +117,17 @@ def plan(cfg: Config, budgets: int | None = None) -> list[Job]:
                 keep=tuple(sorted(set(starts) | ({steps[-1]} if truncated else set()))), lineage="trunk")
     if cfg.schedule == "constant":
         return [trunk]
+    if cfg.schedule == "wsd_short":
+        # the short anneal of each budget: from the trunk state the long anneal starts from (the
+        # same step or earlier), constant LR up to its own decay start, then linear to zero
+        branches = []
+        for s, lab in zip(steps, labels):
+            d = s - decay_steps(cfg, s, cfg.decay_frac_short)
+            q = max([k for k in trunk.keep if k <= d], default=None)
+            branches.append(Job(f"wsd_short{cfg.decay_frac_short:g}-decay-{lab}", "wsd_short", q or 0, s,
+                                "wsd_decay", s, decay_start=d, parent=f"trunk@{q}" if q else None,
+                                saves=((s, lab),)))
+        return [trunk] + branches
     branches = [Job(f"wsd-decay-{lab}", "wsd", p, s, "wsd_decay", s, decay_start=p, parent=f"trunk@{p}",
                     saves=((s, lab),)) for s, p, lab in zip(steps, starts, labels)]
     return [trunk] + branches
@@ -123,7 +136,7 @@ def plan(cfg: Config, budgets: int | None = None) -> list[Job]:
 def planned_steps(cfg: Config, schedule: str | None = None) -> int:
     """Training steps a schedule costs on its own (wsd: the trunk up to its last branch point)."""
     jobs = plan(dataclasses.replace(cfg, schedule=schedule or cfg.schedule))
-    if (schedule or cfg.schedule) == "wsd":
+    if (schedule or cfg.schedule) in ("wsd", "wsd_short"):
         branches = [j for j in jobs if j.name != "trunk"]
         return max(j.start for j in branches) + sum(j.end - j.start for j in branches)
     return sum(j.end - j.start for j in jobs)

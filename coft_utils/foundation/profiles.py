@@ -139,7 +139,7 @@ class SeriesConfig(ChapterConfig):
     series: str = param("suite", "checkpoint series: 'suite' (this project's pre-training suite), a "
                         "built-in hub series (olmo-1b, pythia-70m, ...) or a series .json/.yaml path")
     schedule: str = param("cosine", "LR schedule of the suite's pre-training (series='suite' only)",
-                          choices=("cosine", "wsd", "constant"))
+                          choices=("cosine", "wsd", "constant", "wsd_short"))
     checkpoints: tuple[str, ...] = param((), "checkpoint labels to use (empty: all of the series)", item=str)
     suite_model: str = param("", "the suite's model preset (series='suite' only; '' = chapter 00's at this "
                              "profile; at paper: olmo-15m, olmo-30m (the default) or olmo-90m, the paper's three)")

@@ -60,13 +60,17 @@ CHAPTERS: dict[str, Chapter] = {c.name: c for c in (
             _C + "finetune", _C + "finetune_report", ("lr_tuning_later", "lr_tuning_remains")),
     Chapter("05_linear_theory", "Catastrophic overtraining in a two-layer linear network", "Chapters",
             _C + "theory", _C + "theory_report", ("linear_incremental", "linear_ushape", "linear_regularization")),
+    Chapter("06_mitigations", "What mitigates catastrophic overtraining: schedule, regularization, smaller learning rates",
+            "Chapters", _C + "mitigate", _C + "mitigate_report",
+            ("anneal_sensitivity", "anneal_forgetting", "short_anneal", "anneal_inflection", "l2_forgetting",
+             "l2_inflection", "lr_rule")),
     Chapter("98_verdicts", "How verdicts are decided", "Summary", _C + "calibration", _C + "calibration"),
     Chapter("99_claims", "The paper's claims, checked", "Summary", "coft_utils.book.claims", "coft_utils.book.claims"),
 )}
 
 
 def names() -> list[str]:
-    """Every chapter, in notebook order (00 … 05, 98, 99)."""
+    """Every chapter, in notebook order (00 … 06, 98, 99)."""
     return sorted(CHAPTERS)
 
 

@@ -11,6 +11,8 @@ interval, number of replicates and the method::
     v = verdicts.u_shape(tokens, Y, log=True)         # interior minimum, beyond noise on both sides
     v = verdicts.minimum_shift(tokens, {lr: Y_lr for lr in lrs}, direction="earlier")
     v = verdicts.bends_down(tokens, tuned, base, higher_is_better=True)
+    v = verdicts.differs(A, B, log=True)                # curve A above curve B, same checkpoints
+    v = verdicts.differs(A, B, paired=True, late_half=True)  # same seeds; later checkpoints only
     v.label, v.statistic, v.ci, v.n_replicates, v.method, v.text()
     verdicts.combine([v1, v2, ...], over="γ")        # one claim row over several γ / LRs
 
@@ -26,6 +28,14 @@ are decided" page):
   (per doubling of tokens). Its standard error comes from the per-checkpoint spread over
   replicates (heteroscedasticity-robust, Welch-Satterthwaite degrees of freedom); with one
   replicate from the fit's residuals (df = K - 2). Two-sided t interval (``scipy.stats.t``).
+* :func:`differs` -- two curves at the same checkpoints (A above B): the mean over checkpoints
+  of the difference of the replicate means (with ``log``, as % of A over B; ``late_half``: only
+  the later half of the checkpoints). By default each replicate is first averaged over the
+  checkpoints (a seed may shift its whole curve) and the test is Welch's t on those means
+  (``paired``, replicate r of A and B sharing a seed: a t test of the per-replicate differences,
+  df = R - 1); ``independent=True`` (replicates independent across checkpoints, as chapter 02's
+  noise) uses the per-checkpoint spreads with Welch-Satterthwaite df. Two-sided t interval; no
+  spread -> exact.
 * :func:`u_shape` -- the minimum of the mean curve must lie inside the range, and both the fall
   to it (from the highest earlier checkpoint) and the rise after it (to the highest later one)
   must exceed their Welch standard error by a critical value that accounts for choosing the
@@ -66,7 +76,7 @@ import numpy as np
 
 from .verdict_params import ALPHA, N_BOOT, N_NULL
 
-__all__ = ["LABELS", "Verdict", "rises", "improves", "u_shape", "minimum_shift", "bends_down",
+__all__ = ["LABELS", "Verdict", "rises", "improves", "differs", "u_shape", "minimum_shift", "bends_down",
            "combine", "diverged", "all_of", "exact", "u_shape_exact", "kendall", "EXACT", "ALPHA", "N_BOOT", "N_NULL"]
 
 LABELS = ("observed", "contradicted", "within noise", "inconclusive")
@@ -186,8 +196,19 @@ def _label(lo: float, hi: float) -> str:
 
 
 # --------------------------------------------------------------------------- trends
-def _trend(claim: str, tokens, Y, sign: int, log: bool, alpha: float, unit: str) -> Verdict:
+def _t_interval(s: float, se: float, df: float, alpha: float, size: float):
+    """(statistic, lo, hi, p, exact) of a two-sided t interval; with no spread at all (deterministic
+    values) the interval is the point itself and float round-off (relative to ``size``) is zero."""
     from scipy import stats
+    if se == 0.0:
+        if abs(s) <= 1e-12 * max(1.0, size):
+            s = 0.0
+        return s, s, s, (0.0 if s != 0 else 1.0), True
+    q = float(stats.t.ppf(1 - alpha / 2, df))
+    return s, s - q * se, s + q * se, float(2 * stats.t.sf(abs(s) / se, df)), False
+
+
+def _trend(claim: str, tokens, Y, sign: int, log: bool, alpha: float, unit: str) -> Verdict:
     x, Y, bad = _prep(claim, tokens, Y, log)
     if bad is not None:
         return bad
@@ -209,17 +230,8 @@ def _trend(claim: str, tokens, Y, sign: int, log: bool, alpha: float, unit: str)
         df = float(K - 2)
         method = "OLS slope on log2(tokens); s.e. from the residuals (one replicate), df = K - 2"
     se = math.sqrt(max(var_b, 0.0))
-    s = sign * b
-    if se == 0.0:  # no spread at all (deterministic values)
-        if abs(s) <= 1e-12 * max(1.0, float(np.abs(m).max())):
-            s = 0.0  # constant: float round-off is not a trend
-        lo = hi = s
-        p = 0.0 if s != 0 else 1.0
-        method += " (no spread: exact)"
-    else:
-        q = float(stats.t.ppf(1 - alpha / 2, df))
-        lo, hi = s - q * se, s + q * se
-        p = float(2 * stats.t.sf(abs(s) / se, df))
+    s, lo, hi, p, exact = _t_interval(sign * b, se, df, alpha, float(np.abs(m).max()))
+    method += " (no spread: exact)" if exact else ""
     scale = (lambda z: 100.0 * math.expm1(z)) if log else (lambda z: z)
     stat, ci = scale(s), (scale(lo), scale(hi))
     return Verdict(claim=claim, label=_label(lo, hi), statistic=stat, ci=ci, n_replicates=R,
@@ -239,6 +251,108 @@ def improves(tokens, Y, lower_is_better: bool = True, log: bool = False, alpha: 
     improvement per doubling (positive = better)."""
     return _trend("improves with tokens", tokens, Y, -1 if lower_is_better else +1, log, alpha,
                   unit or ("% better per doubling of tokens" if log else "better per doubling of tokens"))
+
+
+# --------------------------------------------------------------------------- two curves, same checkpoints
+def _as_curves(name: str, Y) -> np.ndarray:
+    Y = np.asarray(Y, dtype=float)
+    Y = Y[None, :] if Y.ndim == 1 else Y
+    if Y.ndim != 2:
+        raise ValueError(f"differs: {name} must be (replicates, checkpoints); got shape {Y.shape}")
+    return Y
+
+
+def _differs_problem(A, B, idx, log: bool):
+    """Why ``differs`` cannot decide on these (already selected) checkpoints, or ``""``."""
+    K, RA, RB = A.shape[1], A.shape[0], B.shape[0]
+    bad = {n: ~np.isfinite(Y) for n, Y in (("A", A), ("B", B))}
+    pos = {n: [int(idx[k]) for k in np.where(b.any(axis=0))[0]] for n, b in bad.items()}
+    n_bad = int(sum(b.sum() for b in bad.values()))
+    info = {"non_finite": n_bad, "positions": sorted(set(pos["A"]) | set(pos["B"])), "where": pos}
+    if K < 1:
+        return f"{K} checkpoint(s); at least 1 needed", info
+    if n_bad:
+        vals = np.concatenate([A[bad["A"]], B[bad["B"]]])
+        kinds = sorted({"nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") for v in vals})
+        return (f"{n_bad} non-finite value(s) ({', '.join(kinds)}: a diverged run or a missing record?) at "
+                "checkpoint position(s) " + "; ".join(f"{n}: {p}" for n, p in pos.items() if p)), info
+    if log and ((A <= 0).any() or (B <= 0).any()):
+        return "log scale needs positive values", info
+    if min(RA, RB) < 2:
+        return f"{RA} and {RB} replicate(s) in A and B; at least 2 in each needed", info
+    return "", info
+
+
+def differs(A, B, claim: str = "A above B", log: bool = False, paired: bool = False,
+            alpha: float = ALPHA, unit: str | None = None, tokens=None, late_half: bool = False,
+            independent: bool = False) -> Verdict:
+    """Is curve ``A`` above curve ``B`` at the same checkpoints (both replicates × checkpoints)?
+
+    The statistic is the mean over checkpoints of mean_r(A_k) - mean_r(B_k) (with ``log``, of the
+    natural logs, reported as 100 * expm1: % of A over B). With ``independent=True``, unpaired:
+    Welch s.e. sqrt(sum_k s²_Ak/R_A + s²_Bk/R_B) / K; ``paired`` (replicate r of A and of B share
+    a seed): s.e. of the per-replicate differences sqrt(sum_k var_r(D_k)/R) / K;
+    Welch-Satterthwaite df either way, two-sided t interval. ``late_half``: only checkpoints k >= K // 2 (in ``tokens``
+    order when given; ``tokens`` is otherwise bookkeeping). Only the checkpoints used are checked.
+
+    ``independent=False`` (the default, always valid): a replicate may carry its deviation across
+    checkpoints (a fine-tuning seed fixes the data order at every checkpoint), so each replicate is
+    first averaged over the checkpoints and the test is a Welch t test between those means
+    (paired: a t test of the per-replicate mean differences, df = R - 1). ``independent=True`` only
+    where the design makes replicates independent across checkpoints (chapter 02's noise, drawn
+    from the checkpoint's label): the per-checkpoint Welch s.e. above, more degrees of freedom."""
+    A, B = _as_curves("A", A), _as_curves("B", B)
+    if A.shape[1] != B.shape[1]:
+        raise ValueError(f"differs: A and B need the same checkpoints; got shapes {A.shape} and {B.shape}")
+    if paired and A.shape[0] != B.shape[0]:
+        raise ValueError(f"differs: paired needs equal replicates in A and B; got shapes {A.shape} and {B.shape}")
+    K = A.shape[1]
+    order, t = np.arange(K), None
+    if tokens is not None:
+        t = np.asarray(tokens, dtype=float).ravel()
+        if len(t) != K:
+            raise ValueError(f"differs: {len(t)} token counts for {K} checkpoints")
+        order = np.argsort(t, kind="stable")
+    idx = order[K // 2:] if late_half else order
+    A, B = A[:, idx], B[:, idx]
+    (RA, K), RB = A.shape, B.shape[0]
+    base = dict(claim=claim, n_replicates=min(RA, RB), n_checkpoints=K, alpha=alpha)
+    why, info = _differs_problem(A, B, idx, log)
+    if why:
+        return Verdict(label="inconclusive", reason=why, detail=info, **base)
+    if log:
+        A, B = np.log(A), np.log(B)
+    mA, mB = A.mean(axis=0), B.mean(axis=0)
+    diff = mA - mB
+    s = float(diff.mean())
+    if not independent:  # replicates as clusters: one mean over the checkpoints per replicate
+        A, B = A.mean(axis=1, keepdims=True), B.mean(axis=1, keepdims=True)
+    if paired:
+        terms, dfs = (A - B).var(axis=0, ddof=1) / RA, np.full(A.shape[1], RA - 1.0)
+        method = "paired: mean over checkpoints of the per-replicate difference A - B"
+    else:
+        terms = np.concatenate([A.var(axis=0, ddof=1) / RA, B.var(axis=0, ddof=1) / RB])
+        dfs = np.concatenate([np.full(A.shape[1], RA - 1.0), np.full(A.shape[1], RB - 1.0)])
+        method = "unpaired Welch: mean over checkpoints of mean(A) - mean(B)"
+    method += (" (natural logs)" if log else "") + (", later half of the checkpoints" if late_half else "")
+    var = float(terms.sum())
+    se = math.sqrt(var) / A.shape[1]
+    den = float((terms ** 2 / dfs).sum())
+    df = var ** 2 / den if den > 0 else float(min(RA, RB) - 1)
+    method += ("; s.e. from the per-checkpoint spread over replicates (independent across checkpoints), "
+               "Welch-Satterthwaite df" if independent else
+               "; each replicate averaged over the checkpoints first (a seed may shift its whole curve), "
+               + ("t test of the per-replicate differences, df = R - 1" if paired else "Welch t test of those means"))
+    s, lo, hi, p, exact = _t_interval(s, se, df, alpha, float(np.abs(np.concatenate([mA, mB])).max()))
+    method += " (no spread: exact)" if exact else ""
+    scale = (lambda z: 100.0 * math.expm1(z)) if log else (lambda z: z)
+    over = "mean over the later checkpoints" if late_half else "mean over checkpoints"
+    return Verdict(label=_label(lo, hi), statistic=scale(s), ci=(scale(lo), scale(hi)), method=method,
+                   unit=unit or (f"% (A vs B), {over}" if log else f"(A - B), {over}"), p_value=p,
+                   detail={"differences": diff.tolist(), "se": se, "df": df, "mean_A": mA.tolist(),
+                           "mean_B": mB.tolist(), "paired": paired, "log": log, "checkpoints": idx.tolist(),
+                           "tokens": None if t is None else t[idx].tolist(), "independent": independent},
+                   **base)
 
 
 # --------------------------------------------------------------------------- one row over several X
