@@ -266,7 +266,7 @@ def l2_summary(run, cfg) -> dict:
     cost per λ; chapter 05's exact verdict beside it (when ``run["theory"]``)."""
     import pandas as pd
     df, A = run["l2"], verdicts.ALPHA
-    lams = sorted(df.l2_start.unique())
+    lams = sorted(float(x) for x in df.l2_start.unique())
     by = {lam: df[df.l2_start == lam] for lam in lams}
     pos = [lam for lam in lams if lam > 0]
     t, F0 = forgetting(by[0.0])
@@ -388,6 +388,17 @@ def lr_rule_summary(run, cfg) -> dict:
             f"forgetting-holding LR against the ID-optimal LR at the later checkpoints: {_vtext(v)}; its cost in "
             f"test ID perplexity: {_vtext(cost)}. Forgetting still rising with tokens: at the ID-optimal LR "
             f"{_vtext(grow['opt'])}, at the held LR {_vtext(grow['hold'])}.")
+    l2 = run.get("l2")
+    if l2 is not None and len(l2) and len(t):
+        last = l2[np.isclose(l2.tokens, t[-1]) & (l2.l2_start > 0)]
+        pts = [f"λ={lam:g}: forgetting {_nm(g.ood_loss_after - g.ood_loss_before):.3g} nats at test ID ppl "
+               f"{_nm(g.test_id_ppl):.3g}" for lam, g in last.groupby("l2_start")]
+        if pts:
+            text += (f" At the last checkpoint ({_fmt_tokens(t[-1])}; descriptive, seed means) the held LR reaches "
+                     f"forgetting {_nm(S['hold']['forgetting'][:, -1]):.3g} nats at test ID ppl "
+                     f"{_nm(S['hold']['test_id_ppl'][:, -1]):.3g}, the ID-optimal LR "
+                     f"{_nm(S['opt']['forgetting'][:, -1]):.3g} at {_nm(S['opt']['test_id_ppl'][:, -1]):.3g}, and the "
+                     f"L2 penalty at lr={cfg.lr:g} " + "; ".join(pts) + " (the triangles of the Pareto figure).")
     return {"claims": {"lr_rule": (v, measured)}, "cost": cost, "grow": grow, "rule": r,
             "table": pd.DataFrame(rows), "text": text}
 
@@ -402,6 +413,11 @@ def _line(ax, t, Y, color, label, marker="o"):
             warnings.simplefilter("ignore", RuntimeWarning)
             half = 1.96 * np.nanstd(Y, axis=0, ddof=1) / np.sqrt(np.sum(np.isfinite(Y), axis=0))
         plots.band(ax, t, m, half, color=color)
+
+
+def _tokens_x(ax, tokens) -> None:
+    plots.token_axis(ax, tokens, [_fmt_tokens(x) for x in tokens])
+    ax.set_xlabel("pre-training tokens")
 
 
 def fig_schedules(run, cfg, gamma: float | None = None):
@@ -426,8 +442,7 @@ def fig_schedules(run, cfg, gamma: float | None = None):
     axes[2].set_ylabel("OOD perplexity after fine-tuning")
     plots.log_y(axes[2])
     for ax in axes:
-        plots.log_x(ax)
-        ax.set_xlabel("pre-training tokens")
+        _tokens_x(ax, t)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -453,8 +468,7 @@ def fig_l2(run, cfg):
     axes[1].set_ylabel("OOD perplexity after fine-tuning")
     axes[2].set_ylabel("test ID perplexity after fine-tuning")
     for ax in axes:
-        plots.log_x(ax)
-        ax.set_xlabel("pre-training tokens")
+        _tokens_x(ax, t)
     plots.log_y(axes[1])
     plots.log_y(axes[2])
     axes[0].legend(fontsize=8, title=f"L2 to start, lr={cfg.lr:g}")
@@ -481,9 +495,20 @@ def fig_pareto(run, cfg, summary: dict):
         for rule, mk in (("opt", "o"), ("hold", "s")):
             ax.plot(_nm(r["score"][rule]["test_id_ppl"][:, i]), _nm(r["score"][rule]["forgetting"][:, i]),
                     mk, ms=11, mfc="none", mec=c, mew=2)
+    if len(run.get("l2", [])) and cfg.l2_schedule == run["lr_grid"].schedule.iloc[0]:
+        # the penalty's points on the same axes (at the chapter's fixed LR): remedy against remedy
+        l2 = run["l2"].assign(forgetting=lambda x: x.ood_loss_after - x.ood_loss_before)
+        l2 = l2[l2.l2_start > 0].groupby(["tokens", "l2_start"])[["test_id_ppl", "forgetting"]].mean().reset_index()
+        for i, tk in enumerate(toks):
+            c = cmap(i / max(1, len(toks) - 1) * 0.85)
+            g = l2[np.isclose(l2.tokens, tk)]
+            ax.plot(g.test_id_ppl, g.forgetting, "^", ms=9, mfc="none", mec=c, mew=1.5)
+        ax.plot([], [], "^", mfc="none", mec="k", label=f"L2 to start (λ > 0, lr={cfg.lr:g})")
     ax.plot([], [], "o", mfc="none", mec="k", label="ID-optimal LR")
     ax.plot([], [], "s", mfc="none", mec="k", label="forgetting-holding LR")
-    plots.log_x(ax)
+    if plots.log_x(ax):
+        import matplotlib.ticker as mt
+        ax.xaxis.set_minor_formatter(mt.NullFormatter())
     ax.set_xlabel("test ID perplexity (lower is better)")
     ax.set_ylabel("forgetting: OOD loss after − before (nats)")
     ax.set_title("ID/OOD trade-off per checkpoint (dot size: LR)")
@@ -491,9 +516,8 @@ def fig_pareto(run, cfg, summary: dict):
     for rule, mk, lab in (("opt", "o-", "ID-optimal"), ("hold", "s--", "forgetting-holding")):
         lr = r["choice"][rule]
         ax2.plot(toks, np.exp(np.log(lr).mean(axis=0)), mk, label=f"{lab} LR (geometric mean over seeds' folds)")
-    plots.log_x(ax2)
+    _tokens_x(ax2, toks)
     ax2.set_yscale("log")
-    ax2.set_xlabel("pre-training tokens")
     ax2.set_ylabel("fine-tuning LR chosen")
     ax2.legend(fontsize=8)
     fig.tight_layout()
