@@ -141,9 +141,7 @@ nb.glue("verdict_mitigations", text)
 nb.glue("mitigations_wall_s", f"{run['wall_s']['total']:.0f}")
 for key, val in mr.THEIRS.items():
     nb.glue(f"theirs_{key}", val)
-records = {"anneal_sensitivity": run["sensitivity"], "short_anneal": run["sensitivity"],
-           "anneal_inflection": run["sensitivity"], "anneal_forgetting": run["forgetting"],
-           "l2_forgetting": run["l2"], "l2_inflection": run["l2"], "lr_rule": run["lr_grid"]}
+records = mr.claim_records(run)
 for part in (S, L, P):
     for cid, (verdict, measured) in part["claims"].items():
         claims.record(cid, cfg.profile, verdict, measured, chapter="06_mitigations", config=cfg,

@@ -1,4 +1,5 @@
 """Shared test set-up: offline, quiet, and runs/caches in temporary folders where a test asks."""
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,25 @@ def tmp_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("COFT_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("COFT_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path
+
+
+@contextlib.contextmanager
+def runs_in(root):
+    """For a module-scoped fixture: records and caches under ``root`` (runs/, cache/) until the
+    block ends, then the variables as they were; one torch thread (these tests time nothing)."""
+    old = {k: os.environ.get(k) for k in ("COFT_RUNS_DIR", "COFT_CACHE_DIR")}
+    os.environ["COFT_RUNS_DIR"] = str(Path(root) / "runs")
+    os.environ["COFT_CACHE_DIR"] = str(Path(root) / "cache")
+    import torch
+    torch.set_num_threads(1)
+    try:
+        yield Path(root)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def copy_data_set(tmp_path, name):

@@ -4,9 +4,9 @@ the penalized trainer at λ = 0 is the plain one bit for bit, the penalty keeps 
 the start, counts once per optimizer step under gradient accumulation, and a penalized unit goes
 through the sweep into the store and resumes."""
 import math
-import os
 
 import pytest
+from conftest import runs_in
 
 LR = 1e-2
 STEPS = 20
@@ -15,23 +15,13 @@ STEPS = 20
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A temporary runs/cache folder with the smoke suite trained once for the whole module."""
-    root = tmp_path_factory.mktemp("l2")
-    old = {k: os.environ.get(k) for k in ("COFT_RUNS_DIR", "COFT_CACHE_DIR")}
-    os.environ["COFT_RUNS_DIR"] = str(root / "runs")
-    os.environ["COFT_CACHE_DIR"] = str(root / "cache")
-    import torch
-    torch.set_num_threads(1)
-    from coft_utils.chapters import pretrain
-    from coft_utils.foundation import models, tasks
-    series = pretrain.get_suite("smoke", progress=False)
-    ck = series.checkpoints[-1]
-    yield {"series": series, "series_json": str(series.save(root / "smoke_series.json")), "ckpt": ck,
-           "tok": models.load_tokenizer(ck), "examples": tasks.splits("gsm8k", 64, 8, 8)["train"]}
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with runs_in(tmp_path_factory.mktemp("l2")) as root:
+        from coft_utils.chapters import pretrain
+        from coft_utils.foundation import models, tasks
+        series = pretrain.get_suite("smoke", progress=False)
+        ck = series.checkpoints[-1]
+        yield {"series": series, "series_json": str(series.save(root / "smoke_series.json")), "ckpt": ck,
+               "tok": models.load_tokenizer(ck), "examples": tasks.splits("gsm8k", 64, 8, 8)["train"]}
 
 
 def _train(env, overrides, force_l2=False, monkeypatch=None):

@@ -2,10 +2,10 @@
 units shared with chapters 02-04, identical evaluation tokens across schedules, the report's
 verdicts on the records (and on diverged runs)."""
 import math
-import os
 
 import numpy as np
 import pytest
+from conftest import runs_in
 
 from coft_utils.chapters import mitigate, mitigate_report as mr
 from coft_utils.foundation import profiles, registry, results
@@ -13,18 +13,8 @@ from coft_utils.foundation import profiles, registry, results
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mit")
-    old = {k: os.environ.get(k) for k in ("COFT_RUNS_DIR", "COFT_CACHE_DIR")}
-    os.environ["COFT_RUNS_DIR"] = str(root / "runs")
-    os.environ["COFT_CACHE_DIR"] = str(root / "cache")
-    import torch
-    torch.set_num_threads(1)
-    yield root
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with runs_in(tmp_path_factory.mktemp("mit")) as root:
+        yield root
 
 
 @pytest.mark.parametrize("over, word", [

@@ -170,15 +170,18 @@ def test_shape_tests_stay_importable_from_verdicts():
     for name in verdict_params.__all__:
         assert getattr(V, name) == getattr(verdict_params, name), name
     assert verdict_shapes.Verdict is V.Verdict
+    from coft_utils.foundation import verdict_pairs
+    assert V.differs is verdict_pairs.differs and verdict_pairs.Verdict is V.Verdict
     assert all(hasattr(V, n) for n in V.__all__)
 
 
-@pytest.mark.parametrize("first", ["verdicts", "verdict_shapes", "verdict_params"])
+@pytest.mark.parametrize("first", ["verdicts", "verdict_shapes", "verdict_params", "verdict_pairs"])
 def test_verdict_modules_import_in_any_order(first):
     import subprocess
     import sys
     code = (f"import coft_utils.foundation.{first}; from coft_utils.foundation import verdicts, verdict_shapes; "
-            "assert verdicts.u_shape is verdict_shapes.u_shape and verdict_shapes.Verdict is verdicts.Verdict")
+            "assert verdicts.u_shape is verdict_shapes.u_shape and verdict_shapes.Verdict is verdicts.Verdict; "
+            "from coft_utils.foundation import verdict_pairs; assert verdicts.differs is verdict_pairs.differs")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 

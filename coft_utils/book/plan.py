@@ -200,25 +200,29 @@ def _fsdp(cfg, shape) -> bool:
 
 
 # --------------------------------------------------------------------------- chapter planners
+def _job_unit(c, j, name: str, job: str) -> Unit:
+    """The training unit of one pre-training job ``j`` of chapter 00's config ``c`` (its steps, and
+    the validation of every checkpoint it saves)."""
+    shape = costs.olmo_shape(c.model, c.vocab_size, tied=not getattr(c, "mup_base_width", 0))
+    prec = "bf16" if c.mixed_precision in ("bf16", "fp16") else "fp32"
+    val = len(j.saves) * c.val_blocks * c.seq_len
+    return _unit_train(name, job, shape, (j.end - j.start) * c.tokens_per_step(), c.seq_len, c.batch_size, prec,
+                       _checkpointing(c), False, getattr(c, "grad_accum", 1), val,
+                       micro_cap=getattr(c, "micro_batch_size", 0))
+
+
 def _plan_00(cfg) -> ChapterPlan:
     from ..chapters import pretrain, pretrain_plan
     units, seen, notes = [], set(), []
     for sched in pretrain.SCHEDULES:  # the chapter page trains every schedule (pretrain.all_suites)
         c = dataclasses.replace(cfg, schedule=sched)
-        shape = costs.olmo_shape(c.model, c.vocab_size, tied=not getattr(c, "mup_base_width", 0))
-        tps = c.tokens_per_step()
-        gc = _checkpointing(c)
-        prec = "bf16" if c.mixed_precision in ("bf16", "fp16") else "fp32"
         for j in pretrain_plan.plan(c):
             key = (c.peak_lr(), j.name)
             if key in seen:  # wsd and constant share the trunk at one peak LR
                 continue
             seen.add(key)
             job = j.name if j.kind == "cosine" else f"trunk+wsd @ lr {c.peak_lr():g}"
-            val = len(j.saves) * c.val_blocks * c.seq_len
-            units.append(_unit_train(f"{j.name} ({sched})", job, shape, (j.end - j.start) * tps, c.seq_len,
-                                     c.batch_size, prec, gc, False, getattr(c, "grad_accum", 1), val,
-                                     micro_cap=getattr(c, "micro_batch_size", 0)))
+            units.append(_job_unit(c, j, f"{j.name} ({sched})", job))
     if cfg.lr_scan_lrs:
         notes.append(f"the LR scan ({len(cfg.lr_scan_lrs)} LRs x {cfg.lr_scan_budgets} budgets) runs in the "
                      "notebook and is not priced here")
@@ -379,39 +383,29 @@ def _plan_06(cfg) -> ChapterPlan:
     perturbation and fine-tuning configs per schedule and strength, chapter 04's grid, and the
     wsd_short decay branches (chapter 00 trains cosine, wsd and constant)."""
     from ..chapters import mitigate, pretrain_plan
-    units, notes, seen = [], [], set()
+    units, notes = [], []
 
-    def add(p, tag, shared_with=None):
+    def add(p, tag, shared=False):  # shared: computed by chapters 02-04 too (the cosine units, the grid)
         for u in p.units:
-            if (u.job, u.name, tag) in seen:
-                continue
-            seen.add((u.job, u.name, tag))
-            u.name = f"{tag}: {u.name}"
-            u.shared = bool(shared_with)  # computed by that chapter too (cosine: chapters 02-04's own units)
+            u.name, u.shared = f"{tag}: {u.name}", shared
             units.append(u)
     for s in cfg.schedules:
-        add(_plan_02(mitigate.perturb_config(cfg, s)), f"sensitivity {s}", "02" if s == "cosine" else None)
+        add(_plan_02(mitigate.perturb_config(cfg, s)), f"sensitivity {s}", s == "cosine")
         add(_plan_finetune(mitigate.finetune_config(cfg, s), "03_fixed_lr_finetuning"), f"forgetting {s}",
-            "03" if s == "cosine" else None)
+            s == "cosine")
     for lam in cfg.l2_strengths:
         if lam:
             add(_plan_finetune(mitigate.finetune_config(cfg, cfg.l2_schedule, l2=lam), "03_fixed_lr_finetuning"),
                 f"L2 λ={lam:g}")
-    add(_plan_finetune(mitigate.grid_config(cfg), "04_lr_sweep"), "LR grid", "04")
+    add(_plan_finetune(mitigate.grid_config(cfg), "04_lr_sweep"), "LR grid", True)
     if "wsd_short" in cfg.schedules:
         c = _pretrain_cfg(cfg.profile, "wsd_short", cfg.suite_model)
-        shape = costs.olmo_shape(c.model, c.vocab_size, tied=not getattr(c, "mup_base_width", 0))
-        prec = "bf16" if c.mixed_precision in ("bf16", "fp16") else "fp32"
-        for j in pretrain_plan.plan(c):
-            if j.name.startswith("wsd_short"):
-                units.append(_unit_train(f"pre-training: {j.name}", j.name, shape, (j.end - j.start) * c.tokens_per_step(),
-                                         c.seq_len, c.batch_size, prec, _checkpointing(c), False,
-                                         micro_cap=getattr(c, "micro_batch_size", 0)))
+        units += [_job_unit(c, j, f"pre-training: {j.name}", j.name) for j in pretrain_plan.plan(c)
+                  if j.name.startswith("wsd_short")]
         notes.append(f"wsd_short: its {c.n_budgets} decay branches off the wsd trunk (decay_frac_short "
                      f"{c.decay_frac_short:g}); the trunk and the other suites are chapter 00's")
-    n_shared = sum(bool(getattr(u, "shared", False)) for u in units)
     notes.append(f"schedules {list(cfg.schedules)}, lr {cfg.lr:g}, strengths {list(cfg.l2_strengths)}; "
-                 f"{n_shared} units are also units of chapters 02-04 (same stores, computed once)")
+                 f"{sum(u.shared for u in units)} units are also units of chapters 02-04 (same stores, computed once)")
     return ChapterPlan("06_mitigations", cfg.profile, units, notes)
 
 

@@ -156,7 +156,6 @@ def eval_tokens(cfg: Config) -> dict:
     sensitivity and forgetting are measured on (chapter 02's held-out blocks, chapter 03's OOD
     blocks), from that schedule's own series and tokenizer. Equal across schedules = the
     comparison is on identical evaluation tokens."""
-    import hashlib
     from ..foundation import models
     P, F = registry.experiment(_PERTURB), registry.experiment(_FIXED)
     out = {}
@@ -165,8 +164,7 @@ def eval_tokens(cfg: Config) -> dict:
         series = P.load_series(c2)
         tok = models.load_tokenizer(series.checkpoints[0], series)
         b = P.heldout(tok, c2.sources[0], c2.n_blocks, c2.seq_len, P.data_origin(cfg.profile))
-        out[s] = {"perturb": hashlib.sha256(b.cpu().numpy().tobytes()).hexdigest()[:16],
-                  "finetune": F.blocks_sha(F.ood_blocks(tok, c3))}
+        out[s] = {"perturb": F.blocks_sha(b), "finetune": F.blocks_sha(F.ood_blocks(tok, c3))}
     return out
 
 

@@ -59,7 +59,8 @@ are decided" page):
 * :func:`combine` -- one row over several γ or learning rates: every member test is run at
   α / m (Bonferroni), so the row's false-positive rate stays ≤ α.
 
-The shape tests (:func:`u_shape`, :func:`minimum_shift`, :func:`bends_down`) and the exact
+The two-curve test :func:`differs` lives in :mod:`coft_utils.foundation.verdict_pairs`. The
+shape tests (:func:`u_shape`, :func:`minimum_shift`, :func:`bends_down`) and the exact
 verdicts (:func:`exact`, :func:`u_shape_exact`, :func:`all_of`, :func:`kendall`, ``EXACT``) live
 in :mod:`coft_utils.foundation.verdict_shapes` and are re-exported here: ``verdicts.u_shape``
 etc. work as before. Import them through this module. ``ALPHA``, ``N_BOOT`` and ``N_NULL`` are
@@ -253,108 +254,6 @@ def improves(tokens, Y, lower_is_better: bool = True, log: bool = False, alpha: 
                   unit or ("% better per doubling of tokens" if log else "better per doubling of tokens"))
 
 
-# --------------------------------------------------------------------------- two curves, same checkpoints
-def _as_curves(name: str, Y) -> np.ndarray:
-    Y = np.asarray(Y, dtype=float)
-    Y = Y[None, :] if Y.ndim == 1 else Y
-    if Y.ndim != 2:
-        raise ValueError(f"differs: {name} must be (replicates, checkpoints); got shape {Y.shape}")
-    return Y
-
-
-def _differs_problem(A, B, idx, log: bool):
-    """Why ``differs`` cannot decide on these (already selected) checkpoints, or ``""``."""
-    K, RA, RB = A.shape[1], A.shape[0], B.shape[0]
-    bad = {n: ~np.isfinite(Y) for n, Y in (("A", A), ("B", B))}
-    pos = {n: [int(idx[k]) for k in np.where(b.any(axis=0))[0]] for n, b in bad.items()}
-    n_bad = int(sum(b.sum() for b in bad.values()))
-    info = {"non_finite": n_bad, "positions": sorted(set(pos["A"]) | set(pos["B"])), "where": pos}
-    if K < 1:
-        return f"{K} checkpoint(s); at least 1 needed", info
-    if n_bad:
-        vals = np.concatenate([A[bad["A"]], B[bad["B"]]])
-        kinds = sorted({"nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") for v in vals})
-        return (f"{n_bad} non-finite value(s) ({', '.join(kinds)}: a diverged run or a missing record?) at "
-                "checkpoint position(s) " + "; ".join(f"{n}: {p}" for n, p in pos.items() if p)), info
-    if log and ((A <= 0).any() or (B <= 0).any()):
-        return "log scale needs positive values", info
-    if min(RA, RB) < 2:
-        return f"{RA} and {RB} replicate(s) in A and B; at least 2 in each needed", info
-    return "", info
-
-
-def differs(A, B, claim: str = "A above B", log: bool = False, paired: bool = False,
-            alpha: float = ALPHA, unit: str | None = None, tokens=None, late_half: bool = False,
-            independent: bool = False) -> Verdict:
-    """Is curve ``A`` above curve ``B`` at the same checkpoints (both replicates × checkpoints)?
-
-    The statistic is the mean over checkpoints of mean_r(A_k) - mean_r(B_k) (with ``log``, of the
-    natural logs, reported as 100 * expm1: % of A over B). With ``independent=True``, unpaired:
-    Welch s.e. sqrt(sum_k s²_Ak/R_A + s²_Bk/R_B) / K; ``paired`` (replicate r of A and of B share
-    a seed): s.e. of the per-replicate differences sqrt(sum_k var_r(D_k)/R) / K;
-    Welch-Satterthwaite df either way, two-sided t interval. ``late_half``: only checkpoints k >= K // 2 (in ``tokens``
-    order when given; ``tokens`` is otherwise bookkeeping). Only the checkpoints used are checked.
-
-    ``independent=False`` (the default, always valid): a replicate may carry its deviation across
-    checkpoints (a fine-tuning seed fixes the data order at every checkpoint), so each replicate is
-    first averaged over the checkpoints and the test is a Welch t test between those means
-    (paired: a t test of the per-replicate mean differences, df = R - 1). ``independent=True`` only
-    where the design makes replicates independent across checkpoints (chapter 02's noise, drawn
-    from the checkpoint's label): the per-checkpoint Welch s.e. above, more degrees of freedom."""
-    A, B = _as_curves("A", A), _as_curves("B", B)
-    if A.shape[1] != B.shape[1]:
-        raise ValueError(f"differs: A and B need the same checkpoints; got shapes {A.shape} and {B.shape}")
-    if paired and A.shape[0] != B.shape[0]:
-        raise ValueError(f"differs: paired needs equal replicates in A and B; got shapes {A.shape} and {B.shape}")
-    K = A.shape[1]
-    order, t = np.arange(K), None
-    if tokens is not None:
-        t = np.asarray(tokens, dtype=float).ravel()
-        if len(t) != K:
-            raise ValueError(f"differs: {len(t)} token counts for {K} checkpoints")
-        order = np.argsort(t, kind="stable")
-    idx = order[K // 2:] if late_half else order
-    A, B = A[:, idx], B[:, idx]
-    (RA, K), RB = A.shape, B.shape[0]
-    base = dict(claim=claim, n_replicates=min(RA, RB), n_checkpoints=K, alpha=alpha)
-    why, info = _differs_problem(A, B, idx, log)
-    if why:
-        return Verdict(label="inconclusive", reason=why, detail=info, **base)
-    if log:
-        A, B = np.log(A), np.log(B)
-    mA, mB = A.mean(axis=0), B.mean(axis=0)
-    diff = mA - mB
-    s = float(diff.mean())
-    if not independent:  # replicates as clusters: one mean over the checkpoints per replicate
-        A, B = A.mean(axis=1, keepdims=True), B.mean(axis=1, keepdims=True)
-    if paired:
-        terms, dfs = (A - B).var(axis=0, ddof=1) / RA, np.full(A.shape[1], RA - 1.0)
-        method = "paired: mean over checkpoints of the per-replicate difference A - B"
-    else:
-        terms = np.concatenate([A.var(axis=0, ddof=1) / RA, B.var(axis=0, ddof=1) / RB])
-        dfs = np.concatenate([np.full(A.shape[1], RA - 1.0), np.full(A.shape[1], RB - 1.0)])
-        method = "unpaired Welch: mean over checkpoints of mean(A) - mean(B)"
-    method += (" (natural logs)" if log else "") + (", later half of the checkpoints" if late_half else "")
-    var = float(terms.sum())
-    se = math.sqrt(var) / A.shape[1]
-    den = float((terms ** 2 / dfs).sum())
-    df = var ** 2 / den if den > 0 else float(min(RA, RB) - 1)
-    method += ("; s.e. from the per-checkpoint spread over replicates (independent across checkpoints), "
-               "Welch-Satterthwaite df" if independent else
-               "; each replicate averaged over the checkpoints first (a seed may shift its whole curve), "
-               + ("t test of the per-replicate differences, df = R - 1" if paired else "Welch t test of those means"))
-    s, lo, hi, p, exact = _t_interval(s, se, df, alpha, float(np.abs(np.concatenate([mA, mB])).max()))
-    method += " (no spread: exact)" if exact else ""
-    scale = (lambda z: 100.0 * math.expm1(z)) if log else (lambda z: z)
-    over = "mean over the later checkpoints" if late_half else "mean over checkpoints"
-    return Verdict(label=_label(lo, hi), statistic=scale(s), ci=(scale(lo), scale(hi)), method=method,
-                   unit=unit or (f"% (A vs B), {over}" if log else f"(A - B), {over}"), p_value=p,
-                   detail={"differences": diff.tolist(), "se": se, "df": df, "mean_A": mA.tolist(),
-                           "mean_B": mB.tolist(), "paired": paired, "log": log, "checkpoints": idx.tolist(),
-                           "tokens": None if t is None else t[idx].tolist(), "independent": independent},
-                   **base)
-
-
 # --------------------------------------------------------------------------- one row over several X
 def combine(members: Mapping[object, Verdict] | Sequence[Verdict], over: str = "X",
             require: str = "any") -> Verdict:
@@ -423,3 +322,4 @@ def alpha_for(m: int, alpha: float = ALPHA) -> float:
 # Verdict and the input checks above (either module can be imported first)
 from .verdict_shapes import (EXACT, all_of, bends_down, exact, kendall,  # noqa: E402,F401
                              minimum_shift, u_shape, u_shape_exact)
+from .verdict_pairs import differs  # noqa: E402,F401
