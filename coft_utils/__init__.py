@@ -22,6 +22,8 @@ foundation/ -- no chapter, no book machinery (chapters only through the registry
     verdicts        every claim decided as a calibrated test on replicates (Verdict, trends, combine)
     verdict_shapes  the shape tests (U-shape, shift of the minimum, bend at the end), exact verdicts
     verdict_params  the significance level and Monte-Carlo sizes of the tests
+    verdict_design  what a replicate is: several pre-training runs (tested across runs) or one run
+                    (its checkpoint-to-checkpoint scatter used as noise); the smallest detectable effect
     divergence      a non-finite loss or weights detected at its step; diverged models are not scored
     parallel        independent units of work in worker processes of one thread each
     plots           figure helpers: token axis and labels, CI bands, verdict badges, safe log axes

@@ -57,9 +57,9 @@ if cfg.lr_scan_lrs:
     scan = pretrain_scan.lr_scan(profile, lrs=cfg.lr_scan_lrs, budgets=min(cfg.lr_scan_budgets, cfg.n_budgets),
                                  seed=seed, overrides=overrides)
     scan_summary = pretrain_report.lr_scan_summary(scan, cfg)
-suites = pretrain.all_suites(profile, seed=seed, overrides=overrides)
+suites, runs = pretrain.all_suites_and_runs(profile, seed=seed, overrides=overrides)
 table = pretrain_report.records_frame(suites)
-verdict = pretrain_report.monotone_verdict(table)
+verdict = pretrain_report.monotone_verdict(table, runs)
 
 # %% [markdown]
 # ## The answer
@@ -149,6 +149,36 @@ pretrain_report.records_table(table)
 # wall time it took to produce it (for `wsd` and `constant` the time of the shared run up to
 # that point).
 
+# %% [markdown]
+# ## Between pre-training runs
+#
+# The claims of this book are about pre-training length, so the unit of replication is the
+# pre-training run: two runs of one recipe that differ only in their seed (initialization and
+# data order) end at different checkpoints, and a verdict that treats one run as the population
+# reads that difference as signal. The cheapest series, the `constant` trunk, is trained
+# `pretrain_seeds` times (seeds `seed` … `seed + pretrain_seeds − 1`); below, the validation
+# perplexity of each run per checkpoint, the mean over runs and its 95 % interval. Its verdict
+# above is taken across these runs (a slope per run); the other schedules have one run, so their
+# checkpoint-to-checkpoint scatter is their noise.
+
+# %% tags=["remove-input"]
+if len(runs) > 1:
+    spread = pretrain_report.between_runs(runs)
+    pretrain_report.plot_between_runs(runs)
+    plt.show()
+    display(pretrain_report.between_runs_table(spread))
+    if spread.rel_sd_pct.notna().all():
+        spread_text = (f"Over {len(runs)} pre-training runs of the constant schedule, the relative s.d. of the "
+                       f"validation perplexity per checkpoint is {spread.rel_sd_pct.min():.2f}–"
+                       f"{spread.rel_sd_pct.max():.2f} % (median {spread.rel_sd_pct.median():.2f} %).")
+    else:
+        spread_text = (f"Over {len(runs)} pre-training runs of the constant schedule, some checkpoints diverged "
+                       "(non-finite validation perplexity): their spread is not scored.")
+else:
+    spread_text = "One pre-training run per schedule in this run (pretrain_seeds = 1): no spread between runs."
+nb.glue("pt_spread", spread_text)
+print(spread_text)
+
 # %%
 cost = pretrain_report.cost_summary(suites)
 nb.glue("pt_verdict", verdict["text"])
@@ -156,7 +186,7 @@ nb.glue("pt_cost", cost["text"])
 nb.glue("pt_top_tpp", f"{table['tokens_per_param'].max():,.0f}")
 claims.record("base_improves", cfg.profile, verdict["verdict"], verdict["text"].replace("**", ""),
               numbers=verdict["per_schedule"], chapter="00_pretraining_suite", config=cfg,
-              records=[weights.identity(c) for s in suites.values() for c in s])  # the checkpoints' weights
+              records=[weights.identity(c) for s in [*suites.values(), *runs.values()] for c in s])  # the weights
 print(verdict["text"])
 print(cost["text"])
 
@@ -164,6 +194,8 @@ print(cost["text"])
 # <a id="verdict"></a>
 #
 # **Verdict.** {glue:text}`pt_verdict`
+#
+# **Between runs.** {glue:text}`pt_spread`
 #
 # **Cost of the schedules.** {glue:text}`pt_cost`
 #

@@ -23,7 +23,13 @@
 # of these seeds: a result, and it does not refute the paper, whose models are orders of
 # magnitude larger), *inconclusive* (non-finite values from a diverged run, too few
 # checkpoints or seeds). Each cell gives the statistic with its 95 % confidence interval and
-# the number of replicates; the chapter link leads to the chapter's verdict.
+# the number of replicates, the **series** it was measured on, the **design** (several
+# pre-training runs, or one run whose checkpoint-to-checkpoint scatter is used as noise: the
+# unit of replication for a claim about pre-training length is the pre-training run), and what
+# it **could see**: the smallest effect it would have detected with 80 % power. A row that names
+# one model (OLMo-1B) takes no cell from another series: a run on the project's suite shows
+# "not measured on olmo-1b" there, and its stand-in row says what it found. The chapter link
+# leads to the chapter's verdict.
 #
 # A column is one run of the book at a profile's preset: `cpu` is the run at seed 0, and a run
 # with another global seed (`python -m coft_utils book --profile cpu -p seed 1`) gets its own
@@ -62,6 +68,7 @@ display(HTML(claims.html_table()))
 # %% tags=["hide-input"]
 import pandas as pd
 
-pd.DataFrame([{**{k: r.get(k) for k in ("claim", "tag", "source", "verdict", "n_replicates", "chapter", "commit",
-                                       "time")}, "overridden parameters": r["overrides"] or ""}
+pd.DataFrame([{**{k: r.get(k) for k in ("claim", "tag", "source", "verdict", "n_replicates", "series", "design",
+                                       "mde", "chapter", "commit", "time")},
+               "overridden parameters": r["overrides"] or ""}
               for r in recs]) if recs else "no claim has been recorded yet"

@@ -13,7 +13,7 @@ def runs(tmp_path, monkeypatch):
 
 
 def test_record_a_verdict_and_show_it(runs):
-    y = calibration._noisy(np.random.default_rng(0), calibration.U_02, 5, 0.01)
+    y = calibration._noisy(np.random.default_rng(0), calibration.U_PAR, 5, 0.01)
     v = verdicts.u_shape(calibration.TOKENS, y)
     claims.record("ushape_noise_init", "smoke", v, "synthetic U", chapter="02_gaussian_sensitivity")
     rec = claims.collect()[0]
@@ -51,7 +51,7 @@ def test_every_claim_has_a_chapter_notebook():
 def test_other_seeds_get_a_column_and_overrides_never_replace_the_row(runs):
     from coft_utils.foundation import profiles
     g = np.random.default_rng(1)
-    u = verdicts.u_shape(calibration.TOKENS, calibration._noisy(g, calibration.U_02, 5, 0.01))
+    u = verdicts.u_shape(calibration.TOKENS, calibration._noisy(g, calibration.U_PAR, 5, 0.01))
     flat = verdicts.u_shape(calibration.TOKENS, calibration._noisy(g, calibration.FLAT, 5, 0.01))
     preset = profiles.resolve("05_linear_theory", "smoke")
     claims.record("linear_ushape", "smoke", u, "preset run", config=preset)
@@ -91,3 +91,23 @@ def test_a_claim_record_carries_its_config_hash_and_its_records(runs):
     assert other["metrics"]["config_hash"] != m["config_hash"] and other["metrics"]["records"] == []
     with pytest.raises(ValueError, match="record_id"):
         claims.record_ids(pd.DataFrame({"x": [1]}))
+
+
+def test_a_row_about_one_model_takes_no_cell_from_another_series(runs):
+    """The OLMo-1B row: a verdict measured on the project's suite is shown as 'not measured on
+    olmo-1b' (with the series it used), never as a verdict on OLMo-1B; every cell names its series
+    and design, and says what it could have seen."""
+    from coft_utils.foundation import profiles
+    cfg = profiles.resolve("01_instruction_tuning", "smoke")
+    v = verdicts.rises(calibration.TOKENS, 100 * (1 + 0.01 * np.random.default_rng(3).standard_normal((3, 6))))
+    claims.record("olmo_instruction", "smoke", v, "suite run", config=cfg, chapter="01_instruction_tuning")
+    claims.record("forgetting_grows", "smoke", v, "suite run", config=cfg, chapter="01_instruction_tuning")
+    t = claims.table()
+    olmo = t[t.claim == claims.CLAIMS["olmo_instruction"].text].iloc[0]
+    assert olmo["smoke: verdict"] == "not measured on olmo-1b" and "suite" in olmo["smoke: measured"]
+    other = t[t.claim == claims.CLAIMS["forgetting_grows"].text].iloc[0]
+    assert other["smoke: verdict"] == v.label and "one pre-training run" in other["smoke: design"]
+    assert "would have detected" in other["smoke: smallest detectable"]
+    html = claims.html_table()
+    assert "not measured on olmo-1b" in html and "could see" in html and "suite (" in html
+    assert claims.CLAIMS["olmo_instruction"].measures("olmo-1b") and not claims.CLAIMS["olmo_instruction"].measures(None)

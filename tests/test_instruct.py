@@ -248,11 +248,13 @@ def test_verdict_goes_through_bends_down():
     import numpy as np
     from coft_utils.foundation import verdicts
     g = np.random.default_rng(0)
-    bend = np.array([0.30, 0.33, 0.36, 0.39, 0.42, 0.36])
+    # a bend that is smooth in log tokens (one pre-training run: a drop at the last checkpoint alone
+    # would be read as that checkpoint's own luck)
+    bend = 0.42 - 0.012 * (np.arange(6) - 3.2) ** 2
     tuned, base = _frames(bend + 0.005 * g.standard_normal((3, 6)), np.linspace(0.3, 0.45, 6))
     v = instruct_report.verdict(tuned, base, {"avg": 0.25}, "avg_acc_norm")
     assert isinstance(v["verdict"], verdicts.Verdict) and v["label"] == "observed" and v["n_seeds"] == 3
-    assert v["best_checkpoint"] == "c4" and not v["near_chance"] and "observed" in v["text"]
+    assert v["best_checkpoint"] == "c3" and not v["near_chance"] and "observed" in v["text"]
     assert v["verdict"].method.startswith("best of the later half")
     # the base bending down too: no claim
     tb, bb = _frames(bend + 0.005 * g.standard_normal((3, 6)), bend, base_se=0.001)
@@ -280,7 +282,8 @@ def test_id_verdict_on_perplexity():
     tuned, base = _frames([[0.3] * 5] * 3, [0.3] * 5, ppl=better)
     v = instruct_report.id_verdict(tuned, base)
     assert v["label"] == "contradicted"  # the tuned ppl is best at the last checkpoint
-    worse = [list(np.array([20.0, 15.0, 12.0, 10.0, 13.0]) * (1 + 0.01 * g.standard_normal(5))) for _ in range(3)]
+    worse = [list(10 * np.exp(0.15 * (np.arange(5) - 2.8) ** 2) * (1 + 0.01 * g.standard_normal(5)))
+             for _ in range(3)]  # smooth in log tokens: one pre-training run reads a lone spike as scatter
     tuned, base = _frames([[0.3] * 5] * 3, [0.3] * 5, ppl=worse)
     v = instruct_report.id_verdict(tuned, base)
     assert v["label"] == "observed" and "perplexity" in v["verdict"].unit and v["verdict"].statistic > 20
@@ -294,7 +297,8 @@ def test_claim_verdict_declares_acc_norm(tmp_path):
     g = np.random.default_rng(2)
     # acc bends down, acc_norm does not: the claim row follows acc_norm only ("either" never counts)
     tuned, base = _frames(0.4 + 0.005 * g.standard_normal((3, 5)), np.linspace(0.3, 0.4, 5))
-    tuned["avg_acc"] = tuned["avg_acc"] - np.where(tuned.checkpoint == "c4", 0.1, 0.0)
+    tuned["avg_acc"] = tuned["avg_acc"] - tuned.checkpoint.map(dict(zip([f"c{i}" for i in range(5)],
+                                                                    [0, 0, 0.011, 0.044, 0.099])))
     cfg = profiles.resolve(CH, "smoke")
     from types import SimpleNamespace
     series = SimpleNamespace(name="toy")

@@ -200,7 +200,7 @@ def test_panel_verdicts_on_synthetic_frames():
     g = np.random.default_rng(0)
 
     def frames(last):
-        curve = [0.56, 0.66, 0.69, 0.81, 0.85, last]
+        curve = [*(0.85 - 0.03 * (np.arange(5) - 4.0) ** 2), last]  # smooth in log tokens
         base = pd.DataFrame([{"checkpoint": f"c{i}", "tokens": toks[i], "pairs/acc": 0.68 + 0.045 * i,
                               "pairs/acc_stderr": 0.018} for i in range(K)])
         tuned = pd.DataFrame([{"checkpoint": f"c{i}", "tokens": toks[i], "seed": s, "lr": 1e-3,
@@ -208,9 +208,9 @@ def test_panel_verdicts_on_synthetic_frames():
         return {"tuned": tuned, "base": base, "seeds": [0, 1, 2], "series": type("S", (), {"name": "x"})(),
                 "lr_choice": pd.DataFrame(), "panel_reference": {"pairs/acc": 0.5}}
     cfg = profiles.resolve(CH, "smoke", {"panel": ["minimal_pairs"]})
-    down = instruct_report.panel_verdicts(frames(0.78), cfg)["pairs/acc"]
+    down = instruct_report.panel_verdicts(frames(0.82), cfg)["pairs/acc"]
     up = instruct_report.panel_verdicts(frames(0.88), cfg)["pairs/acc"]
     assert down["label"] == "observed" and down["claim"] and down["base_improves"].label == "observed"
     assert up["label"] != "observed"
-    pc = instruct_report.panel_claim(frames(0.78), cfg)
+    pc = instruct_report.panel_claim(frames(0.82), cfg)
     assert pc["verdict"].label == "observed" and "minimal-pair" in pc["measured"]

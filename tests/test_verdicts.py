@@ -8,17 +8,21 @@ import pytest
 from coft_utils.chapters import calibration
 from coft_utils.foundation import verdicts as V
 T = calibration.TOKENS
-N = 400
+N = 200
 
 
 @pytest.mark.parametrize("i", range(len(calibration.cases())),
                          ids=[f"{c.claim}:{c.test}" for c in calibration.cases()])
 def test_calibration(i):
-    """False positives ≤ 5 % (asserted ≤ 8 % over 400 draws: binomial slack) and power ≥ 80 %."""
-    r = calibration.run_case(calibration.cases()[i], n=N, seed=1000 + i)
-    assert r["false_positive_rate"] <= 0.08, r
-    assert r["false_positive_rate"] + r["contradicted_on_null"] <= 0.10, r
-    assert r["power"] >= 0.80, r
+    """Under every class of null (independent, shared checkpoint shocks of 0.5 and 2 seed s.d.,
+    per-seed slopes, t3 tails, an outlier seed): false positives ≤ 5 % (asserted ≤ 9 % over 200
+    draws per class: binomial slack for the worst of six), and power ≥ the case's stated floor."""
+    c = calibration.cases()[i]
+    r = calibration.run_case(c, n=N, seed=1000 + i)
+    assert set(r["fpr_by_null"]) == set(calibration.KINDS)
+    assert r["false_positive_rate"] <= 0.09, r
+    assert r["false_positive_rate"] + r["contradicted_on_null"] <= 0.13, r
+    assert r["power"] >= c.min_power, r
 
 
 def _rng(s=0):
@@ -43,10 +47,20 @@ def test_noisy_flat():
 
 
 def test_true_u():
-    y = calibration._noisy(_rng(2), calibration.U_02, 5, 0.01)
+    y = calibration._noisy(_rng(2), calibration.U_PAR, 5, 0.01)
     v = V.u_shape(T, y)
-    assert v.label == "observed" and v.detail["argmin"] == 2 and v.ci[0] > 0
-    assert "re-selected" in v.method
+    assert v.label == "observed" and v.detail["argmin"] == 3 and v.ci[0] > 0
+    assert "re-selected" in v.method and "one pre-training run" in v.design
+
+
+def test_sharp_u_needs_pre_training_runs():
+    """A U sharper than a parabola, from one run, is partly read as checkpoint scatter (within
+    noise, with what it could have seen); the same curve from 3 pre-training runs is observed."""
+    g = _rng(40)
+    one = V.u_shape(T, calibration._noisy(g, calibration.U_02, 5, 0.01))
+    assert one.label == "within noise" and one.mde > 0
+    three = V.u_shape(T, calibration._noisy(g, calibration.U_02, 6, 0.01), runs=[0, 0, 1, 1, 2, 2])
+    assert three.label == "observed" and three.n_replicates == 3
 
 
 def test_one_seed_dip():
@@ -113,11 +127,68 @@ def test_one_lr_grid():
     assert v.label == "inconclusive" and "at least 2" in v.reason
 
 
-def test_shift_drops_diverged_curve_and_names_it():
-    good = {lr: calibration._noisy(_rng(10), 100 * np.array(c), 3, 0.005) for lr, c in calibration.SHIFT_03.items()}
-    good[1.0] = np.full((3, 6), np.inf)
+def test_shift_never_drops_a_diverged_curve():
+    good = {lr: calibration._noisy(_rng(10), calibration._par(c), 3, 0.005) for lr, c in zip((1, 2, 3), (4, 3, 2))}
+    assert V.minimum_shift(T, good).label == "observed"
+    good[4] = np.full((3, 6), np.inf)
     v = V.minimum_shift(T, good)
-    assert v.label == "observed" and 1.0 in v.detail["dropped"]
+    assert v.label == "inconclusive" and "4" in v.detail["dropped"] and "never dropped" in v.reason
+
+
+def test_shift_at_the_edge_needs_a_located_minimum():
+    """Every true minimum at the last checkpoint, noise growing with the key: bootstrap τ alone is
+    biased toward 'earlier' (noise can only move an edge minimum inwards); the rule that some curve
+    must have an interior minimum beyond noise keeps the rate ≤ 5 %."""
+    g = _rng(30)
+    falling = 100 * 0.97 ** np.arange(6)
+    labels = [V.minimum_shift(T, {k: calibration._noisy(g, falling, 3, rel) for k, rel in
+                                  enumerate((0.005, 0.01, 0.02, 0.04))}, n_boot=400).label for _ in range(100)]
+    assert labels.count("observed") <= 5, labels
+
+
+def test_one_run_shared_checkpoint_shock_is_noise():
+    """The issue's minimal case: a shock that every seed of the one run shares, no trend."""
+    g = _rng(31)
+    hits = sum(V.rises(T, g.standard_normal((5, 6)) + 0.5 * g.standard_normal((1, 6))).label != "within noise"
+               for _ in range(400))
+    assert hits <= 0.08 * 400, hits
+    v = V.rises(T, g.standard_normal((5, 6)))
+    assert "one pre-training run" in v.design
+
+
+def test_hierarchical_design_tests_across_pre_training_runs():
+    """3 runs x 2 seeds: the statistic per run, the test across the 3 runs (a shock shared within a
+    run is part of the between-run spread)."""
+    g = _rng(32)
+    runs = [0, 0, 1, 1, 2, 2]
+    fp = 0
+    for _ in range(300):
+        run_shock = np.repeat(0.7 * g.standard_normal((3, 6)), 2, axis=0)
+        fp += V.rises(T, g.standard_normal((6, 6)) + run_shock, runs=runs).label != "within noise"
+    assert fp <= 0.08 * 300, fp
+    v = V.rises(T, 0.5 * np.arange(6) + 0.1 * g.standard_normal((6, 6)), runs=runs)
+    assert v.label == "observed" and v.n_replicates == 3 and "3 pre-training runs" in v.design
+    with pytest.raises(ValueError, match="runs"):
+        V.rises(T, g.standard_normal((6, 6)), runs=[0, 1])
+
+
+def test_nan_standard_error_is_inconclusive():
+    tuned = 0.5 + 0.01 * _rng(33).standard_normal((3, 6))
+    base = 0.5 + 0.01 * _rng(34).standard_normal((1, 6))
+    v = V.bends_down(T, tuned, base, base_se=np.full(6, np.nan))
+    assert v.label == "inconclusive" and "standard error" in v.reason
+
+
+def test_within_noise_says_what_it_could_have_seen():
+    v = V.rises(T, 100 * (1 + 0.01 * _rng(35).standard_normal((5, 6))))
+    assert v.label == "within noise" and v.mde > 0 and "would have detected" in v.text()
+    row = V.combine({1: v, 2: V.rises(T, 100 * (1 + 0.03 * _rng(36).standard_normal((5, 6))))})
+    assert row.mde == pytest.approx(v.mde)  # the row fires with any member: the smallest member MDE
+
+
+def test_zero_width_interval_is_not_printed_as_an_interval():
+    v = V.Verdict(claim="x", label="within noise", statistic=0.632, ci=(0.632, 0.632), n_replicates=3, unit="τ")
+    assert "[" not in v.stat_text() and "no width" in v.stat_text()
 
 
 def test_combine_bonferroni_and_mixed():
@@ -271,3 +342,11 @@ def test_differs_by_replicate_is_calibrated_when_a_seed_shifts_its_whole_curve()
     fp = np.mean([V.differs(a, b).label != "within noise" for a, b in draws])
     fp_ind = np.mean([V.differs(a, b, independent=True).label != "within noise" for a, b in draws])
     assert fp <= 0.08 and fp_ind > 0.2, (fp, fp_ind)
+
+
+def test_deterministic_trajectory_has_no_scatter_term_and_bad_runs_are_refused():
+    y = calibration._noisy(_rng(41), calibration.U_02, 5, 0.01)
+    v = V.u_shape(T, y, runs="deterministic")
+    assert v.label == "observed" and "deterministic" in v.design
+    with pytest.raises(ValueError, match="allowed"):
+        V.rises(T, y, runs="two")

@@ -32,6 +32,11 @@ class Claim:
     id: str
     text: str
     paper: str  # where the paper shows it
+    model: str = ""  # a row about one model (a series name): no cell from another series
+
+    def measures(self, series: str | None) -> bool:
+        """Can a verdict measured on ``series`` fill this row? (Always, unless the row names a model.)"""
+        return not self.model or (series is not None and self.model.lower() in str(series).lower())
 
     @property
     def chapter(self) -> str:
@@ -44,7 +49,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
           "Fig. 1 (base curves); §3.2"),
     Claim("olmo_instruction", "OLMo-1B: after instruction tuning the last (3T-token) checkpoint is worse than an "
           "earlier one (2.3T), while the base model keeps improving",
-          "Figs. 1-2"),
+          "Figs. 1-2", model="olmo-1b"),
     Claim("cpu_general_ability", "Small-model stand-in for the paper's benchmarks (this companion's general-ability "
           "panel: minimal pairs and LAMBADA through lm-eval, pre-training-domain and WikiText-2 perplexity): after "
           "instruction tuning the last checkpoint is worse than an earlier one while the base model does not bend down",
@@ -138,8 +143,9 @@ def record(claim_id: str, profile: str, verdict, measured: str, numbers: dict | 
         v = verdict.to_dict()
         label = verdict.label
         stat = verdict.stat_text() if math.isfinite(verdict.statistic) else ""
+        design, mde = verdict.design, verdict.mde_text()
     else:
-        label, v, stat = verdict, None, ""
+        label, v, stat, design, mde = verdict, None, "", "", ""
     if label not in VERDICTS:
         raise ValueError(f"unknown verdict {label!r}; allowed: {', '.join(VERDICTS)}")
     profiles.get_profile(profile)
@@ -152,6 +158,7 @@ def record(claim_id: str, profile: str, verdict, measured: str, numbers: dict | 
     ids = record_ids(records)
     cfg_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
     return store.write(unit, {"verdict": label, "measured": measured, "statistic": stat,
+                              "series": series_name(config), "design": design, "mde": mde,
                               "seed": seed, "overrides": changed,
                               "config_hash": results.config_hash(cfg_dict) if config is not None else None,
                               "records": ids, "records_hash": results.config_hash(ids) if ids else None,
@@ -160,6 +167,15 @@ def record(claim_id: str, profile: str, verdict, measured: str, numbers: dict | 
                                              "test": v or {}, "numbers": numbers or {},
                                              "chapter": chapter},
                        config=config)
+
+
+def series_name(config) -> str | None:
+    """The checkpoint series a chapter's run measured (``suite (cosine)``, ``olmo-1b``, a file), or None."""
+    name = getattr(config, "series", None)
+    if not name:
+        return None
+    sched = getattr(config, "schedule", "")
+    return f"{name} ({sched})" if name == "suite" and sched else str(name)
 
 
 # parameters that do not change what a run measures (how it is scheduled, not what it computes)
@@ -220,13 +236,20 @@ def table():
     for c in CLAIMS.values():
         row = {"claim": c.text, "paper": c.paper, "chapter": c.chapter}
         for r in recs:
-            if r["claim"] == c.id:
+            if r["claim"] == c.id and not c.measures(r.get("series")):
+                row[f"{r['tag']}: verdict"] = f"not measured on {c.model}"
+                row[f"{r['tag']}: measured"] = f"this run used {r.get('series')}"
+            elif r["claim"] == c.id:
                 row[f"{r['tag']}: verdict"] = r["verdict"]
+                row[f"{r['tag']}: design"] = r.get("design", "")
+                row[f"{r['tag']}: smallest detectable"] = r.get("mde", "")
                 row[f"{r['tag']}: statistic"] = r.get("statistic", "")
                 row[f"{r['tag']}: measured"] = r["measured"]
         rows.append(row)
     df = pd.DataFrame(rows)
-    order = ["claim", "paper", "chapter"] + [f"{t}: {k}" for t in cols for k in ("verdict", "statistic", "measured")
+    order = ["claim", "paper", "chapter"] + [f"{t}: {k}" for t in cols
+                                             for k in ("verdict", "statistic", "design", "smallest detectable",
+                                                       "measured")
                                              if f"{t}: {k}" in df]
     return df[order].fillna("not run")
 
@@ -257,10 +280,18 @@ def html_table(profile: str | None = None) -> str:
                 cells.append("<td>not run</td>")
                 continue
             r = rs[0]
+            if not c.measures(r.get("series")):
+                cells.append(f"<td>not measured on {html.escape(c.model)}<br><small>this run used "
+                             f"{html.escape(str(r.get('series') or 'another series'))}: see the stand-in row"
+                             "</small></td>")
+                continue
             src = "" if r["source"] == "this machine" else " <em>(reference)</em>"
             stat = html.escape(r.get("statistic") or "")
             n = r.get("n_replicates")
-            cells.append(f"<td>{badge(r['verdict'])}{src}<br><small>{stat}</small>"
+            extra = "".join(f"<br><small><em>{k}:</em> {html.escape(str(r.get(f) or ''))}</small>"
+                            for k, f in (("series", "series"), ("design", "design"), ("could see", "mde"))
+                            if r.get(f))
+            cells.append(f"<td>{badge(r['verdict'])}{src}<br><small>{stat}</small>{extra}"
                          f"<details><summary><small>what was measured{f', {n} replicates' if n else ''}"
                          f"</small></summary><small>{html.escape(r['measured'])}<br><em>method:</em> "
                          f"{html.escape(r.get('method') or '')}</small></details></td>")

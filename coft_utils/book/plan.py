@@ -223,6 +223,12 @@ def _plan_00(cfg) -> ChapterPlan:
             seen.add(key)
             job = j.name if j.kind == "cosine" else f"trunk+wsd @ lr {c.peak_lr():g}"
             units.append(_job_unit(c, j, f"{j.name} ({sched})", job))
+    # the replicated schedule's further pre-training runs (seeds seed+1 ..): its whole plan again each
+    rep = dataclasses.replace(cfg, schedule=pretrain.REPLICATED)
+    for i in range(1, getattr(cfg, "pretrain_seeds", 1)):
+        for j in pretrain_plan.plan(rep):
+            units.append(_job_unit(rep, j, f"{j.name} ({rep.schedule}, seed {cfg.seed + i})",
+                                   f"{rep.schedule} seed {cfg.seed + i}"))
     if cfg.lr_scan_lrs:
         notes.append(f"the LR scan ({len(cfg.lr_scan_lrs)} LRs x {cfg.lr_scan_budgets} budgets) runs in the "
                      "notebook and is not priced here")

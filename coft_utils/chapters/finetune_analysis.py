@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-__all__ = ["mean_frame", "diverged_note", "replicates", "inflection_table", "best_lr", "tuned_replicates",
+__all__ = ["mean_frame", "diverged_note", "replicates", "inflection_table", "best_lr", "tuned_replicates", "crossfit_replicates",
            "lr_regime", "pareto_front", "front_comparison"]
 
 
@@ -166,6 +166,38 @@ def tuned_replicates(df, best, task: str, value: str = "ood_ppl_after"):
         cols.append(d[value].astype(float).to_numpy())
     n = min(len(c) for c in cols) if cols else 0
     return b.tokens.to_numpy(float), b.checkpoint.tolist(), np.stack([c[:n] for c in cols], axis=1) if cols else np.zeros((0, 0))
+
+
+def crossfit_replicates(df, task: str, metric: str = "id_ppl", value: str = "ood_ppl_after"):
+    """(tokens, labels, values ``(seeds × checkpoints)``, chosen LRs ``(seeds × checkpoints)``) at an
+    LR chosen *without* the seed it is scored on: for seed s at each checkpoint, the LR with the best
+    mean validation ``metric`` over the other seeds (never choose and test on the same runs). A seed
+    whose own run at that LR diverged gives NaN there (the verdict is then inconclusive)."""
+    col = f"val_{metric}"
+    d = df[df.task == task]
+    lrs = np.array(sorted(d.lr.unique()), float)
+    seeds = sorted(d.seed.unique())
+    ck = d.drop_duplicates("checkpoint").sort_values("tokens")
+    labels = ck.checkpoint.tolist()
+
+    def cube(c):
+        return np.stack([d[d.lr == lr].pivot_table(index="seed", columns="checkpoint", values=c, aggfunc="first",
+                                                    dropna=False).reindex(index=seeds, columns=labels).to_numpy(float)
+                         for lr in lrs])  # [lr, seed, ckpt]
+    val, out = cube(col), cube(value)
+    sgn = -1.0 if metric == "accuracy" else 1.0
+    R, K = len(seeds), len(labels)
+    Y, chosen = np.full((R, K), np.nan), np.full((R, K), np.nan)
+    for i in range(R):
+        rest = [j for j in range(R) if j != i] or [i]
+        with np.errstate(all="ignore"):
+            v = sgn * val[:, rest].mean(axis=1)  # NaN where another seed diverged: no candidate
+        v = np.where(np.isfinite(v), v, np.inf)
+        for k in range(K):
+            if np.isfinite(v[:, k]).any():
+                j = int(np.argmin(v[:, k]))
+                Y[i, k], chosen[i, k] = out[j, i, k], lrs[j]
+    return ck.tokens.to_numpy(float), labels, Y, chosen
 
 
 def lr_regime(best, grid) -> dict:

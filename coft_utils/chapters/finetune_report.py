@@ -30,7 +30,7 @@ import numpy as np
 
 from ..foundation import verdicts
 from .finetune_analysis import (best_lr, diverged_note, front_comparison, inflection_table, lr_regime,
-                                mean_frame, pareto_front, replicates, tuned_replicates)
+                                crossfit_replicates, mean_frame, pareto_front, replicates, tuned_replicates)
 from .finetune_plots import plot_best, plot_id, plot_ood, plot_pareto
 
 __all__ = ["THEIRS", "steps_text", "fixed_lr_verdict", "fixed_lr_summary", "sweep_verdict", "sweep_summary", "unit_table",
@@ -93,17 +93,10 @@ def fixed_lr_verdict(df, alpha: float = verdicts.ALPHA) -> dict:
 
 
 def _shift_without_diverged(df, task, tok, curves) -> verdicts.Verdict:
-    """Kendall's τ of the minimum's position against LR, over the LRs where no seed diverged."""
-    dropped = [lr for lr in curves if diverged_note(df, task, lr)]
-    kept = {lr: P for lr, P in curves.items() if lr not in dropped}
-    if not dropped:
-        return verdicts.minimum_shift(tok, curves, "earlier", what="learning rate")
-    if len(kept) < 2:
-        return verdicts.diverged(verdicts.minimum_shift(tok, curves, "earlier", what="learning rate"),
-                                 diverged_note(df, task))
-    v = verdicts.minimum_shift(tok, kept, "earlier", what="learning rate")
-    v.reason = (v.reason + "; " if v.reason else "") + f"LR(s) {_lrs_text(sorted(dropped))} left out: diverged"
-    return v
+    """Kendall's τ of the minimum's position against LR over every LR: a diverged LR is never
+    dropped (dropping the curves that diverge selects on the outcome), it makes the row inconclusive."""
+    return verdicts.diverged(verdicts.minimum_shift(tok, curves, "earlier", what="learning rate"),
+                             diverged_note(df, task))
 
 
 def _minimum_text(u, labels) -> str:
@@ -119,7 +112,11 @@ def fixed_lr_summary(df, cfg, series) -> dict:
     n_seeds = int(df.groupby(["task", "lr", "checkpoint"]).size().min()) if len(df) else 0
     for task, x in v.items():
         g, u, e = x["rows"]["forgetting_grows"], x["rows"]["ushape_fixed_lr"], x["rows"]["earlier_larger_lr"]
-        per_lr = "; ".join(f"lr={lr:g}: forgetting {x['grow'][lr].label} ({x['grow'][lr].stat_text()}), "
+        per_lr = "; ".join(f"lr={lr:g}: forgetting {x['grow'][lr].label} ({x['grow'][lr].stat_text()}"
+                           + ("" if x["grow"][lr].detail.get("monotone", True) else
+                              "; the mean curve is not monotone: " + ", ".join(
+                                  f"{y:.3g}" for y in x["grow"][lr].detail.get("mean", [])))
+                           + "), "
                            f"minimum at {_minimum_text(x['u'][lr], x['labels'])}, U-shape {x['u'][lr].label}"
                            for lr in sorted(x["grow"]))
         if x["diverged"]:
@@ -135,18 +132,24 @@ def fixed_lr_summary(df, cfg, series) -> dict:
         rows.setdefault("earlier_larger_lr", (e, f"{where}: minima at " + ", ".join(
             f"{lr:g}: {_minimum_text(x['u'][lr], x['labels'])}" for lr in sorted(x["u"]))))
     first = next(iter(v.values())) if v else None
-    headline = (f"Forgetting rising with tokens: {first['rows']['forgetting_grows'].label}; U-shape after "
-                f"fine-tuning: {first['rows']['ushape_fixed_lr'].label}; earlier for larger LRs: "
+    bumpy = ([f"{lr:g}" for lr, gv in first["grow"].items() if not gv.detail.get("monotone", True)]
+             if first else [])
+    headline = (f"Forgetting rising with tokens: {first['rows']['forgetting_grows'].label}"
+                + (f" (a linear trend; the mean curve is not monotone at lr {', '.join(bumpy)})" if bumpy else "")
+                + f"; U-shape after fine-tuning: {first['rows']['ushape_fixed_lr'].label}; earlier for larger LRs: "
                 f"{first['rows']['earlier_larger_lr'].label}." if first else "no units")
     return {"per_task": v, "text": " ".join(texts), "overall": headline, "claims": rows,
             "label": first["rows"]["ushape_fixed_lr"].label if first else "inconclusive",
             "numbers": {t: {k: r.to_dict() for k, r in x["rows"].items()} for t, x in v.items()}}
 
 
-def sweep_verdict(df, best, grid, early_frac: float = 0.34, alpha: float = verdicts.ALPHA) -> dict:
+def sweep_verdict(df, best, grid, early_frac: float = 0.34, alpha: float = verdicts.ALPHA,
+                  metric: str = "id_ppl") -> dict:
     """Per task: the LR regime, and the two claim rows: is the OOD perplexity after fine-tuning
     at the tuned LR still U-shaped (``lr_tuning_remains``), and does its minimum come later than
-    at a fixed LR, the one tuned at the first checkpoint (``lr_tuning_later``)?"""
+    at a fixed LR, the one tuned at the first checkpoint (``lr_tuning_later``)? Both are tested
+    cross-fitted: each seed is scored at the LR chosen on the *other* seeds' validation metric
+    (:func:`~coft_utils.chapters.finetune_analysis.crossfit_replicates`), never on its own."""
     reg = lr_regime(best, grid)
     out = {}
     for task in sorted(df.task.unique()):
@@ -164,7 +167,7 @@ def sweep_verdict(df, best, grid, early_frac: float = 0.34, alpha: float = verdi
                          "grid_steps_down": 0, "doublings": 0.0, "at_grid_edge": False}
             continue
         r = reg[task]
-        tok, labels, P = tuned_replicates(df, best, task)
+        tok, labels, P, _chosen = crossfit_replicates(df, task, metric)
         remains = verdicts.u_shape(tok, P, alpha=alpha)
         lr0 = float(d.lr.iloc[0])
         _, _, P0 = replicates(df, task, lr0, "ood_ppl_after")
@@ -177,8 +180,9 @@ def sweep_verdict(df, best, grid, early_frac: float = 0.34, alpha: float = verdi
                + ("; the optimum touches the edge of the grid at some checkpoint, so the grid may be too narrow"
                   if r["at_grid_edge"] else "") + "). Seeds choosing the chosen LR: "
                + ", ".join(f"{c}: {w}" for c, w in zip(d.checkpoint, d.wins_chosen)) + ". "
-               f"At the tuned learning rate the U-shape of the OOD perplexity after fine-tuning is **{remains.label}** "
-               f"({remains.stat_text()}; minimum at {_minimum_text(remains, labels)}). Against the fixed LR {lr0:g} "
+               f"At the tuned learning rate (cross-fitted: each seed scored at the LR the other seeds chose) the U-shape "
+               f"of the OOD perplexity after fine-tuning is **{remains.label}** "
+               f"({remains.text()}; minimum at {_minimum_text(remains, labels)}). Against the fixed LR {lr0:g} "
                f"(the one tuned at the first checkpoint, minimum at "
                f"{labels[int(np.argmin(P0.mean(0)))] if np.isfinite(P0).all() else '—'}), tuning moving the minimum "
                f"later is **{later.label}** ({later.stat_text()}).")
@@ -202,7 +206,7 @@ def sweep_verdict(df, best, grid, early_frac: float = 0.34, alpha: float = verdi
 def sweep_summary(df, best, cfg, series) -> dict:
     """The sweep chapter's verdict from its own records: per-task text and the claim rows
     ``lr_tuning_later`` and ``lr_tuning_remains`` (Verdicts) with what was measured."""
-    v = sweep_verdict(df, best, cfg.lrs, cfg.early_frac)
+    v = sweep_verdict(df, best, cfg.lrs, cfg.early_frac, metric=cfg.select_metric)
     rows = {}
     for task, x in v.items():
         where = f"{task} on {series.name}, grid {_lrs_text(cfg.lrs)}, {x['remains'].n_replicates} seeds"

@@ -253,8 +253,9 @@ def describe(df, source: str, scale: str):
                      else f"γ={g:g}: —" for g, x in V["per_gamma"].items())
     div = sum(x["n_diverged"] for x in V["per_gamma"].values())
     text = (f"With noise scaled by {SCALE_TEXT[scale]}: the damage (Δ perplexity) rising with tokens is "
-            f"**{r.label}** ({r.reason}; strongest: {r.stat_text()}); a U-shape of the perturbed perplexity is "
-            f"**{u.label}** ({u.reason}; strongest: {u.stat_text()}). Minimum of the mean perturbed perplexity at: "
+            f"**{r.label}** ({r.reason}; the smallest p-value, at γ={r.detail.get('picked', '?')}: {r.stat_text()}); "
+            f"a U-shape of the perturbed perplexity is "
+            f"**{u.label}** ({u.reason}; the smallest p-value, at γ={u.detail.get('picked', '?')}: {u.stat_text()}). Minimum of the mean perturbed perplexity at: "
             f"{mins}." + (f" Minimum earlier for larger γ: **{e.label}** ({e.stat_text()})." if e is not None else "")
             + (f" {div} perturbed evaluations diverged (inf/NaN): those γ are inconclusive, not dropped." if div else ""))
     return text, V

@@ -120,7 +120,7 @@ from .pretrain_train import Unit, _accelerator, _done, _model_config, _ready, ru
 
 # budget_labels: profiles.series_info reads it here (the suite's checkpoint labels of a preset)
 __all__ = ["Config", "PRESETS", "SCHEDULES", "CODE_VERSION", "get_suite", "cached_suite", "run_suite",
-           "all_suites", "train_suites", "load_records", "load_records_dir", "suite_key", "suite_dir",
+           "all_suites", "all_suites_and_runs", "REPLICATED", "train_suites", "load_records", "load_records_dir", "suite_key", "suite_dir",
            "resolve", "budget_labels"]
 
 CHAPTER = "00_pretraining_suite"
@@ -182,6 +182,9 @@ class Config(profiles.ChapterConfig):
                                "(lr_scan; empty: no scan)", min=0.0, min_exclusive=True, allow_empty=True)
     lr_scan_budgets: int = param(3, "the LR scan trains the smallest this many budgets (at most n_budgets)",
                                  min=1, max=30)
+    pretrain_seeds: int = param(1, "pre-training runs of the constant schedule (seeds seed .. seed + n - 1; its "
+                                "trunk is the cheapest series): the spread between runs per checkpoint, and the "
+                                "replicates of chapter 00's verdict for that schedule", min=1, max=16)
 
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
@@ -236,7 +239,7 @@ PRESETS: dict[str, Config] = {
     "smoke": Config(profile="smoke", model="olmo-pico", vocab_size=512, seq_len=64, batch_size=8,
                     min_budget=2048.0, n_budgets=6, lr=3e-3, warmup_steps=2, tokenizer_chars=400_000,
                     val_blocks=16, save_every=20, threads=1, workers=1, lr_scan_lrs=(3e-3, 1.2e-2),
-                    lr_scan_budgets=2),
+                    lr_scan_budgets=2, pretrain_seeds=2),
     # olmo-pico with a 1024 BPE: ~65k parameters (embeddings included); 0.25M..8M tokens
     # -> ~123 tokens/param at the largest budget. Peak LRs: chosen by lr_scan at this profile
     # (its lr_scan_lrs on the 0.25M, 0.5M, 1M budgets; see chapter 00). Scan + all three
@@ -245,7 +248,7 @@ PRESETS: dict[str, Config] = {
                   min_budget=262_144.0, n_budgets=6, lr=6e-3, lr_cosine=2.4e-2, lr_wsd=6e-3,
                   lr_constant=6e-3, warmup_steps=20,
                   tokenizer_chars=3_000_000, val_blocks=64, save_every=200, threads=1, workers=2,
-                  lr_scan_lrs=(3e-3, 6e-3, 1.2e-2, 2.4e-2), lr_scan_budgets=3),
+                  lr_scan_lrs=(3e-3, 6e-3, 1.2e-2, 2.4e-2), lr_scan_budgets=3, pretrain_seeds=3),
     # olmo-micro (4 x 128) with a 2048 BPE: ~1.31M params; 42M..1.34B tokens (~1,020 tokens/param),
     # bf16 on one H100/A100 (Gutenberg repeated for several epochs at the largest budgets).
     "gpu": Config(profile="gpu", model="olmo-micro", vocab_size=2048, seq_len=256, batch_size=512,
@@ -267,7 +270,7 @@ PRESETS: dict[str, Config] = {
 # fields that do not change what is trained (or, for the lr_* fields, enter through the
 # schedule's effective peak LR): not part of the cache key, so e.g. `workers` reuses a suite
 _KEY_SKIP = ("threads", "save_every", "schedule", "workers", "lr_cosine", "lr_wsd", "lr_constant",
-             "lr_scan_lrs", "lr_scan_budgets", "prepare_timeout",
+             "lr_scan_lrs", "lr_scan_budgets", "prepare_timeout", "pretrain_seeds",
              # the global batch fixes the run; how a process splits it (like the number of processes)
              # changes only float rounding
              "micro_batch_size")
@@ -455,7 +458,28 @@ def all_suites(profile: str = "cpu", seed: int = 0, overrides: dict | None = Non
                schedules=SCHEDULES, progress: bool = True) -> dict[str, models.CheckpointSeries]:
     """{schedule: series} for every schedule (``overrides`` may not set the schedule); the jobs
     of all schedules not cached yet are trained together on ``cfg.workers`` processes."""
+    return all_suites_and_runs(profile, seed, overrides, schedules, progress, n_seeds=1)[0]
+
+
+REPLICATED = "constant"  # the schedule with several pre-training runs (its one trunk is the cheapest)
+
+
+def all_suites_and_runs(profile: str = "cpu", seed: int = 0, overrides: dict | None = None,
+                        schedules=SCHEDULES, progress: bool = True, n_seeds: int | None = None):
+    """(``{schedule: series}``, ``{seed: series}``): every schedule at ``seed``, and the
+    :data:`REPLICATED` schedule's pre-training runs at seeds ``seed .. seed + n_seeds - 1``
+    (``n_seeds``: the config's ``pretrain_seeds``), all trained in one pool of workers. Each run
+    is an ordinary suite (its own cache folder: the seed is in the key), so a chapter can load any
+    of them with ``get_suite(profile, "constant", seed=s)``."""
     over = {k: v for k, v in (overrides or {}).items() if k != "schedule"}
     cfgs = [resolve(profile, s, seed, over) for s in schedules]
-    res = train_suites(cfgs, progress=progress)
-    return {c.schedule: res[(c.schedule, c.peak_lr())] for c in cfgs}
+    n = cfgs[0].pretrain_seeds if n_seeds is None else n_seeds
+    extra = [resolve(profile, REPLICATED, seed + i, over) for i in range(1, n)] if REPLICATED in schedules else []
+    res = train_suites(cfgs + extra, progress=progress)
+    if not extra:
+        return {c.schedule: res[(c.schedule, c.peak_lr())] for c in cfgs}, {}
+    # train_suites keys its result by (schedule, peak lr), which the seeds share: each series is
+    # read back from its own folder (series.json, written above; nothing is trained again)
+    suites = {c.schedule: run_suite(c, progress=False) for c in cfgs}
+    runs = {c.seed: run_suite(c, progress=False) for c in [cfgs[list(schedules).index(REPLICATED)]] + extra}
+    return suites, runs

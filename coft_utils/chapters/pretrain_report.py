@@ -23,6 +23,7 @@ from .pretrain_plan import cost_ratio
 from .pretrain_scan import choose_lr
 
 __all__ = ["suite_records", "records_frame", "records_table", "plot_ppl", "diverged_note", "monotone_verdict",
+           "run_matrix", "between_runs", "between_runs_table", "plot_between_runs",
            "cost_summary", "lr_scan_summary", "lr_scan_text", "lr_scan_table", "plot_lr_scan", "profiles_frame"]
 
 
@@ -116,25 +117,92 @@ def diverged_note(table) -> str:
             f"{'; '.join(why[:2])}{' …' if len(why) > 2 else ''})")
 
 
-def monotone_verdict(table) -> dict:
+def run_matrix(runs: dict, value: str = "val_ppl"):
+    """(tokens, labels, ``value`` as (pre-training runs × checkpoints), seeds) of ``{seed: series}``."""
+    seeds = sorted(runs)
+    frames = {s: suite_records(runs[s]).sort_values("tokens") for s in seeds}
+    f0 = frames[seeds[0]]
+    Y = np.stack([frames[s].set_index("label")[value].reindex(f0["label"]).to_numpy(float) for s in seeds])
+    return f0["tokens"].to_numpy(float), f0["label"].tolist(), Y, seeds
+
+
+def between_runs(runs: dict):
+    """The spread between pre-training runs (seeds) per checkpoint of the replicated schedule:
+    validation perplexity mean, s.d., 95 % t interval of the mean, relative s.d. and each run."""
+    import pandas as pd
+    from scipy import stats
+    tokens, labels, Y, seeds = run_matrix(runs)
+    n = Y.shape[0]
+    sd = Y.std(axis=0, ddof=1) if n > 1 else np.full(Y.shape[1], np.nan)
+    q = float(stats.t.ppf(0.975, n - 1)) if n > 1 else np.nan
+    mean = Y.mean(axis=0)
+    params = suite_records(runs[seeds[0]]).sort_values("tokens")["params"].to_numpy(float)
+    df = pd.DataFrame({"label": labels, "tokens": tokens, "tokens_per_param": tokens / params, "runs": n,
+                       "val_ppl_mean": mean, "val_ppl_sd": sd, "ci_lo": mean - q * sd / np.sqrt(n),
+                       "ci_hi": mean + q * sd / np.sqrt(n), "rel_sd_pct": 100 * sd / mean})
+    for i, s in enumerate(seeds):
+        df[f"seed {s}"] = Y[i]
+    return df
+
+
+def between_runs_table(df):
+    fmt = {c: "{:.2f}" for c in df.columns if c.startswith(("val_ppl", "ci_", "seed "))}
+    return df.style.format({**fmt, "tokens": "{:,.0f}", "tokens_per_param": "{:,.1f}",
+                            "rel_sd_pct": "{:.2f} %"}).hide(axis="index")
+
+
+def plot_between_runs(runs: dict, ax=None):
+    """Validation perplexity of every pre-training run of the replicated schedule, with the mean
+    and its 95 % interval over runs."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots()
+    df = between_runs(runs)
+    ok = lambda v: np.where(np.isfinite(v) & (v > 0), v, np.nan)  # noqa: E731 -- a diverged run: a gap
+    for c in [c for c in df.columns if c.startswith("seed ")]:
+        ax.plot(df.tokens, ok(df[c].to_numpy(float)), marker="o", lw=1, alpha=0.6, label=f"pre-training {c}")
+    ax.plot(df.tokens, ok(df.val_ppl_mean.to_numpy(float)), color="k", lw=2, label="mean over runs")
+    if len(runs) > 1:
+        ax.fill_between(df.tokens, ok(df.ci_lo.to_numpy(float)), ok(df.ci_hi.to_numpy(float)), color="k",
+                        alpha=0.15, label="95 % CI of the mean")
+    if not np.isfinite(ok(df[[c for c in df.columns if c.startswith("seed ")]].to_numpy(float))).any():
+        ax.text(0.5, 0.5, "every run diverged: nothing to show", ha="center", transform=ax.transAxes)
+        return ax.figure
+    ax.set_xscale("log", base=2)
+    plots.log_y(ax)
+    ax.set_xlabel("pre-training tokens")
+    ax.set_ylabel("validation perplexity")
+    ax.set_title(f"{len(runs)} pre-training runs of one schedule")
+    ax.legend(fontsize="small")
+    return ax.figure
+
+
+def monotone_verdict(table, runs: dict | None = None) -> dict:
     """Does validation perplexity improve with tokens, per schedule? A calibrated test
     (``coft_utils.foundation.verdicts.improves`` on log perplexity: the slope per doubling of tokens with
-    its 95 % CI; one trained model per budget, so the s.e. comes from the fit's residuals); the
-    claim row requires every schedule (an intersection-union test, each at α). Whether every
-    doubling helps (strict monotonicity) is reported beside it."""
+    its 95 % CI). With one pre-training run per budget the s.e. comes from the fit's residuals
+    (the checkpoint scatter is the noise); the schedule with several pre-training runs (``runs``:
+    ``{seed: series}``) is tested across its runs (a slope per run). The claim row requires every
+    schedule (an intersection-union test, each at α). Whether every doubling helps (strict
+    monotonicity) is reported beside it."""
     from ..foundation import verdicts
+    from .pretrain import REPLICATED
     per, tests = {}, {}
     for sched, g in table.groupby("schedule", sort=False):
         g = g.sort_values("tokens")
         p = list(g["val_ppl"])
-        tests[sched] = verdicts.diverged(
-            verdicts.improves(g.tokens.to_numpy(float), np.asarray(p, float)[None, :], log=True), diverged_note(g))
+        if sched == REPLICATED and runs and len(runs) > 1:
+            tok, _, Y, seeds = run_matrix(runs)
+            test = verdicts.improves(tok, Y, log=True, runs=seeds)
+        else:
+            test = verdicts.improves(g.tokens.to_numpy(float), np.asarray(p, float)[None, :], log=True)
+        tests[sched] = verdicts.diverged(test, diverged_note(g))
         per[sched] = {"monotone": all(b < a for a, b in zip(p, p[1:])), "first": p[0], "last": p[-1],
                       "verdict": tests[sched].label, "statistic": tests[sched].stat_text(),
                       "diverged": bool(diverged_note(g))}
     row = verdicts.combine(tests, over="schedules", require="all")
     parts = [f"{s}: {v['first']:.1f} -> {v['last']:.1f}, {v['verdict']} "
-             f"({v['statistic']}" + ("" if v["diverged"] else
+             f"({v['statistic']}; {tests[s].design}" + ("" if v["diverged"] else
                                       f"; {'every doubling helps' if v['monotone'] else 'NOT every doubling helps'}") + ")"
              for s, v in per.items()]
     return {"per_schedule": per, "all_monotone": all(v["monotone"] for v in per.values()), "verdict": row,

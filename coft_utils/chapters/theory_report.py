@@ -96,12 +96,13 @@ def _verdict_ushape(res: Results, n_groups: int = N_GROUPS):
     groups = {g: draw_groups(res.perturb_draws[g], n_groups) for g in gammas}
     # progressive sensitivity: the damage of the perturbation rises with t, for every gamma
     a_s = _V.alpha_for(len(gammas))
+    det = "deterministic"  # gradient flow: no run-to-run variance, the replicates are noise draws
     sens = _V.combine({f"γ={g:g}": _V.rises(times, groups[g] - res.loss_ckpt[None], alpha=a_s,
-                                           unit="per doubling of t (Δ L_A)")
+                                           unit="per doubling of t (Δ L_A)", runs=det)
                        for g in gammas}, over="γ", require="all")
     # U-shape: the perturbed loss (Monte Carlo replicates) and the fine-tuned loss (exact)
     a_u = _V.alpha_for(len(gammas) + len(lrs))
-    members = {f"perturbation γ={g:g}": _V.u_shape(times, groups[g], log=True, alpha=a_u) for g in gammas}
+    members = {f"perturbation γ={g:g}": _V.u_shape(times, groups[g], log=True, alpha=a_u, runs=det) for g in gammas}
     members.update({f"fine-tuning lr={lr:g}": _exact_u(times, res.ft_sim[lr][0]) for lr in lrs})
     ushape = _V.combine(members, over="curves (γ and fine-tuning LRs)")
     v = _all_of({"progressive sensitivity": sens, "U-shape": ushape}, "U-shape",
@@ -109,7 +110,7 @@ def _verdict_ushape(res: Results, n_groups: int = N_GROUPS):
     n_pu = sum(members[f"perturbation γ={g:g}"].observed for g in gammas)
     n_fu = sum(members[f"fine-tuning lr={lr:g}"].observed for lr in lrs)
     n_s = sum(m["label"] == "observed" for m in sens.detail["members"].values())
-    shift = _V.minimum_shift(times, groups, direction="earlier", what="γ") if len(gammas) > 1 else None
+    shift = _V.minimum_shift(times, groups, direction="earlier", what="γ", runs=det) if len(gammas) > 1 else None
     v.detail.update(n_u_perturb=n_pu, n_u_finetune=n_fu, n_sensitivity=n_s,
                     earlier=shift.to_dict() if shift is not None else None)
     measured = (f"damage of the perturbation rising with t beyond noise for {n_s} of {len(gammas)} γ; "

@@ -49,7 +49,7 @@ def _differs_problem(A, B, idx, log: bool):
 
 def differs(A, B, claim: str = "A above B", log: bool = False, paired: bool = False,
             alpha: float = ALPHA, unit: str | None = None, tokens=None, late_half: bool = False,
-            independent: bool = False) -> Verdict:
+            independent: bool = False, runs=None, runs_b=None) -> Verdict:
     """Is curve ``A`` above curve ``B`` at the same checkpoints (both replicates × checkpoints)?
 
     The statistic is the mean over checkpoints of mean_r(A_k) - mean_r(B_k) (with ``log``, of the
@@ -66,6 +66,9 @@ def differs(A, B, claim: str = "A above B", log: bool = False, paired: bool = Fa
     where the design makes replicates independent across checkpoints (chapter 02's noise, drawn
     from the checkpoint's label): the per-checkpoint Welch s.e. above, more degrees of freedom."""
     A, B = _as_curves("A", A), _as_curves("B", B)
+    dA, dB = _D.design(A, runs), _D.design(B, runs if runs_b is None else runs_b)
+    A, B = dA.Y, dB.Y
+    one_run = dA.one_run and dB.one_run
     if A.shape[1] != B.shape[1]:
         raise ValueError(f"differs: A and B need the same checkpoints; got shapes {A.shape} and {B.shape}")
     if paired and A.shape[0] != B.shape[0]:
@@ -87,6 +90,7 @@ def differs(A, B, claim: str = "A above B", log: bool = False, paired: bool = Fa
     if log:
         A, B = np.log(A), np.log(B)
     mA, mB = A.mean(axis=0), B.mean(axis=0)
+    a_full, b_full = A, B
     diff = mA - mB
     s = float(diff.mean())
     if not independent:  # replicates as clusters: one mean over the checkpoints per replicate
@@ -103,15 +107,34 @@ def differs(A, B, claim: str = "A above B", log: bool = False, paired: bool = Fa
     se = math.sqrt(var) / A.shape[1]
     den = float((terms ** 2 / dfs).sum())
     df = var ** 2 / den if den > 0 else float(min(RA, RB) - 1)
+    if one_run and K >= 3:
+        # one pre-training run per curve: the per-checkpoint differences' scatter about a line in
+        # log tokens, beyond the seeds, is checkpoint-level noise (an anneal branch, a checkpoint's luck)
+        xk = np.log2(t[idx]) if t is not None else np.arange(K, dtype=float)
+        vk = ((a_full - b_full).var(axis=0, ddof=1) / RA if paired else
+              a_full.var(axis=0, ddof=1) / RA + b_full.var(axis=0, ddof=1) / RB)
+        sc, dfc = _D.shock_var(diff, vk, xk, 1, subtract=False)
+        if dfc > 0 and sc > 0:
+            v2 = float(sc) / K
+            se = math.sqrt(se ** 2 + v2)
+            df = (se ** 2) ** 2 / ((se ** 2 - v2) ** 2 / df + v2 ** 2 / dfc)
+            method_extra = "; plus the scatter of the per-checkpoint differences about a line in log tokens"
+        else:
+            method_extra = ""
+    else:
+        method_extra = ""
     method += ("; s.e. from the per-checkpoint spread over replicates (independent across checkpoints), "
                "Welch-Satterthwaite df" if independent else
                "; each replicate averaged over the checkpoints first (a seed may shift its whole curve), "
                + ("t test of the per-replicate differences, df = R - 1" if paired else "Welch t test of those means"))
+    method += method_extra
     s, lo, hi, p, exact = _t_interval(s, se, df, alpha, float(np.abs(np.concatenate([mA, mB])).max()))
     method += " (no spread: exact)" if exact else ""
     scale = (lambda z: 100.0 * math.expm1(z)) if log else (lambda z: z)
     over = "mean over the later checkpoints" if late_half else "mean over checkpoints"
     return Verdict(label=_label(lo, hi), statistic=scale(s), ci=(scale(lo), scale(hi)), method=method,
+                   design=dA.text if one_run else f"A: {dA.text}; B: {dB.text}",
+                   mde=float("nan") if exact else scale(_D.mde(se, df, alpha)),
                    unit=unit or (f"% (A vs B), {over}" if log else f"(A - B), {over}"), p_value=p,
                    detail={"differences": diff.tolist(), "se": se, "df": df, "mean_A": mA.tolist(),
                            "mean_B": mB.tolist(), "paired": paired, "log": log, "checkpoints": idx.tolist(),
@@ -120,4 +143,5 @@ def differs(A, B, claim: str = "A above B", log: bool = False, paired: bool = Fa
 
 
 # at the end, so that either module can be imported first (verdicts re-exports differs at its end)
+from . import verdict_design as _D  # noqa: E402
 from .verdicts import Verdict, _label, _t_interval  # noqa: E402

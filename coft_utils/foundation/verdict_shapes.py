@@ -37,15 +37,42 @@ def _welch_var(Y):
     return Y.var(axis=-2, ddof=1) / R
 
 
-def _u_stat(Y, eps: float = 1e-12):
-    """Vectorized over leading axes: Y (..., R, K) -> (T, side, k_min, j_fall, j_rise, d, se)."""
+# shock sizes (s.d. of a checkpoint-level deviation shared by every seed, in units of one seed's
+# s.d.) and fall sizes (in units of the s.e. of a mean) of the least favourable null curves: the
+# critical value is the largest quantile over them (the nuisance is not known, so the worst case)
+SHOCKS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+FALLS = (2.0, 4.0, 8.0)
+N_GRID = N_NULL // 4  # draws per null curve of the one-run grid (many curves: the max is taken over them)
+
+
+def _contrast_se(Y, ref, shock2, eps: float):
+    """s.e. of mean(Y_j) - mean(Y_ref) for every j: the spread over replicates of the per-replicate
+    difference (a seed that shifts or tilts its curve is one replicate), plus 2 x the checkpoint-level
+    variance ``shock2`` (one run) -- vectorized over leading axes; ``ref`` (...,) indexes K."""
+    R = Y.shape[-2]
+    Yr = np.take_along_axis(Y, np.broadcast_to(ref[..., None, None], Y.shape[:-1] + (1,)), -1)
+    vd = (Y - Yr).var(axis=-2, ddof=1) / R
+    return np.sqrt(vd + 2.0 * shock2[..., None] + eps)
+
+
+def _shock2(Y, resid):
+    """Checkpoint-level variance of one run's mean curve (quadratic lack of fit beyond the seeds),
+    or 0 (hierarchical design: no term). ``resid``: (residual maker, df) or None."""
+    if resid is None or resid[1] <= 0:
+        return np.zeros(Y.shape[:-2])
+    M, df = resid
     m = Y.mean(axis=-2)
-    v = _welch_var(Y)
+    s2 = ((m @ M.T) ** 2).sum(-1) / df
+    return np.maximum(s2 - _welch_var(Y).mean(-1), 0.0)
+
+
+def _u_stat(Y, resid=None, eps: float = 1e-12):
+    """Vectorized over leading axes: Y (..., R, K) -> (T, fall_t, rise_t, k_min, j_fall, j_rise, m, se)."""
+    m = Y.mean(axis=-2)
     K = m.shape[-1]
     k = np.argmin(m, axis=-1)
     mk = np.take_along_axis(m, k[..., None], -1)
-    vk = np.take_along_axis(v, k[..., None], -1)
-    se = np.sqrt(v + vk + eps)
+    se = _contrast_se(Y, k, _shock2(Y, resid), eps)
     tt = (m - mk) / se
     idx = np.arange(K)
     before = idx < k[..., None]
@@ -59,51 +86,99 @@ def _u_stat(Y, eps: float = 1e-12):
     return T, fall_t, rise_t, k, jf, jr, m, se
 
 
+def _resid(x, one_run: bool):
+    return _resid_of(tuple(np.asarray(x, float).tolist())) if one_run else None
+
+
 @functools.lru_cache(maxsize=256)
-def _u_null(R: int, K: int, seed: int = 12345) -> np.ndarray:
-    """Null draws of the U statistic under the least favourable no-U curves: flat, and a sharp
-    fall into a flat tail of 2..K-1 checkpoints (the mirror image is the same in law)."""
+def _resid_of(x: tuple):
+    return _D._poly_resid(np.asarray(x, float), 2)
+
+
+def _null_draws(rng, R, K, mu, shock, n: int = N_NULL, slope: float = 0.0):
+    """Unit noise per seed and checkpoint, a shared checkpoint shock (s.d. ``shock``) and per-seed
+    random slopes over the checkpoints (s.d. ``slope`` per s.d. of the positions)."""
+    z = np.arange(K) - (K - 1) / 2
+    z = z / (z.std() or 1.0)
+    return (rng.standard_normal((n, R, K)) + mu + shock * rng.standard_normal((n, 1, K))
+            + slope * rng.standard_normal((n, R, 1)) * z)
+
+
+@functools.lru_cache(maxsize=256)
+def _u_null(R: int, K: int, x: tuple | None = None, seed: int = 12345) -> np.ndarray:
+    """Null draws of the U statistic under the least favourable no-U curves: flat, and a fall
+    into a flat tail of 2..K-1 checkpoints (the mirror image is the same in law). ``x`` given (one
+    pre-training run): the statistic carries the lack-of-fit term, and the null curves also carry
+    checkpoint-level shocks of every size in ``SHOCKS`` and falls of every size in ``FALLS``."""
     rng = np.random.default_rng(seed)
+    resid = _resid(x, True) if x is not None else None
     out = []
-    for tail in range(2, K + 1):
-        mu = np.where(np.arange(K) < K - tail, 1e6, 0.0)
-        Y = rng.standard_normal((N_NULL, R, K)) + mu
-        out.append(np.sort(_u_stat(Y)[0]))
+    shocks = SHOCKS if x is not None else (0.0,)
+    falls = FALLS if x is not None else (1e6,)
+    for shock in shocks:
+        for tail in range(2, K + 1):
+            for fall in (falls if tail < K else (0.0,)):
+                mu = np.where(np.arange(K) < K - tail, fall / math.sqrt(R), 0.0)
+                n = N_GRID if x is not None else N_NULL
+                out.append(np.sort(_u_stat(_null_draws(rng, R, K, mu, shock, n), resid)[0]))
+        for slope in (1.0, 2.0):  # per-seed random slopes on the flat curve
+            n = N_GRID if x is not None else N_NULL
+            out.append(np.sort(_u_stat(_null_draws(rng, R, K, 0.0, shock, n, slope), resid)[0]))
     return np.stack(out)
 
 
 def _crit(null: np.ndarray, alpha: float) -> float:
-    return float(max(np.quantile(row, 1 - alpha) for row in null))
+    """The largest (1 - α) quantile over the null curves (each row sorted; linear interpolation)."""
+    n = null.shape[1]
+    h = (n - 1) * (1 - alpha)
+    lo = int(math.floor(h))
+    hi = min(lo + 1, n - 1)
+    return float(np.max(null[:, lo] + (h - lo) * (null[:, hi] - null[:, lo])))
 
 
 def _p_from_null(null: np.ndarray, t: float) -> float:
-    return float(max((np.sum(row >= t) + 1) / (len(row) + 1) for row in null))
+    n = null.shape[1]
+    ge = n - np.array([np.searchsorted(row, t, side="left") for row in null])
+    return float(np.max((ge + 1) / (n + 1)))
 
 
-def u_shape(tokens, Y, log: bool = True, alpha: float = ALPHA, lower_is_better: bool = True) -> Verdict:
+def _xkey(x, one_run: bool):
+    return tuple(np.round(np.asarray(x, float), 9).tolist()) if one_run else None
+
+
+def u_shape(tokens, Y, log: bool = True, alpha: float = ALPHA, lower_is_better: bool = True,
+            runs=None) -> Verdict:
     """Is the mean curve U-shaped (an interior minimum with a fall before and a rise after it,
     both beyond noise)? ``lower_is_better=False`` tests an interior maximum instead.
-    *contradicted* = an interior *maximum* (an inverted U) beyond noise."""
+    *contradicted* = an interior *maximum* (an inverted U) beyond noise. ``runs``: the
+    pre-training run of each row (hierarchical design when there are several)."""
     claim = "U-shaped (interior minimum)"
     x, Yp, bad = _prep(claim, tokens, Y, log, min_k=3, min_r=2)
     if bad is not None:
         return bad
+    d = _D.design(Yp, runs)
+    Yp = d.Y
     if not lower_is_better:
         Yp = -Yp
     R, K = Yp.shape
-    null = _u_null(R, K)
+    if R < 2:
+        return Verdict(claim=claim, label="inconclusive", n_replicates=R, n_checkpoints=K, design=d.text,
+                       reason=f"{R} replicate(s); at least 2 needed")
+    one_run = d.one_run and K >= 4
+    resid = _resid(x, one_run)
+    null = _u_null(R, K, _xkey(x, one_run))
     c = _crit(null, alpha)
-    T, ft, rt, k, jf, jr, m, se = (np.asarray(a) for a in _u_stat(Yp))
+    T, ft, rt, k, jf, jr, m, se = (np.asarray(a) for a in _u_stat(Yp, resid))
     T, k = float(T), int(k)
-    Tn = float(_u_stat(-Yp)[0])  # inverted U
+    Tn = float(_u_stat(-Yp, resid)[0])  # inverted U
     t_sorted = np.sort(np.asarray(tokens, float))
     interior = 0 < k < K - 1
     if interior:
         binding = "fall" if float(ft) <= float(rt) else "rise"
         j = int(jf) if binding == "fall" else int(jr)
-        d, s = float(m[j] - m[k]), float(se[j])
+        dd, s = float(m[j] - m[k]), float(se[j])
     else:
-        binding, j, d, s = "none", -1, 0.0, float("nan")
+        binding, j, dd, s = "none", -1, 0.0, float("nan")
     if T > c:
         label = "observed"
     elif Tn > c:
@@ -112,17 +187,24 @@ def u_shape(tokens, Y, log: bool = True, alpha: float = ALPHA, lower_is_better: 
         label = "within noise"
     scale = (lambda z: 100.0 * math.expm1(z)) if log else (lambda z: z)
     if interior:
-        stat, ci = scale(d), (scale(d - c * s), scale(d + c * s))
+        stat, ci = scale(dd), (scale(dd - c * s), scale(dd + c * s))
     else:
         stat, ci = 0.0, (float("nan"), float("nan"))
     where = "first" if k == 0 else "last" if k == K - 1 else "interior"
     reason = "" if interior else f"the minimum is at the {where} checkpoint: no interior minimum"
+    # the smallest fall/rise it would see: the s.e. of a contrast (the median over checkpoints)
+    se_typ = float(np.median(np.delete(se, k))) if K > 1 else float("nan")
     return Verdict(claim=claim, label=label, statistic=stat, ci=ci, n_replicates=R, n_checkpoints=K,
-                   method=(f"min(fall, rise) around the minimum of the replicate mean, Welch s.e.; critical value "
-                           f"{c:.2f} simulated with the minimum re-selected in each of {N_NULL} null draws "
-                           "(least favourable no-U curves)"),
+                   method=(f"min(fall, rise) around the minimum of the replicate mean; s.e. of each contrast from the "
+                           "per-replicate differences" + (" plus the mean curve's scatter about a parabola in "
+                                                          "log tokens beyond the seeds" if one_run else "")
+                           + f"; critical value {c:.2f} simulated with the minimum re-selected in each of {N_NULL} "
+                           "null draws (least favourable no-U curves" + (", checkpoint shocks up to 4 seed s.d."
+                                                                           if one_run else "") + ")"),
                    unit="% (smaller of fall and rise)" if log else "(smaller of fall and rise)",
                    p_value=_p_from_null(null, T) if interior else 1.0, alpha=alpha, reason=reason,
+                   design=d.text + ("" if one_run or not d.one_run else " (too few checkpoints for the scatter term)"),
+                   mde=scale(_D.mde(se_typ, float(R - 1), alpha, critical=c)),
                    detail={"argmin": k, "argmin_tokens": float(t_sorted[k]), "interior": interior,
                            "t_fall": float(ft), "t_rise": float(rt), "critical": c, "binding": binding,
                            "t_inverted": Tn, "mean": m.tolist()})
@@ -146,104 +228,168 @@ def _tau_rows(A) -> np.ndarray:
     return np.where(den > 0, s / np.where(den > 0, den, 1.0), 0.0)
 
 
+def _runs_for(runs, x):
+    return runs.get(x) if isinstance(runs, Mapping) else runs
+
+
 def minimum_shift(tokens, curves: Mapping[float, object], direction: str = "earlier", log: bool = True,
-                  alpha: float = ALPHA, seed: int = 0, n_boot: int = N_BOOT, what: str = "X") -> Verdict:
+                  alpha: float = ALPHA, seed: int = 0, n_boot: int = N_BOOT, what: str = "X",
+                  runs=None) -> Verdict:
     """Does the minimum of each curve come ``earlier`` (or ``later``) in tokens as the key grows?
 
-    ``curves``: {x: Y_x (replicates × checkpoints)}, x ordered (γ, learning rate, ...). Curves
-    with non-finite values are left out and named; fewer than two usable x -> inconclusive."""
+    ``curves``: {x: Y_x (replicates × checkpoints)}, x ordered (γ, learning rate, ...); ``runs``:
+    the pre-training run of each row (one array for all curves, or {x: array}).
+
+    Rules (stated on the verdicts page and calibrated): a curve with non-finite values (a diverged
+    run, a missing record) makes the row *inconclusive* -- it is never dropped, since dropping the
+    curves that diverge selects on the outcome. A minimum at the first or last checkpoint is not
+    located (the curve may keep falling beyond the range, and noise can only move such a minimum
+    inwards), so *observed* / *contradicted* also need at least one curve whose interior minimum is
+    beyond noise (:func:`u_shape`, each curve at α / number of curves): an intersection-union rule,
+    so the row stays at level α when every true minimum sits at the edge."""
     if direction not in ("earlier", "later"):
         raise ValueError(f"direction must be 'earlier' or 'later', got {direction!r}")
     claim = f"minimum {direction} for larger {what}"
     keys = sorted(curves)
     if len(set(keys)) != len(keys):
         raise ValueError(f"{claim}: repeated keys")
-    use, dropped, Ys, R = [], {}, [], None
+    use, dropped, Ys, designs = [], {}, [], []
     for x in keys:
-        _, Yp, bad = _prep(claim, tokens, curves[x], log, min_k=3, min_r=2)
+        xs, Yp, bad = _prep(claim, tokens, curves[x], log, min_k=3, min_r=2)
         if bad is not None:
             dropped[x] = bad.reason
             continue
+        d = _D.design(Yp, _runs_for(runs, x))
         use.append(x)
-        Ys.append(Yp)
+        Ys.append(d.Y)
+        designs.append(d)
     base = dict(claim=claim, n_checkpoints=len(np.ravel(tokens)), alpha=alpha)
-    if len(use) < 2:
+    if dropped or len(use) < 2:
+        why = (f"curve(s) {', '.join(f'{k:g}' if isinstance(k, (int, float)) else str(k) for k in dropped)} "
+               f"not usable ({'; '.join(dropped.values())}): a curve is never dropped from a shift"
+               if dropped else f"{len(use)} curve(s); at least 2 needed")
         return Verdict(label="inconclusive", n_replicates=min((y.shape[0] for y in Ys), default=0),
-                       reason=f"{len(use)} usable curve(s) of {len(keys)}; at least 2 needed"
-                       + (f" (left out: {dropped})" if dropped else ""), detail={"dropped": dropped}, **base)
+                       reason=why, detail={"dropped": {str(k): v for k, v in dropped.items()}}, **base)
     R = min(y.shape[0] for y in Ys)
+    K = Ys[0].shape[1]
     sign = -1 if direction == "earlier" else 1
     arg = np.array([int(np.argmin(y.mean(axis=0))) for y in Ys])
-
     t_obs = sign * float(_tau_rows(arg[None, :])[0])
     rng = np.random.default_rng(seed)
     A = np.empty((n_boot, len(Ys)), dtype=int)
+    one_run = all(d.one_run for d in designs) and K >= 4
+    resid = _resid(xs, one_run)
     for i, y in enumerate(Ys):
-        r, K = y.shape
-        idx = rng.integers(0, r, size=(n_boot, r, K))
-        A[:, i] = np.take_along_axis(np.broadcast_to(y, (n_boot, r, K)), idx, 1).mean(axis=1).argmin(-1)
+        r = y.shape[0]
+        mb = y[rng.integers(0, r, size=(n_boot, r))].mean(axis=1)  # whole replicate rows resampled
+        if one_run:  # the checkpoint-level scatter of this one run, drawn anew in every draw
+            mb = mb + math.sqrt(float(_shock2(y[None], resid)[0])) * rng.standard_normal((n_boot, K))
+        A[:, i] = mb.argmin(-1)
     draws = sign * _tau_rows(A)
     frac_pos, frac_neg = float(np.mean(draws > 0)), float(np.mean(draws < 0))
-    # two-sided, like every other test here: observed <=> the (1 - α) percentile interval of τ
-    # lies above 0 (draws with τ = 0, i.e. tied minima, do not agree)
-    label = ("observed" if t_obs > 0 and frac_pos >= 1 - alpha / 2 else
-             "contradicted" if t_obs < 0 and frac_neg >= 1 - alpha / 2 else "within noise")
+    # the minimum must be located somewhere: at least one interior minimum beyond noise
+    us = {x: u_shape(tokens, curves[x], log=log, alpha=alpha / len(use), runs=_runs_for(runs, x)) for x in use}
+    located = [x for x, u in us.items() if u.label == "observed"]
+    # two-sided, like every other test here: the (1 - α) percentile interval of τ lies above (below) 0
+    # (draws with τ = 0, i.e. tied minima, do not agree)
+    sig_pos = t_obs > 0 and frac_pos >= 1 - alpha / 2
+    sig_neg = t_obs < 0 and frac_neg >= 1 - alpha / 2
+    label = ("observed" if sig_pos and located else "contradicted" if sig_neg and located else "within noise")
+    reason = ("" if located or not (sig_pos or sig_neg) else
+              "τ is beyond noise but no curve has an interior minimum beyond noise: minima at the edge of the "
+              "range are not located")
     lo, hi = (float(np.quantile(draws, alpha / 2)), float(np.quantile(draws, 1 - alpha / 2)))
     t_sorted = np.sort(np.asarray(tokens, float))
     return Verdict(label=label, statistic=t_obs, ci=(lo, hi), n_replicates=R,
                    method=(f"Kendall τ between {what} and the position of each curve's minimum (sign: +1 = "
-                           f"{direction}); {n_boot} bootstrap draws resampling replicates within checkpoints, "
-                           f"minima re-selected in each; observed when ≥ {1 - alpha / 2:.1%} of draws agree (two-sided)"),
-                   unit="τ", p_value=1.0 - frac_pos, reason=(f"left out: {dropped}" if dropped else ""),
+                           f"{direction}); {n_boot} bootstrap draws resampling whole replicates"
+                           + (" and redrawing each curve's checkpoint-level scatter" if one_run else "")
+                           + f", minima re-selected in each; observed when ≥ {1 - alpha / 2:.1%} of draws agree "
+                           "(two-sided) and at least one curve's interior minimum is beyond noise (u_shape at "
+                           f"α/{len(use)})"),
+                   unit="τ", p_value=1.0 - frac_pos, reason=reason, design=designs[0].text,
                    detail={"keys": use, "argmin": arg.tolist(), "argmin_tokens": [float(t_sorted[a]) for a in arg],
-                           "frac_agree": frac_pos, "frac_opposite": frac_neg, "dropped": dropped}, **base)
+                           "frac_agree": frac_pos, "frac_opposite": frac_neg, "located": [str(x) for x in located],
+                           "dropped": {}}, **base)
 
 
 # --------------------------------------------------------------------------- bend at the end
-def _bend_stat(Y, se_given=None, eps: float = 1e-12):
+def _bend_stat(Y, se_given=None, resid=None, eps: float = 1e-12):
     """Y (..., R, K), higher is better: (best of the later half before the last - last) / s.e.
-    (a spike early in the curve is not a bend at the end), vectorized."""
+    (a spike early in the curve is not a bend at the end), vectorized. The s.e. of the contrast
+    comes from the per-replicate differences (or the given s.e.), plus the lack-of-fit term."""
     m = Y.mean(axis=-2)
-    v = _welch_var(Y) if se_given is None else np.broadcast_to(np.asarray(se_given, float) ** 2, m.shape)
     K = m.shape[-1]
     lo = min(K // 2, K - 2)  # the comparison points: the later half before the last checkpoint
     prev = m[..., lo:-1]
     j = prev.argmax(-1)
     mj = np.take_along_axis(prev, j[..., None], -1)[..., 0]
-    vj = np.take_along_axis(v[..., lo:-1], j[..., None], -1)[..., 0]
     j = j + lo
-    s = np.sqrt(vj + v[..., -1] + eps)
+    if se_given is None:
+        last = np.full(m.shape[:-1], K - 1)
+        se_all = _contrast_se(Y, last, _shock2(Y, resid), eps)
+        s = np.take_along_axis(se_all, j[..., None], -1)[..., 0]
+    else:
+        v = np.broadcast_to(np.asarray(se_given, float) ** 2, m.shape)
+        sh = np.zeros(m.shape[:-1])
+        if resid is not None and resid[1] > 0:
+            M, df = resid
+            sh = np.maximum(((m @ M.T) ** 2).sum(-1) / df - v.mean(-1), 0.0)
+        vj = np.take_along_axis(v, j[..., None], -1)[..., 0]
+        s = np.sqrt(vj + v[..., -1] + 2.0 * sh + eps)
     return (mj - m[..., -1]) / s, j, mj - m[..., -1], s
 
 
 @functools.lru_cache(maxsize=256)
-def _bend_null(R: int, K: int, seed: int = 54321) -> np.ndarray:
+def _bend_null(R: int, K: int, x: tuple | None = None, seed: int = 54321) -> np.ndarray:
+    """Null draws of the bend statistic on flat curves (with checkpoint shocks of every size in
+    ``SHOCKS`` and the lack-of-fit term when ``x`` is given: one pre-training run), and per-seed
+    random slopes of 0, 1 and 2 seed s.d. (a seed fixes its data order at every checkpoint)."""
     rng = np.random.default_rng(seed)
-    if R >= 2:
-        return np.sort(_bend_stat(rng.standard_normal((N_NULL, R, K)))[0])[None, :]
-    return np.sort(_bend_stat(rng.standard_normal((N_NULL, 1, K)), se_given=np.ones(K))[0])[None, :]
+    resid = _resid(x, True) if x is not None else None
+    out = []
+    for shock in (SHOCKS if x is not None else (0.0,)):
+        for slope in ((0.0, 1.0, 2.0) if R >= 2 else (0.0,)):
+            Y = _null_draws(rng, max(R, 1), K, 0.0, shock, N_GRID if x is not None else N_NULL, slope)
+            out.append(np.sort(_bend_stat(Y, None if R >= 2 else np.ones(K), resid)[0]))
+    return np.stack(out)
+
+
+def _bad_se(se, name):
+    if se is not None and not np.all(np.isfinite(np.asarray(se, float))):
+        return f"{name} standard error not finite (a missing column or record?)"
+    return ""
 
 
 def bends_down(tokens, tuned, base=None, higher_is_better: bool = True, log: bool = False,
-               alpha: float = ALPHA, tuned_se=None, base_se=None) -> Verdict:
+               alpha: float = ALPHA, tuned_se=None, base_se=None, runs=None, base_runs=None) -> Verdict:
     """Does the tuned curve end below its best earlier checkpoint (beyond noise) while the base
     curve does not? ``tuned``/``base``: replicates × checkpoints; a single replicate needs its
-    per-checkpoint standard error (``*_se``, e.g. the binomial s.e. over evaluation items)."""
+    per-checkpoint standard error (``*_se``, e.g. the binomial s.e. over evaluation items); a
+    non-finite standard error makes the verdict inconclusive."""
     claim = "tuned curve bends down while the base does not"
     x, T, bad = _prep(claim, tokens, tuned, log, min_k=3)
     if bad is not None:
         return bad
+    d = _D.design(T, runs)
+    T = d.Y
     R, K = T.shape
     if R < 2 and tuned_se is None:
-        return Verdict(claim=claim, label="inconclusive", n_replicates=R, n_checkpoints=K,
+        return Verdict(claim=claim, label="inconclusive", n_replicates=R, n_checkpoints=K, design=d.text,
                        reason="one tuned replicate and no standard error")
     sgn = 1.0 if higher_is_better else -1.0
     order = np.argsort(np.asarray(tokens, float))
     tse = None if tuned_se is None or R >= 2 else np.asarray(tuned_se, float)[order]
-    null = _bend_null(R if tse is None else 1, K)
+    if _bad_se(tse, "tuned"):
+        return Verdict(claim=claim, label="inconclusive", n_replicates=R, n_checkpoints=K, design=d.text,
+                       reason=_bad_se(tse, "tuned"))
+    one_run = d.one_run and K >= 4
+    resid = _resid(x, one_run)
+    xk = _xkey(x, one_run)
+    null = _bend_null(R if tse is None else 1, K, xk)
     c = _crit(null, alpha)
-    t, j, d, s = (np.asarray(a) for a in _bend_stat(sgn * T, tse))
-    t, j, d, s = float(t), int(j), float(d), float(s)
+    t, j, dd, s = (np.asarray(a) for a in _bend_stat(sgn * T, tse, resid))
+    t, j, dd, s = float(t), int(j), float(dd), float(s)
     # the opposite: the last checkpoint beyond the best earlier one
     t_up = -t
     base_t, base_info = float("nan"), {}
@@ -251,12 +397,18 @@ def bends_down(tokens, tuned, base=None, higher_is_better: bool = True, log: boo
         _, B, badb = _prep(claim, tokens, base, log, min_k=3)
         if badb is not None:
             return dataclasses.replace(badb, reason="base curve: " + badb.reason)
+        db = _D.design(B, base_runs)
+        B = db.Y
         bse = None if base_se is None or B.shape[0] >= 2 else np.asarray(base_se, float)[order]
         if B.shape[0] < 2 and bse is None:
             return Verdict(claim=claim, label="inconclusive", n_replicates=R, n_checkpoints=K,
                            reason="one base replicate and no standard error")
-        cb = _crit(_bend_null(B.shape[0] if bse is None else 1, K), alpha)
-        base_t = float(_bend_stat(sgn * B, bse)[0])
+        if _bad_se(bse, "base"):
+            return Verdict(claim=claim, label="inconclusive", n_replicates=R, n_checkpoints=K, design=d.text,
+                           reason=_bad_se(bse, "base"))
+        b_one = db.one_run and K >= 4
+        cb = _crit(_bend_null(B.shape[0] if bse is None else 1, K, _xkey(x, b_one)), alpha)
+        base_t = float(_bend_stat(sgn * B, bse, _resid(x, b_one))[0])
         base_info = {"t_base": base_t, "critical_base": cb, "base_bends": base_t > cb}
     if t > c and not base_info.get("base_bends", False):
         label, reason = "observed", ""
@@ -267,12 +419,15 @@ def bends_down(tokens, tuned, base=None, higher_is_better: bool = True, log: boo
     else:
         label, reason = "within noise", ""
     scale = (lambda z: 100.0 * math.expm1(z)) if log else (lambda z: z)
-    return Verdict(claim=claim, label=label, statistic=scale(d), ci=(scale(d - c * s), scale(d + c * s)),
-                   n_replicates=R, n_checkpoints=K,
+    return Verdict(claim=claim, label=label, statistic=scale(dd), ci=(scale(dd - c * s), scale(dd + c * s)),
+                   n_replicates=R, n_checkpoints=K, design=d.text,
+                   mde=scale(_D.mde(s, float(max(R - 1, 1)), alpha, critical=c)),
                    method=(f"best of the later half of the checkpoints minus the last one, tuned replicate mean, "
-                           f"{'Welch s.e. over replicates' if tse is None else 'given s.e.'}; critical value {c:.2f} "
-                           f"simulated with the best earlier checkpoint re-selected in each of {N_NULL} null draws; "
-                           "the same test on the base curve must not fire"),
+                           f"{'s.e. of the per-replicate differences' if tse is None else 'given s.e.'}"
+                           + (" plus the scatter about a parabola in log tokens beyond the seeds" if one_run else "")
+                           + f"; critical value {c:.2f} simulated with the best earlier checkpoint re-selected in "
+                           f"each of {N_NULL} null draws" + (" (checkpoint shocks up to 4 seed s.d.)" if one_run else "")
+                           + "; the same test on the base curve must not fire"),
                    unit="% drop at the last checkpoint" if log else "drop at the last checkpoint",
                    p_value=_p_from_null(null, t), alpha=alpha, reason=reason,
                    detail={"t": t, "critical": c, "best_earlier": j, **base_info})
@@ -349,4 +504,5 @@ def all_of(parts: dict, main: str, claim: str) -> Verdict:
 
 # at the end, so that either of verdicts and verdict_shapes can be imported first (verdicts
 # re-exports the names above at its own end): only the functions above use these, at call time
+from . import verdict_design as _D  # noqa: E402
 from .verdicts import Verdict, _prep  # noqa: E402

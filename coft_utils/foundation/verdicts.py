@@ -75,6 +75,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from . import verdict_design as _D
 from .verdict_params import ALPHA, N_BOOT, N_NULL
 
 __all__ = ["LABELS", "Verdict", "rises", "improves", "differs", "u_shape", "minimum_shift", "bends_down",
@@ -101,6 +102,8 @@ class Verdict:
     alpha: float = ALPHA
     reason: str = ""
     detail: dict = field(default_factory=dict)
+    design: str = ""               # what a replicate is (verdict_design): runs, or one run's seeds
+    mde: float = float("nan")      # smallest effect detectable with 80 % power, in ``unit``
 
     def __post_init__(self):
         if self.label not in LABELS:
@@ -119,13 +122,25 @@ class Verdict:
         if not all(math.isfinite(x) for x in self.ci):
             return f"{_num(self.statistic)} {self.unit} ({self.reason or 'no interval'})"
         lvl = f"{100 * (1 - self.alpha):.3g} % CI"
+        if self.ci[0] == self.ci[1]:  # not exact, yet no width: say why instead of a [x, x] interval
+            return (f"{_num(self.statistic)} {self.unit} (every resampled draw gave this value: the interval "
+                    f"has no width at this resolution; {self.n_replicates} replicate"
+                    f"{'s' if self.n_replicates != 1 else ''})").replace("  ", " ")
         return (f"{_num(self.statistic)} {self.unit} [{_num(self.ci[0])}, {_num(self.ci[1])}] "
                 f"({lvl}, {self.n_replicates} replicate{'s' if self.n_replicates != 1 else ''})").replace("  ", " ")
+
+    def mde_text(self) -> str:
+        """``would have detected ≥ 0.05 nats per doubling`` (80 % power), or ``""``."""
+        if not math.isfinite(self.mde):
+            return ""
+        return f"would have detected ≥ {abs(self.mde):.3g} {self.unit} (80 % power)".replace("  ", " ")
 
     def text(self) -> str:
         s = f"{self.label}: {self.stat_text()}"
         if self.reason and math.isfinite(self.statistic):
             s += f"; {self.reason}"
+        if self.label == "within noise" and self.mde_text():
+            s += f"; {self.mde_text()}"
         return s
 
     def to_dict(self) -> dict:
@@ -209,49 +224,72 @@ def _t_interval(s: float, se: float, df: float, alpha: float, size: float):
     return s, s - q * se, s + q * se, float(2 * stats.t.sf(abs(s) / se, df)), False
 
 
-def _trend(claim: str, tokens, Y, sign: int, log: bool, alpha: float, unit: str) -> Verdict:
+def _satterthwaite(terms) -> tuple[float, float]:
+    """(sum of variances, Welch-Satterthwaite df) of independent (variance, df) terms."""
+    var = float(sum(v for v, _ in terms))
+    den = float(sum(v ** 2 / df for v, df in terms if df > 0 and v > 0))
+    return var, (var ** 2 / den if den > 0 else float(max((df for _, df in terms), default=1.0)))
+
+
+def _trend(claim: str, tokens, Y, sign: int, log: bool, alpha: float, unit: str, runs=None) -> Verdict:
     x, Y, bad = _prep(claim, tokens, Y, log)
     if bad is not None:
         return bad
+    d = _D.design(Y, runs)
+    Y = d.Y
     R, K = Y.shape
     xc = x - x.mean()
-    w = xc / (xc ** 2).sum()
+    sxx = float((xc ** 2).sum())
+    w = xc / sxx
     m = Y.mean(axis=0)
     b = float(w @ m)
     if R >= 2:
-        v = Y.var(axis=0, ddof=1) / R
-        var_b = float((w ** 2) @ v)
-        num, den = var_b ** 2, float(((w ** 2 * v) ** 2).sum()) / (R - 1)
-        df = num / den if den > 0 else float(R - 1)
-        method = ("OLS slope of the replicate mean on log2(tokens); s.e. from the per-checkpoint spread "
-                  "over replicates, Welch-Satterthwaite df")
+        # one slope per replicate (a seed, or a pre-training run): a seed that tilts its whole
+        # curve is one replicate, and heteroscedastic checkpoints are handled by the same spread
+        terms = [(float((Y @ w).var(ddof=1)) / R, float(R - 1))]
+        method = "OLS slope of the replicate mean on log2(tokens); s.e. from the spread of the per-replicate slopes"
+        if d.one_run:
+            sc, dfc = _D.shock_var(m, Y.var(axis=0, ddof=1) / R, x, 1, subtract=False)
+            terms.append((float(sc) / sxx, float(dfc)))
+            method += (" plus the mean curve's scatter about the line beyond the seeds (checkpoint-level noise)"
+                       if dfc > 0 else "")
+        var_b, df = _satterthwaite(terms)
+        method += ", Welch-Satterthwaite df"
     else:
         resid = m - (m.mean() + b * xc)
-        var_b = float((resid ** 2).sum() / (K - 2) / (xc ** 2).sum())
+        var_b = float((resid ** 2).sum() / (K - 2) / sxx)
         df = float(K - 2)
-        method = "OLS slope on log2(tokens); s.e. from the residuals (one replicate), df = K - 2"
+        method = "OLS slope on log2(tokens); s.e. from the residuals (one replicate: the scatter is the noise), df = K - 2"
     se = math.sqrt(max(var_b, 0.0))
     s, lo, hi, p, exact = _t_interval(sign * b, se, df, alpha, float(np.abs(m).max()))
     method += " (no spread: exact)" if exact else ""
     scale = (lambda z: 100.0 * math.expm1(z)) if log else (lambda z: z)
     stat, ci = scale(s), (scale(lo), scale(hi))
     return Verdict(claim=claim, label=_label(lo, hi), statistic=stat, ci=ci, n_replicates=R,
-                   n_checkpoints=K, method=method, unit=unit, p_value=p, alpha=alpha,
-                   detail={"slope": b, "se": se, "df": df, "mean": m.tolist(), "log": log})
+                   n_checkpoints=K, method=method, unit=unit, p_value=p, alpha=alpha, design=d.text,
+                   mde=(float("nan") if exact else scale(_D.mde(se, df, alpha))),
+                   detail={"slope": b, "se": se, "df": df, "mean": m.tolist(), "log": log,
+                           "monotone": _monotone(m, sign)})
 
 
-def rises(tokens, Y, log: bool = False, alpha: float = ALPHA, unit: str | None = None) -> Verdict:
-    """Does ``Y`` (replicates × checkpoints) grow with pre-training tokens?"""
+def _monotone(m, sign: int = 1) -> bool:
+    """Is the mean curve monotone in the claimed direction (``sign`` +1: never falls)?"""
+    return bool(np.all(sign * np.diff(np.asarray(m, float)) >= 0))
+
+
+def rises(tokens, Y, log: bool = False, alpha: float = ALPHA, unit: str | None = None, runs=None) -> Verdict:
+    """Does ``Y`` (replicates × checkpoints) grow with pre-training tokens? ``runs``: the
+    pre-training run of each row (see :mod:`~coft_utils.foundation.verdict_design`)."""
     return _trend("rises with tokens", tokens, Y, +1, log, alpha,
-                  unit or ("% per doubling of tokens" if log else "per doubling of tokens"))
+                  unit or ("% per doubling of tokens" if log else "per doubling of tokens"), runs)
 
 
 def improves(tokens, Y, lower_is_better: bool = True, log: bool = False, alpha: float = ALPHA,
-             unit: str | None = None) -> Verdict:
+             unit: str | None = None, runs=None) -> Verdict:
     """Does ``Y`` get better with tokens (falls if ``lower_is_better``)? The statistic is the
     improvement per doubling (positive = better)."""
     return _trend("improves with tokens", tokens, Y, -1 if lower_is_better else +1, log, alpha,
-                  unit or ("% better per doubling of tokens" if log else "better per doubling of tokens"))
+                  unit or ("% better per doubling of tokens" if log else "better per doubling of tokens"), runs)
 
 
 # --------------------------------------------------------------------------- one row over several X
@@ -285,14 +323,21 @@ def combine(members: Mapping[object, Verdict] | Sequence[Verdict], over: str = "
         label = "observed" if n_obs else "contradicted" if n_con else "within noise"
     # the member with the strongest evidence for the row's label carries the statistic
     pool = [kv for kv in usable if kv[1].label == label] or usable
-    pick = min(pool, key=lambda kv: kv[1].p_value if math.isfinite(kv[1].p_value) else 2.0)[1] if pool else vs[0]
+    pick_key, pick = (min(pool, key=lambda kv: kv[1].p_value if math.isfinite(kv[1].p_value) else 2.0)
+                      if pool else items[0])
     counts = f"observed for {n_obs} of {len(items)} {over}" + (f", contradicted for {n_con}" if n_con else "")
     n_inc = len(items) - len(usable)
     if n_inc:
         counts += f", inconclusive for {n_inc} ({'; '.join(f'{k}: {v.reason}' for k, v in items if v.label == 'inconclusive')})"
     if n_obs and n_con:
         counts += ": mixed"
-    return Verdict(claim=claim, label=label, statistic=pick.statistic, ci=pick.ci,
+    # the row fires when any member does (require="any"): it sees the smallest member effect; with
+    # "all" every member must fire, so the largest
+    mdes = [v.mde for _, v in usable if math.isfinite(v.mde)]
+    row_mde = (min(mdes) if require == "any" else max(mdes)) if mdes and len(mdes) == len(usable) else float("nan")
+    designs = list(dict.fromkeys(v.design for _, v in usable if v.design))
+    return Verdict(claim=claim, label=label, statistic=pick.statistic, ci=pick.ci, mde=row_mde,
+                   design="; ".join(designs),
                    n_replicates=min(v.n_replicates for v in vs), n_checkpoints=max(v.n_checkpoints for v in vs),
                    method=(f"{pick.method}; each of {len(items)} {over} tested at α/{len(items)} (Bonferroni)"
                            if require == "any" else
@@ -300,7 +345,7 @@ def combine(members: Mapping[object, Verdict] | Sequence[Verdict], over: str = "
                            "each at α)"),
                    unit=pick.unit, p_value=pick.p_value, alpha=pick.alpha, reason=counts,
                    detail={"members": {str(k): v.to_dict() for k, v in items}, "labels": {str(k): l for k, l in lab.items()},
-                           "n_observed": n_obs, "n_contradicted": n_con})
+                           "n_observed": n_obs, "n_contradicted": n_con, "picked": str(pick_key)})
 
 
 def diverged(v: Verdict, note: str) -> Verdict:
@@ -309,7 +354,7 @@ def diverged(v: Verdict, note: str) -> Verdict:
     if not note:
         return v
     return Verdict(claim=v.claim, label="inconclusive", n_replicates=v.n_replicates,
-                   n_checkpoints=v.n_checkpoints, method=v.method, unit=v.unit, alpha=v.alpha,
+                   n_checkpoints=v.n_checkpoints, method=v.method, unit=v.unit, alpha=v.alpha, design=v.design,
                    reason=f"diverged: {note}", detail={**v.detail, "diverged": note})
 
 
