@@ -20,7 +20,9 @@ foundation/ -- no chapter, no book machinery (chapters only through the registry
     evaluate        every held-out source (gutenberg, wikitext, c4), one atomic cache, masked NLL, perplexity
     results         one atomic record per finished unit of work, with provenance; resume
     verdicts        every claim decided as a calibrated test on replicates (Verdict, trends, combine)
-    verdict_shapes  the shape tests (U-shape, shift of the minimum, bend at the end), exact verdicts
+    verdict_shapes  the shape tests (U-shape, bend at the end), exact verdicts
+    verdict_shift   the shift of the minimum with γ / learning rate (located minima only)
+    verdict_pairs   two curves at equal tokens (A above B)
     verdict_params  the significance level and Monte-Carlo sizes of the tests
     verdict_design  what a replicate is: several pre-training runs (tested across runs) or one run
                     (its checkpoint-to-checkpoint scatter used as noise); the smallest detectable effect

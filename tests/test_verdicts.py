@@ -241,18 +241,21 @@ def test_shape_tests_stay_importable_from_verdicts():
     for name in verdict_params.__all__:
         assert getattr(V, name) == getattr(verdict_params, name), name
     assert verdict_shapes.Verdict is V.Verdict
-    from coft_utils.foundation import verdict_pairs
+    from coft_utils.foundation import verdict_pairs, verdict_shift
     assert V.differs is verdict_pairs.differs and verdict_pairs.Verdict is V.Verdict
+    assert V.minimum_shift is verdict_shift.minimum_shift and verdict_shift.Verdict is V.Verdict
     assert all(hasattr(V, n) for n in V.__all__)
 
 
-@pytest.mark.parametrize("first", ["verdicts", "verdict_shapes", "verdict_params", "verdict_pairs"])
+@pytest.mark.parametrize("first", ["verdicts", "verdict_shapes", "verdict_params", "verdict_pairs", "verdict_shift",
+                                   "verdict_design"])
 def test_verdict_modules_import_in_any_order(first):
     import subprocess
     import sys
     code = (f"import coft_utils.foundation.{first}; from coft_utils.foundation import verdicts, verdict_shapes; "
             "assert verdicts.u_shape is verdict_shapes.u_shape and verdict_shapes.Verdict is verdicts.Verdict; "
-            "from coft_utils.foundation import verdict_pairs; assert verdicts.differs is verdict_pairs.differs")
+            "from coft_utils.foundation import verdict_pairs, verdict_shift; assert verdicts.differs is "
+            "verdict_pairs.differs and verdicts.minimum_shift is verdict_shift.minimum_shift")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 

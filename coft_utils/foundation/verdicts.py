@@ -2,18 +2,24 @@
 
 A verdict is computed from *replicates*, never from means: an array ``Y`` of shape
 ``(replicates, checkpoints)`` (noise seeds, fine-tuning seeds) against the checkpoints'
-pre-training tokens. Each test returns a :class:`Verdict` with its label, statistic, confidence
-interval, number of replicates and the method::
+pre-training tokens, and ``runs``: the pre-training run of each row. The unit of replication of
+a claim about pre-training length is the pre-training run (:mod:`~coft_utils.foundation.verdict_design`):
+with several runs a statistic is taken per run and the test across runs; with one run (``runs``
+None: every hub or user series) each contrast is taken within each seed and the mean curve's
+scatter about a smooth fit in log tokens, beyond the seeds, counts as noise. Each test returns
+a :class:`Verdict` with its label, statistic, confidence interval, number of replicates, method,
+design and smallest detectable effect (``mde``, 80 % power)::
 
     from coft_utils.foundation import verdicts
     v = verdicts.rises(tokens, Y)                     # does Y grow with tokens?
+    v = verdicts.rises(tokens, Y, runs=[0, 0, 1, 1, 2, 2])   # 3 pre-training runs x 2 seeds
     v = verdicts.improves(tokens, ppl, lower_is_better=True, log=True)
     v = verdicts.u_shape(tokens, Y, log=True)         # interior minimum, beyond noise on both sides
     v = verdicts.minimum_shift(tokens, {lr: Y_lr for lr in lrs}, direction="earlier")
     v = verdicts.bends_down(tokens, tuned, base, higher_is_better=True)
     v = verdicts.differs(A, B, log=True)                # curve A above curve B, same checkpoints
     v = verdicts.differs(A, B, paired=True, late_half=True)  # same seeds; later checkpoints only
-    v.label, v.statistic, v.ci, v.n_replicates, v.method, v.text()
+    v.label, v.statistic, v.ci, v.n_replicates, v.method, v.design, v.mde, v.text()
     verdicts.combine([v1, v2, ...], over="γ")        # one claim row over several γ / LRs
 
 Labels (:data:`LABELS`): *observed* (significant in the claimed direction), *contradicted*
@@ -25,42 +31,49 @@ seeded Monte-Carlo test in ``tests/test_verdicts.py``, the numbers on the book's
 are decided" page):
 
 * :func:`rises` / :func:`improves` -- the OLS slope of the replicate-mean curve on log2(tokens)
-  (per doubling of tokens). Its standard error comes from the per-checkpoint spread over
-  replicates (heteroscedasticity-robust, Welch-Satterthwaite degrees of freedom); with one
-  replicate from the fit's residuals (df = K - 2). Two-sided t interval (``scipy.stats.t``).
+  (per doubling of tokens). Its variance: the spread of the per-replicate slopes / R (a seed that
+  tilts its curve is one replicate), plus, with one run, the mean curve's scatter about the line
+  (Welch-Satterthwaite df); with one replicate the fit's residuals (df = K - 2). Two-sided t
+  interval (``scipy.stats.t``).
 * :func:`differs` -- two curves at the same checkpoints (A above B): the mean over checkpoints
   of the difference of the replicate means (with ``log``, as % of A over B; ``late_half``: only
   the later half of the checkpoints). By default each replicate is first averaged over the
   checkpoints (a seed may shift its whole curve) and the test is Welch's t on those means
   (``paired``, replicate r of A and B sharing a seed: a t test of the per-replicate differences,
   df = R - 1); ``independent=True`` (replicates independent across checkpoints, as chapter 02's
-  noise) uses the per-checkpoint spreads with Welch-Satterthwaite df. Two-sided t interval; no
-  spread -> exact.
+  noise) uses the per-checkpoint spreads with Welch-Satterthwaite df. With one run per curve the
+  scatter of the per-checkpoint differences about a line in log tokens is added (an anneal
+  branch per checkpoint is a shock of its own). Two-sided t interval; no spread -> exact.
 * :func:`u_shape` -- the minimum of the mean curve must lie inside the range, and both the fall
   to it (from the highest earlier checkpoint) and the rise after it (to the highest later one)
-  must exceed their Welch standard error by a critical value that accounts for choosing the
-  minimum (and the comparison points) from the same data: the (1 - α) quantile of the same
-  statistic under the least favourable no-U curves (flat, and a sharp fall into a flat tail),
-  simulated with the re-selection inside every draw. The reported interval is the binding
+  must exceed the standard error of that per-seed contrast (plus, with one run, the scatter about
+  a parabola in log tokens) by a critical value that accounts for choosing the minimum (and the
+  comparison points) from the same data: the largest (1 - α) quantile of the same statistic over
+  the least favourable no-U curves (flat, a fall into a flat tail; with one run also checkpoint
+  shocks, several fall sizes and per-seed slopes), simulated with the re-selection in every draw. The reported interval is the binding
   side's difference ± critical value × its standard error, so *observed* ⇔ the interval
   excludes 0.
 * :func:`minimum_shift` -- Kendall's τ between the ordered parameter (γ, learning rate) and
-  the position of each curve's minimum; *observed* when ≥ 1 - α/2 of bootstrap draws
-  (replicates resampled within each checkpoint, minima re-selected in every draw) give τ of the
-  claimed sign, i.e. the (1 - α) percentile interval lies above 0. Ties give τ = 0 and never
-  count as "earlier".
+  the position of each curve's minimum; *observed* when ≥ 1 - α/2 of bootstrap draws (whole
+  seeds resampled; with one run each curve's scatter redrawn; minima re-selected in every draw)
+  give τ of the claimed sign **and** some curve's interior minimum is beyond noise (u_shape at
+  α / curves: a minimum at the edge is not located). Ties give τ = 0 and never count as
+  "earlier". A curve with non-finite values makes the row inconclusive (never dropped).
 * :func:`bends_down` -- the last checkpoint of the tuned curve against its best checkpoint of
-  the later half of the series (so an early spike is no bend), with a critical value for
-  choosing that checkpoint (simulated as above), and the
-  same test on the base curve, which must *not* bend down.
+  the later half of the series (so an early spike is no bend), per-seed contrasts (or the given
+  s.e.; a non-finite one: inconclusive) plus the one-run scatter term, with a critical value for
+  choosing that checkpoint (simulated as above), and the same test on the base curve, which must
+  *not* bend down.
 * :func:`exact`, :func:`u_shape_exact` -- results of deterministic computations (chapter 05's
   gradient flow): a zero-width interval, labels by exact comparison beyond float round-off.
 * :func:`all_of` -- a claim made of parts that must all hold (intersection-union).
 * :func:`combine` -- one row over several γ or learning rates: every member test is run at
   α / m (Bonferroni), so the row's false-positive rate stays ≤ α.
 
-The two-curve test :func:`differs` lives in :mod:`coft_utils.foundation.verdict_pairs`. The
-shape tests (:func:`u_shape`, :func:`minimum_shift`, :func:`bends_down`) and the exact
+The two-curve test :func:`differs` lives in :mod:`coft_utils.foundation.verdict_pairs`, the shift
+test :func:`minimum_shift` in :mod:`coft_utils.foundation.verdict_shift`, the designs (runs, one
+run's scatter, the smallest detectable effect) in :mod:`coft_utils.foundation.verdict_design`. The
+shape tests (:func:`u_shape`, :func:`bends_down`) and the exact
 verdicts (:func:`exact`, :func:`u_shape_exact`, :func:`all_of`, :func:`kendall`, ``EXACT``) live
 in :mod:`coft_utils.foundation.verdict_shapes` and are re-exported here: ``verdicts.u_shape``
 etc. work as before. Import them through this module. ``ALPHA``, ``N_BOOT`` and ``N_NULL`` are
@@ -366,5 +379,6 @@ def alpha_for(m: int, alpha: float = ALPHA) -> float:
 # the shape tests and exact verdicts (see the module docstring): at the end, since they use the
 # Verdict and the input checks above (either module can be imported first)
 from .verdict_shapes import (EXACT, all_of, bends_down, exact, kendall,  # noqa: E402,F401
-                             minimum_shift, u_shape, u_shape_exact)
+                             u_shape, u_shape_exact)
+from .verdict_shift import minimum_shift  # noqa: E402,F401
 from .verdict_pairs import differs  # noqa: E402,F401
