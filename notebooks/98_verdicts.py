@@ -125,7 +125,8 @@ nb.glue("cal_min_power", f"{cal.power.min():.1%}")
 
 # %% tags=["remove-input"]
 from coft_utils.book import claims
-display(calibration.mde_table(claims.collect()).style.hide(axis="index"))
+display(calibration.mde_table(claims.collect(), {c.id: c.paper for c in claims.CLAIMS.values()})
+        .style.hide(axis="index"))
 
 # %% [markdown]
 #

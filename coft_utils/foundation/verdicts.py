@@ -143,9 +143,9 @@ class Verdict:
                 f"({lvl}, {self.n_replicates} replicate{'s' if self.n_replicates != 1 else ''})").replace("  ", " ")
 
     def mde_text(self) -> str:
-        """``would have detected ≥ 0.05 nats per doubling`` (80 % power), or ``""``."""
+        """``would have detected ≥ 0.05 nats per doubling`` (80 % power), a rank test's note, or ``""``."""
         if not math.isfinite(self.mde):
-            return ""
+            return str(self.detail.get("mde_note", "")) if isinstance(self.detail, dict) else ""
         return f"would have detected ≥ {abs(self.mde):.3g} {self.unit} (80 % power)".replace("  ", " ")
 
     def text(self) -> str:
@@ -344,10 +344,9 @@ def combine(members: Mapping[object, Verdict] | Sequence[Verdict], over: str = "
         counts += f", inconclusive for {n_inc} ({'; '.join(f'{k}: {v.reason}' for k, v in items if v.label == 'inconclusive')})"
     if n_obs and n_con:
         counts += ": mixed"
-    # the row fires when any member does (require="any"): it sees the smallest member effect; with
-    # "all" every member must fire, so the largest
-    mdes = [v.mde for _, v in usable if math.isfinite(v.mde)]
-    row_mde = (min(mdes) if require == "any" else max(mdes)) if mdes and len(mdes) == len(usable) else float("nan")
+    # the smallest detectable effect of the member whose statistic the row shows (members differ in
+    # scale: γ, learning rates), so the row's statistic and what it could have seen share one unit
+    row_mde = pick.mde
     designs = list(dict.fromkeys(v.design for _, v in usable if v.design))
     return Verdict(claim=claim, label=label, statistic=pick.statistic, ci=pick.ci, mde=row_mde,
                    design="; ".join(designs),
@@ -358,7 +357,8 @@ def combine(members: Mapping[object, Verdict] | Sequence[Verdict], over: str = "
                            "each at α)"),
                    unit=pick.unit, p_value=pick.p_value, alpha=pick.alpha, reason=counts,
                    detail={"members": {str(k): v.to_dict() for k, v in items}, "labels": {str(k): l for k, l in lab.items()},
-                           "n_observed": n_obs, "n_contradicted": n_con, "picked": str(pick_key)})
+                           "n_observed": n_obs, "n_contradicted": n_con, "picked": str(pick_key),
+                           **({"mde_note": pick.detail["mde_note"]} if "mde_note" in pick.detail else {})})
 
 
 def diverged(v: Verdict, note: str) -> Verdict:
