@@ -176,7 +176,10 @@ nb.glue("scale_cmp", perturb_report.SCALE_TEXT[cfg2.scale] if cfg2 is not None e
 # "How verdicts are decided"): the damage rising with tokens is the slope of Δ perplexity on
 # log2(tokens) with its 95 % CI over noise seeds; the U-shape needs both the fall to the minimum
 # and the rise after it beyond noise, with the choice of the minimum from the same data
-# accounted for; every γ is tested at α / (number of γ).
+# accounted for; every γ is tested at α / (number of γ). The series is one pre-training run, so
+# its checkpoint-to-checkpoint scatter counts as noise beside the noise seeds (the unit of
+# replication for a claim about pre-training length is the pre-training run); a "within noise"
+# says the smallest effect it would have detected.
 #
 # Pre-training domain ({glue:text}`src_in`): {glue:text}`verdict_in`
 #

@@ -144,7 +144,10 @@ display(inf.round(3).set_index(["task", "lr"]))
 # needs both the fall to the minimum and the rise after it beyond noise, the choice of the
 # minimum accounted for; each learning rate is tested at α / (number of learning rates); the
 # minimum moving earlier for larger learning rates is Kendall's τ between learning rate and the
-# position of the minimum, over bootstrap draws of the seeds.
+# position of the minimum, over bootstrap draws of the seeds, and it needs at least one interior
+# minimum beyond noise (a minimum at the edge of the range is not located). The series is one
+# pre-training run, so the checkpoint-to-checkpoint scatter counts as noise beside the seeds; a
+# "within noise" says the smallest effect it would have detected.
 #
 # {glue:text}`verdict_fixed`
 
