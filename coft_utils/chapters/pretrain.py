@@ -120,8 +120,8 @@ from .pretrain_train import Unit, _accelerator, _done, _model_config, _ready, ru
 
 # budget_labels: profiles.series_info reads it here (the suite's checkpoint labels of a preset)
 __all__ = ["Config", "PRESETS", "SCHEDULES", "CODE_VERSION", "get_suite", "cached_suite", "run_suite",
-           "all_suites", "all_suites_and_runs", "REPLICATED", "train_suites", "load_records", "load_records_dir", "suite_key", "suite_dir",
-           "resolve", "budget_labels"]
+           "all_suites", "all_suites_and_runs", "REPLICATED", "train_suites", "load_records", "load_records_dir",
+           "suite_key", "suite_dir", "resolve", "budget_labels"]
 
 CHAPTER = "00_pretraining_suite"
 SCHEDULES = ("cosine", "wsd", "constant")  # chapter 00's three (all_suites, the LR scan)
