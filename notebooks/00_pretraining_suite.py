@@ -163,19 +163,10 @@ pretrain_report.records_table(table)
 
 # %% tags=["remove-input"]
 if len(runs) > 1:
-    spread = pretrain_report.between_runs(runs)
     pretrain_report.plot_between_runs(runs)
     plt.show()
-    display(pretrain_report.between_runs_table(spread))
-    if spread.rel_sd_pct.notna().all():
-        spread_text = (f"Over {len(runs)} pre-training runs of the constant schedule, the relative s.d. of the "
-                       f"validation perplexity per checkpoint is {spread.rel_sd_pct.min():.2f}–"
-                       f"{spread.rel_sd_pct.max():.2f} % (median {spread.rel_sd_pct.median():.2f} %).")
-    else:
-        spread_text = (f"Over {len(runs)} pre-training runs of the constant schedule, some checkpoints diverged "
-                       "(non-finite validation perplexity): their spread is not scored.")
-else:
-    spread_text = "One pre-training run per schedule in this run (pretrain_seeds = 1): no spread between runs."
+    display(pretrain_report.between_runs_table(pretrain_report.between_runs(runs)))
+spread_text = pretrain_report.spread_text(runs)
 nb.glue("pt_spread", spread_text)
 print(spread_text)
 

@@ -20,7 +20,10 @@ import math
 
 import numpy as np
 
-__all__ = ["mean_frame", "diverged_note", "replicates", "inflection_table", "best_lr", "tuned_replicates", "crossfit_replicates",
+from ..foundation import verdict_design
+
+__all__ = ["mean_frame", "diverged_note", "replicates", "inflection_table", "best_lr", "tuned_replicates",
+           "crossfit_replicates",
            "lr_regime", "pareto_front", "front_comparison"]
 
 
@@ -184,19 +187,12 @@ def crossfit_replicates(df, task: str, metric: str = "id_ppl", value: str = "ood
         return np.stack([d[d.lr == lr].pivot_table(index="seed", columns="checkpoint", values=c, aggfunc="first",
                                                     dropna=False).reindex(index=seeds, columns=labels).to_numpy(float)
                          for lr in lrs])  # [lr, seed, ckpt]
-    val, out = cube(col), cube(value)
-    sgn = -1.0 if metric == "accuracy" else 1.0
-    R, K = len(seeds), len(labels)
-    Y, chosen = np.full((R, K), np.nan), np.full((R, K), np.nan)
-    for i in range(R):
-        rest = [j for j in range(R) if j != i] or [i]
-        with np.errstate(all="ignore"):
-            v = sgn * val[:, rest].mean(axis=1)  # NaN where another seed diverged: no candidate
-        v = np.where(np.isfinite(v), v, np.inf)
-        for k in range(K):
-            if np.isfinite(v[:, k]).any():
-                j = int(np.argmin(v[:, k]))
-                Y[i, k], chosen[i, k] = out[j, i, k], lrs[j]
+    out = cube(value)
+    # a NaN of another seed (a diverged run) removes that LR from the candidates
+    idx, ok = verdict_design.crossfit_choice(cube(col), lower_is_better=metric != "accuracy")
+    rows, ks = np.indices(idx.shape)
+    Y = np.where(ok, out[idx, rows, ks], np.nan)
+    chosen = np.where(ok, lrs[idx], np.nan)
     return ck.tokens.to_numpy(float), labels, Y, chosen
 
 

@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from ..foundation import plots, verdicts
+from ..foundation import plots, verdict_design, verdicts
 from .mitigate import anneal_fraction
 
 __all__ = ["matrix", "sensitivity", "forgetting", "schedule_summary", "l2_summary", "lr_rule", "lr_rule_summary",
@@ -349,13 +349,12 @@ def lr_rule(df):
     R, K = len(seeds), len(tokens)
     choice = {"opt": np.zeros((R, K), int), "hold": np.zeros((R, K), int)}
     score = {r: {m: np.full((R, K), np.nan) for m in cube} for r in choice}
+    opts, _ = verdict_design.crossfit_choice(cube["val_id_ppl"], skipna=True)  # [seed, ckpt], on the other seeds
     for i in range(R):
         rest = [j for j in range(R) if j != i] or [i]
         with np.errstate(all="ignore"):
-            val = _nm(cube["val_id_ppl"][:, rest], axis=1)          # [lr, ckpt]
             fg = _nm(cube["forgetting"][:, rest], axis=1)
-        val = np.where(np.isfinite(val), val, np.inf)
-        opt = val.argmin(axis=0)
+        opt = opts[i]
         target = fg[opt[0], 0]
         ok = np.isfinite(fg) & (fg <= target + 1e-12)
         hold = np.array([max(np.flatnonzero(ok[:, k]), default=0) for k in range(K)])

@@ -23,7 +23,7 @@ from .pretrain_plan import cost_ratio
 from .pretrain_scan import choose_lr
 
 __all__ = ["suite_records", "records_frame", "records_table", "plot_ppl", "diverged_note", "monotone_verdict",
-           "run_matrix", "between_runs", "between_runs_table", "plot_between_runs",
+           "run_matrix", "between_runs", "between_runs_table", "plot_between_runs", "spread_text",
            "cost_summary", "lr_scan_summary", "lr_scan_text", "lr_scan_table", "plot_lr_scan", "profiles_frame"]
 
 
@@ -143,6 +143,19 @@ def between_runs(runs: dict):
     for i, s in enumerate(seeds):
         df[f"seed {s}"] = Y[i]
     return df
+
+
+def spread_text(runs: dict) -> str:
+    """The page's sentence on the spread between pre-training runs (or why there is none)."""
+    if len(runs) < 2:
+        return "One pre-training run per schedule in this run (pretrain_seeds = 1): no spread between runs."
+    d = between_runs(runs)
+    if d.rel_sd_pct.notna().all():
+        return (f"Over {len(runs)} pre-training runs of the constant schedule, the relative s.d. of the validation "
+                f"perplexity per checkpoint is {d.rel_sd_pct.min():.2f}–{d.rel_sd_pct.max():.2f} % (median "
+                f"{d.rel_sd_pct.median():.2f} %).")
+    return (f"Over {len(runs)} pre-training runs of the constant schedule, some checkpoints diverged "
+            "(non-finite validation perplexity): their spread is not scored.")
 
 
 def between_runs_table(df):

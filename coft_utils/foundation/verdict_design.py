@@ -25,15 +25,19 @@ takes ``runs`` (the pre-training run of each replicate row) and picks one of two
 
 :func:`mde` turns a standard error into the smallest effect the test would detect with 80 %
 power (two-sided, at the test's level), so "within noise" says what it could have seen.
+:func:`crossfit_choice` picks a learning rate per seed on the *other* seeds, so that no seed is
+chosen and tested on its own run.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Design", "design", "shock_var", "lack_of_fit", "mde", "ONE_RUN", "DETERMINISTIC", "POWER"]
+__all__ = ["Design", "design", "fit_resid", "scatter", "shock_var", "crossfit_choice", "mde", "ONE_RUN",
+           "DETERMINISTIC", "POWER"]
 
 ONE_RUN = "one pre-training run: checkpoint-to-checkpoint scatter used as noise"
 DETERMINISTIC = "deterministic"  # runs= for a trajectory without run-to-run variance (chapter 05's gradient flow)
@@ -74,36 +78,58 @@ def design(Y, runs=None) -> Design:
                   "the test across runs")
 
 
-def _poly_resid(x, degree: int):
-    """The residual-maker of a polynomial fit in ``x`` (K x K) and its residual df."""
+@functools.lru_cache(maxsize=256)
+def fit_resid(x: tuple, degree: int):
+    """(residual maker ``M`` (K x K), residual df) of a least-squares polynomial of ``degree`` in
+    the positions ``x`` (a tuple: cached, since every verdict on one series uses the same)."""
     x = np.asarray(x, float)
     K = len(x)
     deg = min(degree, K - 1)
     X = np.vander((x - x.mean()) / (x.std() or 1.0), deg + 1)
-    H = X @ np.linalg.pinv(X)
-    return np.eye(K) - H, K - deg - 1
+    return np.eye(K) - X @ np.linalg.pinv(X), K - deg - 1
 
 
-def lack_of_fit(m, x, degree: int):
-    """Residual variance of the mean curve(s) ``m`` (..., K) about a polynomial in ``x``; (s2, df)."""
-    M, df = _poly_resid(x, degree)
-    r = np.asarray(m, float) @ M.T
+def scatter(m, resid, v=None):
+    """The checkpoint-level variance of the mean curve(s) ``m`` (..., K): its lack of fit about the
+    fit whose residual maker is ``resid`` (:func:`fit_resid`), less the mean within-seed variance
+    of the mean ``v`` (..., K) when given (without ``v``: the whole lack of fit, which also holds
+    the seeds' share -- conservative, used where a seed term with few df is added beside it),
+    floored at 0; float round-off of a deterministic curve counts as 0 (exact verdicts stay exact).
+    Returns (variance, df)."""
+    M, df = resid
+    m = np.asarray(m, float)
     if df <= 0:
-        return np.zeros(np.shape(m)[:-1]), 0
-    return (r ** 2).sum(-1) / df, df
-
-
-def shock_var(m, v, x, degree: int, subtract: bool = True):
-    """The checkpoint-level variance beyond the seeds: lack of fit of the mean curve ``m`` (..., K)
-    about a polynomial of ``degree`` in ``x``, less the mean within-seed variance of the mean
-    ``v`` (..., K), floored at 0 (``subtract=False``: the whole lack of fit, which also holds the
-    seeds' share: conservative, used where the variance is summed with a seed term and the df
-    of both are small). Returns (variance, df)."""
-    s2, df = lack_of_fit(m, x, degree)
-    out = np.asarray(s2 - (np.asarray(v, float).mean(-1) if subtract else 0.0), float)
-    # float round-off of a deterministic curve is not scatter (keeps exact verdicts exact)
-    tiny = (1e-10 * np.maximum(1.0, np.abs(np.asarray(m, float)).max(-1))) ** 2
+        return np.zeros(m.shape[:-1]), 0
+    out = ((m @ M.T) ** 2).sum(-1) / df - (np.asarray(v, float).mean(-1) if v is not None else 0.0)
+    tiny = (1e-10 * np.maximum(1.0, np.abs(m).max(-1))) ** 2
     return np.where(out > tiny, out, 0.0), df
+
+
+def shock_var(m, x, degree: int, v=None):
+    """:func:`scatter` of ``m`` about a polynomial of ``degree`` in the positions ``x``."""
+    return scatter(m, fit_resid(tuple(np.asarray(x, float).tolist()), degree), v)
+
+
+def crossfit_choice(val, lower_is_better: bool = True, skipna: bool = False):
+    """Never choose and test on the same runs: ``val`` [option, replicate, checkpoint] (a
+    validation metric per learning rate, seed, checkpoint) -> for every (replicate, checkpoint)
+    the option chosen on the mean over the *other* replicates, and whether any option had a
+    finite mean there (``skipna``: a missing value of another replicate is left out of its mean;
+    else it removes that option). Returns (index [replicate, checkpoint], ok [replicate, checkpoint])."""
+    import warnings
+    val = np.asarray(val, float) * (1.0 if lower_is_better else -1.0)
+    R = val.shape[1]
+    idx = np.zeros(val.shape[1:], int)
+    ok = np.zeros(val.shape[1:], bool)
+    for i in range(R):
+        rest = [j for j in range(R) if j != i] or [i]
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = (np.nanmean if skipna else np.mean)(val[:, rest], axis=1)  # [option, checkpoint]
+        fin = np.isfinite(mean)
+        idx[i] = np.where(fin, mean, np.inf).argmin(axis=0)
+        ok[i] = fin.any(axis=0)
+    return idx, ok
 
 
 def mde(se: float, df: float, alpha: float, critical: float | None = None, power: float = POWER) -> float:

@@ -90,7 +90,6 @@ def differs(A, B, claim: str = "A above B", log: bool = False, paired: bool = Fa
     if log:
         A, B = np.log(A), np.log(B)
     mA, mB = A.mean(axis=0), B.mean(axis=0)
-    a_full, b_full = A, B
     diff = mA - mB
     s = float(diff.mean())
     if not independent:  # replicates as clusters: one mean over the checkpoints per replicate
@@ -111,9 +110,7 @@ def differs(A, B, claim: str = "A above B", log: bool = False, paired: bool = Fa
         # one pre-training run per curve: the per-checkpoint differences' scatter about a line in
         # log tokens, beyond the seeds, is checkpoint-level noise (an anneal branch, a checkpoint's luck)
         xk = np.log2(t[idx]) if t is not None else np.arange(K, dtype=float)
-        vk = ((a_full - b_full).var(axis=0, ddof=1) / RA if paired else
-              a_full.var(axis=0, ddof=1) / RA + b_full.var(axis=0, ddof=1) / RB)
-        sc, dfc = _D.shock_var(diff, vk, xk, 1, subtract=False)
+        sc, dfc = _D.shock_var(diff, xk, 1)
         if dfc > 0 and sc > 0:
             v2 = float(sc) / K
             se = math.sqrt(se ** 2 + v2)

@@ -55,15 +55,12 @@ def _contrast_se(Y, ref, shock2, eps: float):
     return np.sqrt(vd + 2.0 * shock2[..., None] + eps)
 
 
-def _shock2(Y, resid):
-    """Checkpoint-level variance of one run's mean curve (quadratic lack of fit beyond the seeds),
-    or 0 (hierarchical design: no term). ``resid``: (residual maker, df) or None."""
-    if resid is None or resid[1] <= 0:
+def _shock2(Y, resid, v=None):
+    """Checkpoint-level variance of one run's mean curve (its lack of fit about a parabola, beyond
+    the seeds' variance of the mean ``v``, by default from ``Y``), or 0 (``resid`` None: no term)."""
+    if resid is None:
         return np.zeros(Y.shape[:-2])
-    M, df = resid
-    m = Y.mean(axis=-2)
-    s2 = ((m @ M.T) ** 2).sum(-1) / df
-    return np.maximum(s2 - _welch_var(Y).mean(-1), 0.0)
+    return _D.scatter(Y.mean(axis=-2), resid, _welch_var(Y) if v is None else v)[0]
 
 
 def _u_stat(Y, resid=None, eps: float = 1e-12):
@@ -87,12 +84,8 @@ def _u_stat(Y, resid=None, eps: float = 1e-12):
 
 
 def _resid(x, one_run: bool):
-    return _resid_of(tuple(np.asarray(x, float).tolist())) if one_run else None
-
-
-@functools.lru_cache(maxsize=256)
-def _resid_of(x: tuple):
-    return _D._poly_resid(np.asarray(x, float), 2)
+    """The parabola's residual maker in the positions ``x`` (one run), or None (no scatter term)."""
+    return _D.fit_resid(tuple(np.asarray(x, float).tolist()), 2) if one_run else None
 
 
 def _null_draws(rng, R, K, mu, shock, n: int = N_NULL, slope: float = 0.0):
@@ -115,14 +108,13 @@ def _u_null(R: int, K: int, x: tuple | None = None, seed: int = 12345) -> np.nda
     out = []
     shocks = SHOCKS if x is not None else (0.0,)
     falls = FALLS if x is not None else (1e6,)
+    n = N_GRID if x is not None else N_NULL
     for shock in shocks:
         for tail in range(2, K + 1):
             for fall in (falls if tail < K else (0.0,)):
                 mu = np.where(np.arange(K) < K - tail, fall / math.sqrt(R), 0.0)
-                n = N_GRID if x is not None else N_NULL
                 out.append(np.sort(_u_stat(_null_draws(rng, R, K, mu, shock, n), resid)[0]))
         for slope in (1.0, 2.0):  # per-seed random slopes on the flat curve
-            n = N_GRID if x is not None else N_NULL
             out.append(np.sort(_u_stat(_null_draws(rng, R, K, 0.0, shock, n, slope), resid)[0]))
     return np.stack(out)
 
@@ -160,10 +152,7 @@ def u_shape(tokens, Y, log: bool = True, alpha: float = ALPHA, lower_is_better: 
     Yp = d.Y
     if not lower_is_better:
         Yp = -Yp
-    R, K = Yp.shape
-    if R < 2:
-        return Verdict(claim=claim, label="inconclusive", n_replicates=R, n_checkpoints=K, design=d.text,
-                       reason=f"{R} replicate(s); at least 2 needed")
+    R, K = Yp.shape  # >= 2 rows: _prep asks 2 seeds, and a hierarchical design has >= 2 runs
     one_run = d.one_run and K >= 4
     resid = _resid(x, one_run)
     null = _u_null(R, K, _xkey(x, one_run))
@@ -228,10 +217,7 @@ def _bend_stat(Y, se_given=None, resid=None, eps: float = 1e-12):
         s = np.take_along_axis(se_all, j[..., None], -1)[..., 0]
     else:
         v = np.broadcast_to(np.asarray(se_given, float) ** 2, m.shape)
-        sh = np.zeros(m.shape[:-1])
-        if resid is not None and resid[1] > 0:
-            M, df = resid
-            sh = np.maximum(((m @ M.T) ** 2).sum(-1) / df - v.mean(-1), 0.0)
+        sh = _shock2(Y, resid, v)
         vj = np.take_along_axis(v, j[..., None], -1)[..., 0]
         s = np.sqrt(vj + v[..., -1] + 2.0 * sh + eps)
     return (mj - m[..., -1]) / s, j, mj - m[..., -1], s

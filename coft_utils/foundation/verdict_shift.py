@@ -38,7 +38,13 @@ def _tau_rows(A) -> np.ndarray:
 
 
 def _runs_for(runs, x):
-    return runs.get(x) if isinstance(runs, Mapping) else runs
+    """The runs of curve ``x``: one array for all curves, or ``{x: array}`` (a missing key is a
+    named error, not a silent one-run design)."""
+    if not isinstance(runs, Mapping):
+        return runs
+    if x not in runs:
+        raise ValueError(f"runs: no pre-training run labels for curve {x!r}; allowed keys: {sorted(runs)}")
+    return runs[x]
 
 
 def minimum_shift(tokens, curves: Mapping[float, object], direction: str = "earlier", log: bool = True,

@@ -262,7 +262,7 @@ def _trend(claim: str, tokens, Y, sign: int, log: bool, alpha: float, unit: str,
         terms = [(float((Y @ w).var(ddof=1)) / R, float(R - 1))]
         method = "OLS slope of the replicate mean on log2(tokens); s.e. from the spread of the per-replicate slopes"
         if d.one_run:
-            sc, dfc = _D.shock_var(m, Y.var(axis=0, ddof=1) / R, x, 1, subtract=False)
+            sc, dfc = _D.shock_var(m, x, 1)
             terms.append((float(sc) / sxx, float(dfc)))
             method += (" plus the mean curve's scatter about the line beyond the seeds (checkpoint-level noise)"
                        if dfc > 0 else "")
