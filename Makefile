@@ -18,7 +18,7 @@ PROFILE ?= cpu
 # Offline only where nothing may be downloaded: the smoke and cpu profiles and `make test` (a hub
 # lookup otherwise hangs ~25 s). `make book PROFILE=gpu|paper` may use the hub: the runner warns
 # before any work if the shell itself has set HF_HUB_OFFLINE (unset it to download).
-OFFLINE_PROFILES := smoke cpu
+OFFLINE_PROFILES := smoke cpu cpu-deep
 ifneq ($(filter test,$(MAKECMDGOALS)),)
 COFT_OFFLINE := 1
 else ifneq ($(filter $(PROFILE),$(OFFLINE_PROFILES)),)

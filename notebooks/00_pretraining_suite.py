@@ -50,7 +50,7 @@ from IPython.display import HTML, Markdown, display
 
 from coft_utils.book import claims, nb
 from coft_utils.chapters import pretrain, pretrain_report, pretrain_scan
-from coft_utils.foundation import plots, weights
+from coft_utils.foundation import depth, plots, weights
 cfg = nb.setup("00_pretraining_suite", profile, seed, overrides)
 scan, scan_summary = None, None
 if cfg.lr_scan_lrs:
@@ -59,7 +59,7 @@ if cfg.lr_scan_lrs:
     scan_summary = pretrain_report.lr_scan_summary(scan, cfg)
 suites, runs = pretrain.all_suites_and_runs(profile, seed=seed, overrides=overrides)
 table = pretrain_report.records_frame(suites)
-verdict = pretrain_report.monotone_verdict(table, runs)
+verdict = pretrain_report.monotone_verdict(table, runs, cfg.replicated)
 
 # %% [markdown]
 # ## The answer
@@ -143,11 +143,19 @@ if scan is not None:
 # %%
 pretrain_report.records_table(table)
 
+# %% tags=["remove-input"]
+depths = {s: depth.of_series(suites[s], f"{s} (this run)") for s in suites}
+display(depth.frame(*depths.values()))
+d = max((x for x in depths.values() if x is not None), key=lambda x: x.tokens, default=None)
+
 # %% [markdown]
 # Each row is one checkpoint: its schedule's peak LR, its pre-training tokens, tokens per parameter (all parameters,
 # embeddings included), validation perplexity on the held-out Gutenberg books, and the training
 # wall time it took to produce it (for `wsd` and `constant` the time of the shared run up to
-# that point).
+# that point). The second table sets each schedule's deepest checkpoint beside the paper's models,
+# in tokens per parameter with and without the embeddings: the shared-trunk schedules are cheap
+# to take deeper (one run, saved at every budget), the cosine schedule (a run per budget) is not,
+# so its series may stop earlier (`cosine_budgets`).
 
 # %% [markdown]
 # ## Between pre-training runs
@@ -155,18 +163,20 @@ pretrain_report.records_table(table)
 # The claims of this book are about pre-training length, so the unit of replication is the
 # pre-training run: two runs of one recipe that differ only in their seed (initialization and
 # data order) end at different checkpoints, and a verdict that treats one run as the population
-# reads that difference as signal. The cheapest series, the `constant` trunk, is trained
-# `pretrain_seeds` times (seeds `seed` … `seed + pretrain_seeds − 1`); below, the validation
-# perplexity of each run per checkpoint, the mean over runs and its 95 % interval. Its verdict
-# above is taken across these runs (a slope per run); the other schedules have one run, so their
-# checkpoint-to-checkpoint scatter is their noise.
+# reads that difference as signal. One schedule (`replicated`: at `cpu` the cheapest, the
+# `constant` trunk; at `cpu-deep` the `wsd` series the later chapters measure) is trained
+# `pretrain_seeds` times (seeds `seed` … `seed + pretrain_seeds − 1`; the extra runs may stop
+# earlier, `replicate_budgets`, and are compared on the checkpoints every run has); below, the
+# validation perplexity of each run per checkpoint, the mean over runs and its 95 % interval. Its
+# verdict above is taken across these runs (a slope per run); the other schedules have one run, so
+# their checkpoint-to-checkpoint scatter is their noise.
 
 # %% tags=["remove-input"]
 if len(runs) > 1:
     pretrain_report.plot_between_runs(runs)
     plt.show()
     display(pretrain_report.between_runs_table(pretrain_report.between_runs(runs)))
-spread_text = pretrain_report.spread_text(runs)
+spread_text = pretrain_report.spread_text(runs, cfg.replicated)
 nb.glue("pt_spread", spread_text)
 print(spread_text)
 
@@ -177,7 +187,8 @@ nb.glue("pt_cost", cost["text"])
 nb.glue("pt_top_tpp", f"{table['tokens_per_param'].max():,.0f}")
 claims.record("base_improves", cfg.profile, verdict["verdict"], verdict["text"].replace("**", ""),
               numbers=verdict["per_schedule"], chapter="00_pretraining_suite", config=cfg,
-              records=[weights.identity(c) for s in [*suites.values(), *runs.values()] for c in s])  # the weights
+              records=[weights.identity(c) for s in [*suites.values(), *runs.values()] for c in s],  # the weights
+              depth=d)
 print(verdict["text"])
 print(cost["text"])
 
@@ -198,8 +209,9 @@ print(cost["text"])
 # %% [markdown]
 # ```{admonition} Rerun this
 # :class: tip
-# `python -m coft_utils run 00_pretraining_suite --profile cpu` (the default: three schedules in
-# about 15 minutes on 2 cores), `--profile smoke` (seconds), `--profile gpu` (one H100/A100,
+# `python -m coft_utils run 00_pretraining_suite --profile cpu` (the default: three schedules, the
+# shared trunk to 32M tokens, in about 18 minutes on 2 cores; `--profile cpu-deep`: to 64M with
+# three runs of the wsd series, about an hour), `--profile smoke` (seconds), `--profile gpu` (one H100/A100,
 # bf16), or `--profile paper` (the paper's OLMo-30M on C4 for 4B-128B tokens, muP; online, many
 # GPUs: first `python -m coft_utils.chapters.pretrain_data prepare --profile paper` (tokenizes C4
 # once, into the shared cache), then

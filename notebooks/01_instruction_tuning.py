@@ -149,6 +149,7 @@ nb.glue("paper_arc", f"{report.PAPER['arc_3T_vs_2p3T']:+.0f}")
 # %%
 print(report.benchmarks_text(cfg))
 display(report.table_checkpoints(series))
+d = nb.show_depth(series)  # tokens per parameter beside the paper's models (glued as depth_text)
 display(report.table_examples(out))
 nb.glue("n_ckpt", len(series))
 nb.glue("series_name", series.name)
@@ -289,7 +290,7 @@ print(alpaca_status)
 for k, val in report.verdict_glue(out, cv, cfg).items():
     nb.glue(k, val)
 claims.record("olmo_instruction", cfg.profile, v, measured=cv["measured"], numbers=cv["numbers"],
-              chapter="01_instruction_tuning", config=cfg,
+              chapter="01_instruction_tuning", config=cfg, depth=d,
               records=pd.concat([out["base"], out["sft"], out["tuned"]]))
 print(v.text())
 print("method:", v.method)
@@ -297,7 +298,7 @@ if cfg.panel:
     pids = [i for i in pd.concat([out["base"], out["tuned"]]).get("panel_record_id", pd.Series(dtype=object))
             if isinstance(i, str)]
     claims.record(report.PANEL_CLAIM, cfg.profile, pc["verdict"], measured=pc["measured"], numbers=pc["numbers"],
-                  chapter="01_instruction_tuning", config=cfg,
+                  chapter="01_instruction_tuning", config=cfg, depth=d,
                   records=sorted(set(pd.concat([out["base"], out["sft"], out["tuned"]])["record_id"]) | set(pids)))
     print(pc["verdict"].text())
 

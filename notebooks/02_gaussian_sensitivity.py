@@ -36,14 +36,16 @@ from IPython.display import HTML, Markdown, display
 from coft_utils.book import claims, nb
 from coft_utils.chapters import perturb, perturb_report
 from coft_utils.foundation import plots
+from coft_utils.foundation import series as series_mod
 cfg = nb.setup("02_gaussian_sensitivity", profile, seed, overrides)
 t0 = time.time()
-series = perturb.load_series(cfg)
-df = perturb.sweep(series, cfg, progress=False)
+runs = series_mod.runs_for_config(cfg)  # the pre-training runs measured (pretrain_runs; the first is drawn)
+series = runs[0]
+df = perturb.sweep_runs(runs, cfg, progress=False)
 summary = perturb_report.summarize(df)
 src_in, src_out = cfg.sources[0], cfg.sources[-1]
 cfg2 = cfg.other_scale()
-df2 = perturb.sweep(series, cfg2, progress=False) if cfg2 is not None else None
+df2 = perturb.sweep_runs(runs, cfg2, progress=False) if cfg2 is not None else None
 V = perturb_report.chapter_verdict(df, summary, src_in, src_out, cfg, df2, cfg2)
 wall = time.time() - t0
 
@@ -98,6 +100,16 @@ display(Markdown(V["in"]))
 nb.show_params(cfg)
 print(f"series {series.name!r}: {len(series)} checkpoints "
       f"({', '.join(c.label for c in series)}); {len(df)} records; {wall:.1f} s")
+
+# %% [markdown]
+# ## How deep this series goes
+#
+# A "within noise" measured short of the regime the paper describes refutes nothing, so here is
+# the depth of this series in tokens per parameter, with and without the embeddings (a small
+# model's embeddings are a large share of it), beside the paper's models. {glue:text}`depth_text`
+
+# %% tags=["remove-input"]
+d = nb.show_depth(series)
 
 # %% [markdown]
 # ## (a) Damage from the noise against pre-training tokens
@@ -196,7 +208,7 @@ for k, val in dict(src_in=src_in, src_out=src_out, verdict_in=V["in"], verdict_o
 display(perturb_report.verdict_table(df, cfg.sources).round(3))
 for cid, (v, measured) in V["claims"].items():
     claims.record(cid, cfg.profile, v, measured, numbers=V["numbers"], chapter="02_gaussian_sensitivity",
-                  config=cfg, records=pd.concat([df, df2]) if df2 is not None else df)
+                  depth=d, config=cfg, records=pd.concat([df, df2]) if df2 is not None else df)
 
 # %% [markdown]
 # ```{admonition} Rerun this

@@ -74,7 +74,10 @@ display(Markdown(v["text"]))
 # Units are records of the results store (experiment `finetune`), shared with the learning-rate
 # sweep of the next chapter, whose grid contains these learning rates.
 #
-# At the `cpu` profile the four fixed learning rates span two orders of magnitude, the range of
+# At the `cpu` profile the series is chapter 00's `wsd` suite: every checkpoint annealed to zero
+# (like the paper's), branched off one constant-LR trunk, so it is cheap to take to 32M tokens,
+# 512 tokens per parameter (the cosine suite, a run per budget, stops at 8M); `cpu-deep` takes it
+# to 64M with three pre-training runs. The four fixed learning rates span two orders of magnitude, the range of
 # the next chapter's grid (where the ID-optimal rate is chosen), and the task is GSM8K: in our
 # development runs (not part of this book's records) the ~65k-parameter suite did not learn the
 # classification tasks (SST-2, TREC) above the majority class in a few hundred steps, while the
@@ -89,6 +92,16 @@ print(finetune.run_info(run, cfg))
 
 # %% tags=["remove-input"]
 display(Markdown(finetune_report.steps_text(df, cfg)))  # steps actually run, epochs, how the batch was reached
+
+# %% [markdown]
+# ## How deep this series goes
+#
+# A "within noise" measured short of the regime the paper describes refutes nothing, so here is
+# the depth of this series in tokens per parameter, with and without the embeddings (a small
+# model's embeddings are a large share of it), beside the paper's models. {glue:text}`depth_text`
+
+# %% tags=["remove-input"]
+d = nb.show_depth(series)
 
 # %% [markdown]
 # ## (a) ID performance after fine-tuning against pre-training tokens
@@ -156,7 +169,7 @@ nb.glue("verdict_fixed", v["text"])
 nb.glue("fixed_wall_s", f"{wall:.0f}")
 for cid, (verdict, measured) in v["claims"].items():
     claims.record(cid, cfg.profile, verdict, measured, numbers=v["numbers"], chapter="03_fixed_lr_finetuning",
-                  config=cfg, records=df)
+                  depth=d, config=cfg, records=df)
 print("Paper (theirs):", finetune_report.THEIRS["fixed_lr"])
 
 # %% [markdown]

@@ -83,6 +83,16 @@ print(finetune.run_info(run, cfg))
 display(Markdown(finetune_report.steps_text(df, cfg)))  # steps actually run, epochs, how the batch was reached
 
 # %% [markdown]
+# ## How deep this series goes
+#
+# A "within noise" measured short of the regime the paper describes refutes nothing, so here is
+# the depth of this series in tokens per parameter, with and without the embeddings (a small
+# model's embeddings are a large share of it), beside the paper's models. {glue:text}`depth_text`
+
+# %% tags=["remove-input"]
+d = nb.show_depth(series)
+
+# %% [markdown]
 # ## (a) Best ID performance, OOD at that learning rate, and the optimal learning rate
 # Left: test ID perplexity at the learning rate chosen on validation (dashed: before
 # fine-tuning). Middle: OOD perplexity of the same fine-tuned models (dashed: before; star: the
@@ -147,7 +157,7 @@ nb.glue("verdict_sweep_overall", v["overall"])
 nb.glue("sweep_wall_s", f"{wall:.0f}")
 for cid, (verdict, measured) in v["claims"].items():
     claims.record(cid, cfg.profile, verdict, measured, numbers=v["numbers"], chapter="04_lr_sweep", config=cfg,
-                  records=df)
+                  records=df, depth=d)
 print("Paper (theirs):", finetune_report.THEIRS["sweep"])
 
 # %% [markdown]

@@ -42,9 +42,12 @@ from IPython.display import HTML, Markdown, display
 
 from coft_utils.book import claims, nb
 from coft_utils.chapters import mitigate, mitigate_report as mr
+from coft_utils.foundation import depth, series
 cfg = nb.setup("06_mitigations", profile, seed, overrides)
 run = mitigate.run_all(cfg)  # every unit of chapters 02/03/04 this needs (resumes: records are reused)
 S, L, P = mr.schedule_summary(run, cfg), mr.l2_summary(run, cfg), mr.lr_rule_summary(run, cfg)
+d = depth.of_series(series.for_config(mitigate.finetune_config(cfg, cfg.l2_schedule)))  # the checkpoints used
+nb.glue("depth_text", depth.text(d))
 
 # %% [markdown]
 # ## The answer
@@ -61,8 +64,8 @@ display(Markdown(S["text"] + "\n\n" + L["text"] + "\n\n" + P["text"]))
 #
 # **Method as run here.** All logic lives in `coft_utils.chapters.mitigate` (which composes the configs
 # of chapters 02, 03 and 04 and runs their experiments through the chapter registry: every unit here
-# is one of their units, in their results stores, so the cosine units at chapter 03's learning rate
-# and strength 0 are chapter 03's own records) and `coft_utils.chapters.mitigate_report` (matrices,
+# is one of their units, in their results stores, so the units on chapters 02-04's suite at chapter
+# 03's learning rate and strength 0 are chapter 03's own records) and `coft_utils.chapters.mitigate_report` (matrices,
 # verdicts, figures). Measures, in nats relative to each checkpoint's base model: *sensitivity* = the
 # loss of the Gaussian-perturbed model minus the unperturbed one on chapter 02's held-out blocks;
 # *forgetting* = the pre-training-domain loss after fine-tuning minus before (chapter 03's blocks).
@@ -71,7 +74,8 @@ display(Markdown(S["text"] + "\n\n" + L["text"] + "\n\n" + P["text"]))
 # `wsd_short` (the same trunk, a decay over the last `decay_frac_short`; its branch starts from the
 # trunk state the long one starts from, so the two differ only in the anneal) and `cosine` (every
 # budget its own run, annealed from the end of warmup, at the peak LR chapter 00's scan chose for
-# it: a different LR, so cosine is drawn but in no claim row). Regularized fine-tuning is chapter
+# it: a different LR, so cosine is in no claim row; at `cpu` it is left out, `-y '{schedules: [constant,
+# wsd_short, wsd, cosine]}'` draws it). Regularized fine-tuning is chapter
 # 03's `Trainer` with the loss `task loss + λ/2 · ‖θ − θ0‖²` (a `Trainer` subclass in
 # `coft_utils.chapters.finetune_train`; λ = 0 is the plain run). The LR rule uses chapter 04's grid:
 # for each seed, both LRs are chosen on the *other* seeds' means (cross-fitting, so a seed's score is
@@ -82,6 +86,15 @@ display(Markdown(S["text"] + "\n\n" + L["text"] + "\n\n" + P["text"]))
 # %% tags=["hide-output"]
 nb.show_params(cfg)
 print({k: round(v, 1) for k, v in run["wall_s"].items()}, "s;", "peak LRs:", run["peak_lr"])
+
+# %% [markdown]
+# ## How deep these checkpoints go
+#
+# The schedules are compared at the budgets they share (the `cosine` suite, a run per budget, may
+# stop earlier than the shared-trunk ones). {glue:text}`depth_text`
+
+# %% tags=["remove-input"]
+display(depth.frame(d))
 
 # %% [markdown]
 # ## (1) Schedule and anneal length
@@ -145,7 +158,7 @@ records = mr.claim_records(run)
 for part in (S, L, P):
     for cid, (verdict, measured) in part["claims"].items():
         claims.record(cid, cfg.profile, verdict, measured, chapter="06_mitigations", config=cfg,
-                      records=records[cid])
+                      records=records[cid], depth=d)
 
 # %% [markdown]
 # ```{admonition} Rerun this

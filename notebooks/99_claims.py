@@ -60,6 +60,18 @@ _ = nb.glue("claims_profiles", ", ".join(profiles_run) if profiles_run else "non
 display(HTML(claims.html_table()))
 
 # %% [markdown]
+# ## How deep the measured series go
+#
+# Each cell above gives the depth of the series it was measured on: its deepest checkpoint's
+# tokens per parameter, with and without embeddings. The paper's models, for comparison (a
+# "within noise" measured well short of these refutes nothing):
+
+# %% tags=["remove-input"]
+from coft_utils.foundation import depth
+
+display(depth.frame())
+
+# %% [markdown]
 # Every record, runs with overridden parameters included (last column), with its provenance
 # (when, from which commit, on which device) in
 # `runs/<profile>/claims/*.json`; committed reference results from larger machines, if any, in
@@ -70,5 +82,6 @@ import pandas as pd
 
 pd.DataFrame([{**{k: r.get(k) for k in ("claim", "tag", "source", "verdict", "n_replicates", "series", "design",
                                        "mde", "chapter", "commit", "time")},
+               "tokens/param": claims.depth_text(r.get("depth")),
                "overridden parameters": r["overrides"] or ""}
               for r in recs]) if recs else "no claim has been recorded yet"

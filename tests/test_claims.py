@@ -111,3 +111,47 @@ def test_a_row_about_one_model_takes_no_cell_from_another_series(runs):
     html = claims.html_table()
     assert "not measured on olmo-1b" in html and "could see" in html and "suite (" in html
     assert claims.CLAIMS["olmo_instruction"].measures("olmo-1b") and not claims.CLAIMS["olmo_instruction"].measures(None)
+
+
+def test_a_claim_shows_how_deep_its_series_went(runs, tmp_path):
+    """A record carries its series' depth (tokens per parameter with and without embeddings, from
+    the checkpoint's config.json), and the table and the page show it beside the verdict."""
+    import json
+
+    from coft_utils.foundation import depth, models
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    json.dump({"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 128, "vocab_size": 1024,
+               "tie_word_embeddings": True}, (folder / "config.json").open("w"))
+    s = models.CheckpointSeries("toy", (models.Checkpoint("1M", 2 ** 20, path=str(folder)),
+                                        models.Checkpoint("32M", 2 ** 25, path=str(folder))))
+    d = depth.of_series(s)
+    non_emb = 2 * (4 * 32 * 32 + 3 * 32 * 128)
+    assert (d.params, d.params_non_emb) == (non_emb + 1024 * 32, non_emb) == (65536, 32768)
+    assert (d.tpp, d.tpp_non_emb, d.tokens_min) == (512.0, 1024.0, 2 ** 20)
+    assert "512 tokens per parameter" in depth.text(d) and "1,024 without embeddings" in depth.text(d)
+    refs = {r.name: r for r in depth.REFERENCES}
+    assert round(refs["OLMo-1B at 3T"].tpp) == round(3e12 / 1_176_764_416)
+    assert depth.frame(d).index[0] == "toy" and len(depth.frame(d)) == 1 + len(depth.REFERENCES)
+    assert depth.of_series(models.CheckpointSeries("no tokens", (models.Checkpoint("a", 0, path=str(folder)),))) is None
+    claims.record("base_improves", "smoke", "observed", "x", depth=d)
+    rec = claims.collect()[0]
+    assert rec["depth"]["tpp"] == 512.0 and rec["depth"]["tpp_non_emb"] == 1024.0
+    row = claims.table().iloc[0]
+    assert row["smoke: tokens/param"] == "512 tokens/param (1,024 without embeddings) at 32M tokens"
+    assert "512 tokens/param" in claims.html_table()
+
+
+def test_claims_of_a_user_series_are_keyed_by_its_content_not_its_path(runs, tmp_path):
+    import types
+
+    f = tmp_path / "mine.json"
+    f.write_text('{"v": 1}')
+    cfg = types.SimpleNamespace(seed=0, to_dict=lambda: {**claims.profiles.preset("03_fixed_lr_finetuning", "smoke")
+                                                        .to_dict(), "series": str(f)})
+    claims.record("ushape_fixed_lr", "smoke", "within noise", "first", chapter="03_fixed_lr_finetuning", config=cfg)
+    f.write_text('{"v": 2}')  # edited in place
+    claims.record("ushape_fixed_lr", "smoke", "observed", "second", chapter="03_fixed_lr_finetuning", config=cfg)
+    recs = claims.overridden()
+    assert sorted(r["measured"] for r in recs) == ["first", "second"]
+    assert {r["overrides"]["series_content"] for r in recs}.__len__() == 2

@@ -147,7 +147,7 @@ def test_register_a_chapter_set_and_a_pinned_revision(tmp_path, monkeypatch):
 
 def test_source_for_profiles():
     assert {p: hubdata.source_for(p) for p in profiles.PROFILES} == {
-        "smoke": "local", "cpu": "local", "gpu": "local", "paper": "hub"}
+        "smoke": "local", "cpu": "local", "gpu": "local", "paper": "hub", "cpu-deep": "local"}
     with pytest.raises(profiles.ProfileError, match="unknown profile 'huge'"):
         hubdata.source_for("huge")
 

@@ -230,6 +230,18 @@ def test_two_workers_train_the_same_suite_as_one(tmp_path):
     assert one["wsd"].meta["key"] == one["constant"].meta["key"], "wsd and constant share the trunk"
 
 
+def test_branches_join_the_trunks_round_and_wait_for_their_state():
+    """With 2+ workers a wsd branch needs not wait for the next round: it joins the trunk's, after
+    every job that can start at once, ordered by its branch point, naming the job it waits for."""
+    cfg = pretrain._train_cfg(pretrain.resolve("smoke", "wsd", overrides={**TINY, "n_budgets": 3}))
+    units = [pretrain_train.Unit(cfg, "/r", j) for j in pretrain_plan.plan(cfg)]
+    ready = [u for u in units if u.job.parent is None]
+    later = pretrain._made_this_round(ready, units)
+    assert [u.job.name for u in ready] == ["trunk"] and {u.after for u in later} == {"trunk"}
+    steps = [int(u.job.parent.split("@")[1]) for u in later]
+    assert len(later) == 3 and steps == sorted(steps)
+
+
 def test_lr_scan_and_the_suite_share_their_runs(tmp_path):
     os.environ["COFT_RUNS_DIR"] = str(tmp_path / "scan")
     over = {**TINY, "n_budgets": 3, "val_blocks": 4}
@@ -289,6 +301,40 @@ def test_bad_config_values(over, word):
         profiles.resolve("00_pretraining_suite", "smoke", over)
 
 
+def test_cosine_may_stop_earlier_than_the_trunk(tmp_path):
+    """cosine_budgets caps the cosine series (a run per budget) while the shared-trunk schedules go
+    on; every schedule reads one token file; a cap above n_budgets is a named error."""
+    over = {**TINY, "n_budgets": 3, "cosine_budgets": 2}
+    cos, wsd = (pretrain.resolve("smoke", s, overrides=over) for s in ("cosine", "wsd"))
+    assert len(pretrain_plan.budget_labels(cos)) == 2 and len(pretrain_plan.budget_labels(wsd)) == 3
+    assert [j.name for j in pretrain_plan.plan(cos)] == [f"cosine-{x}" for x in pretrain_plan.budget_labels(cos)]
+    assert pretrain_data._tokens_needed(cos) == pretrain_data._tokens_needed(wsd)
+    assert profiles.series_info("suite", "smoke", "cosine").labels == tuple(
+        pretrain_plan.budget_labels(pretrain.resolve("smoke", "cosine")))
+    s = _suite(tmp_path, "cosine", n_budgets=3, cosine_budgets=2)
+    assert [c.label for c in s] == pretrain_plan.budget_labels(cos)
+    # short_budgets caps wsd_short's branches only: the trunk is the one wsd and constant share
+    short = pretrain.resolve("smoke", "wsd_short", overrides={**over, "short_budgets": 2})
+    jobs = pretrain_plan.plan(short)
+    assert jobs[0] == pretrain_plan.plan(wsd)[0] and len(jobs) == 1 + 2
+    assert pretrain_plan.budget_labels(short) == pretrain_plan.budget_labels(wsd)[:2]
+    with pytest.raises(profiles.ProfileError, match="cosine_budgets"):
+        pretrain.resolve("smoke", overrides={"n_budgets": 2, "cosine_budgets": 3})
+    with pytest.raises(profiles.ProfileError, match="replicate_budgets"):
+        pretrain.resolve("smoke", overrides={"n_budgets": 2, "replicate_budgets": 3})
+
+
+def test_between_runs_uses_the_checkpoints_every_run_has(tmp_path):
+    """Extra pre-training runs that stop earlier (replicate_budgets) are compared on the common
+    checkpoints only: no NaN column, the deeper run's extra checkpoint left out."""
+    runs = {0: _suite(tmp_path, "constant", n_budgets=3, val_blocks=4),
+            1: _suite(tmp_path, "constant", seed=1, n_budgets=2, val_blocks=4)}
+    tokens, labels, Y, seeds = pretrain_report.run_matrix(runs)
+    assert labels == [c.label for c in runs[1]] and Y.shape == (2, 2) and seeds == [0, 1]
+    df = pretrain_report.between_runs(runs)
+    assert df[["tokens_per_param", "val_ppl_mean", "val_ppl_sd"]].notna().all().all() and list(df["label"]) == labels
+
+
 def test_wsd_decay_inside_warmup_is_rejected():
     with pytest.raises(profiles.ProfileError, match="decay_frac"):
         pretrain.resolve("smoke", "wsd", overrides={"decay_frac": 0.9})
@@ -302,11 +348,17 @@ def test_presets_meet_the_issue_targets():
     cpu, gpu, paper = (pretrain.resolve(p) for p in ("cpu", "gpu", "paper"))
     top = lambda c: pretrain_plan.budget_steps(c)[-1] * c.tokens_per_step()
     assert top(cpu) >= 8e6 and top(cpu) / pretrain_plan.n_params(cpu) >= 100
+    # issue 25: the shared-trunk series the fine-tuning chapters use reach >= 500 tokens/param at cpu
+    for sched in ("wsd", "constant"):
+        deep = pretrain.resolve("cpu", sched)
+        assert top(deep) / pretrain_plan.n_params(deep) >= 500
     assert top(gpu) / pretrain_plan.n_params(gpu) >= 1000 and gpu.mixed_precision == "bf16"
     assert paper.model == "olmo-30m" and paper.corpus == "c4" and paper.schedule == "cosine"
     assert 3.9e9 < paper.min_budget <= top(paper) / 32 * 1.01 and top(paper) >= 128e9
     assert cpu.workers == 2 and pretrain.resolve("smoke").workers == 1
-    assert cpu.lr_scan_lrs and cpu.lr_scan_budgets <= 3 and not gpu.lr_scan_lrs
+    # the cpu book does not rerun the scan; the LRs it tried are kept beside the preset it chose
+    assert pretrain.SCANNED_LRS["cpu"] and cpu.lr_scan_budgets <= 3 and not gpu.lr_scan_lrs
+    assert {cpu.peak_lr(s) for s in pretrain.SCHEDULES} <= set(pretrain.SCANNED_LRS["cpu"])
     m = models.build_model(models.olmo_config(cpu.model, cpu.vocab_size, cpu.seq_len), 0)
     assert models.count_params(m) == pretrain_plan.n_params(cpu)
 

@@ -281,7 +281,7 @@ def test_no_model_library_is_needed():
 
 
 # --------------------------------------------------------------------------- series rules
-HUB_MSG = r"parameter 'series' = .* is a hub series .* profile '(smoke|cpu)' runs offline"  # gpu may use the hub
+HUB_MSG = r"parameter 'series' = .* is a hub series .* profile '(smoke|cpu|cpu-deep)' runs offline"  # gpu may use the hub
 
 
 @pytest.mark.parametrize("chapter", ["01_instruction_tuning", "02_gaussian_sensitivity",
@@ -312,6 +312,9 @@ def test_series_json_hub_or_local(tmp_path):
         resolve_like_runner("02_gaussian_sensitivity", f"{{series: {hub}}}")
     assert "hub: me/model" in str(e.value)
     assert resolve_like_runner("02_gaussian_sensitivity", f"{{series: {hub}}}", profile="paper").series == str(hub)
+    for lab in "ab":  # local checkpoints must exist and hold weights (checked before any work)
+        (tmp_path / lab).mkdir()
+        (tmp_path / lab / "model.safetensors").write_bytes(b"w")
     local = tmp_path / "local.json"
     local.write_text(json.dumps({"name": "l", "checkpoints": [
         {"label": "a", "tokens": 1, "path": str(tmp_path / "a")},

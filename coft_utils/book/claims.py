@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..foundation import depth as depth_mod
 from ..foundation import profiles, registry, results, verdicts
 
 VERDICTS = verdicts.LABELS
@@ -123,7 +124,7 @@ def record_ids(records) -> list[str]:
 
 
 def record(claim_id: str, profile: str, verdict, measured: str, numbers: dict | None = None,
-           chapter: str | None = None, config=None, records=None) -> dict:
+           chapter: str | None = None, config=None, records=None, depth=None) -> dict:
     """Store a chapter's verdict on one claim at one profile.
 
     The run at the profile's preset and seed 0 is the profile's row (a rerun replaces it). A run
@@ -136,7 +137,9 @@ def record(claim_id: str, profile: str, verdict, measured: str, numbers: dict | 
 
     The record carries the hash of the full resolved ``config`` (``config_hash``) and the ids of
     the results records the verdict was computed from (``records``: see :func:`record_ids`),
-    with a hash of that list (``records_hash``), so a verdict can be traced to its inputs."""
+    with a hash of that list (``records_hash``), so a verdict can be traced to its inputs.
+    ``depth`` (a :class:`coft_utils.foundation.depth.Depth`) says how deep the measured series
+    went: tokens per parameter, with and without embeddings, shown beside the verdict."""
     if claim_id not in CLAIMS:
         raise ValueError(f"unknown claim {claim_id!r}; allowed: {', '.join(CLAIMS)}")
     if isinstance(verdict, verdicts.Verdict):
@@ -159,6 +162,7 @@ def record(claim_id: str, profile: str, verdict, measured: str, numbers: dict | 
     cfg_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
     return store.write(unit, {"verdict": label, "measured": measured, "statistic": stat,
                               "series": series_name(config), "design": design, "mde": mde,
+                              "depth": depth_mod.to_record(depth),
                               "seed": seed, "overrides": changed,
                               "config_hash": results.config_hash(cfg_dict) if config is not None else None,
                               "records": ids, "records_hash": results.config_hash(ids) if ids else None,
@@ -188,11 +192,18 @@ def run_identity(chapter: str, profile: str, config) -> tuple[int, dict]:
         return 0, {}
     seed = int(getattr(config, "seed", 0) or 0)
     try:
-        preset = profiles._chapter_presets(chapter)[profile]
+        preset = profiles.preset(chapter, profile)
     except (profiles.ProfileError, KeyError):
         return seed, {}
     a, b = config.to_dict(), preset.to_dict()
-    return seed, {k: a[k] for k in a if k not in _RUNTIME_FIELDS and a.get(k) != b.get(k)}
+    changed = {k: a[k] for k in a if k not in _RUNTIME_FIELDS and a.get(k) != b.get(k)}
+    ser = a.get("series")
+    if isinstance(ser, str) and ser.endswith((".json", ".yaml", ".yml")) and Path(ser).is_file():
+        # a user's series file: its content, not its path, names the run (an edited file at the
+        # same path is another run, kept beside the earlier one)
+        import hashlib
+        changed["series_content"] = hashlib.sha256(Path(ser).read_bytes()).hexdigest()[:16]
+    return seed, changed
 
 
 def collect() -> list[dict]:
@@ -208,7 +219,7 @@ def collect() -> list[dict]:
                     continue
                 m = {"seed": 0, "overrides": {}, **r["metrics"]}
                 tag = prof + (f" (seed {m['seed']})" if m["seed"] else "") + \
-                    ("" if source == "this machine" else " (reference)")
+                    ("" if source == "this machine" else " (reference run)")
                 out.append({"claim": cid, "profile": prof, "source": source, "tag": tag,
                             "time": r.get("time"), "commit": r.get("git", {}).get("commit", "")[:10], **m})
     return out
@@ -242,16 +253,26 @@ def table():
             elif r["claim"] == c.id:
                 row[f"{r['tag']}: verdict"] = r["verdict"]
                 row[f"{r['tag']}: design"] = r.get("design", "")
+                row[f"{r['tag']}: tokens/param"] = depth_text(r.get("depth"))
                 row[f"{r['tag']}: smallest detectable"] = r.get("mde", "")
                 row[f"{r['tag']}: statistic"] = r.get("statistic", "")
                 row[f"{r['tag']}: measured"] = r["measured"]
         rows.append(row)
     df = pd.DataFrame(rows)
     order = ["claim", "paper", "chapter"] + [f"{t}: {k}" for t in cols
-                                             for k in ("verdict", "statistic", "design", "smallest detectable",
-                                                       "measured")
+                                             for k in ("verdict", "statistic", "design", "tokens/param",
+                                                       "smallest detectable", "measured")
                                              if f"{t}: {k}" in df]
     return df[order].fillna("not run")
+
+
+def depth_text(d: dict | None) -> str:
+    """A record's depth in a cell: "512 tokens/param (1,024 without embeddings) at 32M", or ""."""
+    if not d:
+        return ""
+    from ..foundation.plots import fmt_tokens
+    return (f"{d['tpp']:,.0f} tokens/param ({d['tpp_non_emb']:,.0f} without embeddings) at "
+            f"{fmt_tokens(d['tokens'])} tokens")
 
 
 def badge(label: str) -> str:
@@ -285,12 +306,14 @@ def html_table(profile: str | None = None) -> str:
                              f"{html.escape(str(r.get('series') or 'another series'))}: see the stand-in row"
                              "</small></td>")
                 continue
-            src = "" if r["source"] == "this machine" else " <em>(reference)</em>"
+            src = "" if r["source"] == "this machine" else " <em>(reference run)</em>"
             stat = html.escape(r.get("statistic") or "")
             n = r.get("n_replicates")
             extra = "".join(f"<br><small><em>{k}:</em> {html.escape(str(r.get(f) or ''))}</small>"
                             for k, f in (("series", "series"), ("design", "design"), ("could see", "mde"))
                             if r.get(f))
+            if r.get("depth"):
+                extra += f"<br><small><em>depth:</em> {html.escape(depth_text(r['depth']))}</small>"
             cells.append(f"<td>{badge(r['verdict'])}{src}<br><small>{stat}</small>{extra}"
                          f"<details><summary><small>what was measured{f', {n} replicates' if n else ''}"
                          f"</small></summary><small>{html.escape(r['measured'])}<br><em>method:</em> "

@@ -76,3 +76,16 @@ def glue_all(values) -> None:
     """:func:`glue` every ``{name: value}`` of a report function's glue dict, in its order."""
     for name, value in values.items():
         glue(name, value)
+
+
+def show_depth(series, name: str = "depth_text"):
+    """A page's "how deep does this series go" section: its tokens per parameter (with and without
+    embeddings) beside the paper's models, as a table and a sentence glued as ``name``; returns
+    the :class:`~coft_utils.foundation.depth.Depth` (None when unknown) for ``claims.record``."""
+    from IPython.display import display
+
+    from ..foundation import depth
+    d = depth.of_series(series)
+    display(depth.frame(d))
+    glue(name, depth.text(d))
+    return d

@@ -224,7 +224,8 @@ def _plan_00(cfg) -> ChapterPlan:
             job = j.name if j.kind == "cosine" else f"trunk+wsd @ lr {c.peak_lr():g}"
             units.append(_job_unit(c, j, f"{j.name} ({sched})", job))
     # the replicated schedule's further pre-training runs (seeds seed+1 ..): its whole plan again each
-    rep = dataclasses.replace(cfg, schedule=pretrain.REPLICATED)
+    rep = dataclasses.replace(cfg, schedule=getattr(cfg, "replicated", pretrain.REPLICATED),
+                              n_budgets=getattr(cfg, "replicate_budgets", 0) or cfg.n_budgets)
     for i in range(1, getattr(cfg, "pretrain_seeds", 1)):
         for j in pretrain_plan.plan(rep):
             units.append(_job_unit(rep, j, f"{j.name} ({rep.schedule}, seed {cfg.seed + i})",
@@ -234,7 +235,8 @@ def _plan_00(cfg) -> ChapterPlan:
                      "notebook and is not priced here")
     n_par = costs.olmo_shape(cfg.model, cfg.vocab_size, tied=not getattr(cfg, "mup_base_width", 0)).n_params
     notes.append(f"model {cfg.model} ({n_par / 1e6:.1f}M "
-                 f"parameters), corpus {cfg.corpus}, {cfg.n_budgets} budgets from {cfg.min_budget:.3g} tokens")
+                 f"parameters), corpus {cfg.corpus}, {cfg.n_budgets} budgets from {cfg.min_budget:.3g} tokens"
+                 + (f" (cosine: the first {cfg.cosine_budgets})" if getattr(cfg, "cosine_budgets", 0) else ""))
     return ChapterPlan("00_pretraining_suite", cfg.profile, units, notes)
 
 
@@ -321,16 +323,19 @@ def _plan_02(cfg) -> ChapterPlan:
     if other is not None:
         n += len(other.sources) * (1 + sum(1 for g in other.gammas if g) * other.n_seeds)
     prec = "bf16" if cfg.dtype == "bfloat16" else "fp32"
-    units = [_unit_eval(f"sweep {ck.label}", f"ck {ck.label}", shape_of(ck), n * cfg.n_blocks * cfg.seq_len,
-                        cfg.seq_len, cfg.batch_size, prec) for ck in series]
+    runs = getattr(cfg, "pretrain_runs", 1)  # each pre-training run: the same checkpoints again
+    units = [_unit_eval(f"sweep {ck.label}" + (f" run {r}" if runs > 1 else ""), f"ck {ck.label}", shape_of(ck),
+                        n * cfg.n_blocks * cfg.seq_len, cfg.seq_len, cfg.batch_size, prec)
+             for r in range(runs) for ck in series]
     return ChapterPlan("02_gaussian_sensitivity", cfg.profile, units,
                        [f"series {cfg.series!r}: {len(series)} checkpoints x {n} evaluations of "
-                        f"{cfg.n_blocks} x {cfg.seq_len} tokens"])
+                        f"{cfg.n_blocks} x {cfg.seq_len} tokens" + (f", for each of {runs} pre-training runs"
+                                                                    if runs > 1 else "")])
 
 
 def _plan_finetune(cfg, chapter: str) -> ChapterPlan:
     series, shape_of = planned_series(cfg)
-    seeds = [cfg.seed * cfg.seeds + i for i in range(cfg.seeds)]
+    n_runs = getattr(cfg, "pretrain_runs", 1)  # each pre-training run has its own block of seeds
     prec = "bf16" if cfg.mixed_precision in ("bf16", "fp16") else "fp32"
     gc = _checkpointing(cfg)
     accum = int(getattr(cfg, "grad_accum", 1) or 1)
@@ -344,26 +349,29 @@ def _plan_finetune(cfg, chapter: str) -> ChapterPlan:
     except profiles.ProfileError:
         other_lrs = set()
     units = []
-    for ck in series:
+    for r, ck in ((r, ck) for r in range(n_runs) for ck in series):
         shape = shape_of(ck)
+        seeds = [(cfg.seed * n_runs + r) * cfg.seeds + i for i in range(cfg.seeds)]
+        run = f" run {r}" if n_runs > 1 else ""
         for t in cfg.tasks:
             # the steps the run takes: `steps`, capped at max_epochs passes over the task's train
             # examples (registered counts; nothing is loaded), as finetune_train.effective_steps
             n_ex = min(cfg.n_train, tasks_mod.split_size(t, "train", source) or cfg.n_train)
             steps = finetune_train.effective_steps(cfg.steps, n_ex, gb, getattr(cfg, "max_epochs", 0.0))
             ev = (cfg.n_val + cfg.n_test) * cfg.max_len + cfg.ood_blocks * cfg.ood_seq_len
-            units.append(_unit_eval(f"base {ck.label} {t}", f"ck {ck.label} lr {cfg.lrs[0]:g}", shape, ev,
+            units.append(_unit_eval(f"base {ck.label} {t}{run}", f"ck {ck.label} lr {cfg.lrs[0]:g}", shape, ev,
                                     cfg.max_len, cfg.eval_batch_size, prec))
             for lr in cfg.lrs:
                 for s in seeds:
-                    u = _unit_train(f"{ck.label} {t} lr={lr:g} seed={s}", f"ck {ck.label} lr {lr:g}", shape,
+                    u = _unit_train(f"{ck.label} {t} lr={lr:g} seed={s}{run}", f"ck {ck.label} lr {lr:g}", shape,
                                     steps * gb * cfg.max_len, cfg.max_len, gb, prec, gc, _fsdp(cfg, shape),
                                     accum, ev, micro_cap=getattr(cfg, "per_device_batch_size", 0))
                     u.shared = lr in other_lrs
                     units.append(u)
     n_shared = sum(u.shared for u in units)
     notes = [f"series {cfg.series!r}: {len(series)} checkpoints x {len(cfg.tasks)} tasks x {len(cfg.lrs)} LRs x "
-             f"{cfg.seeds} seeds; {cfg.steps} steps of {gb} x {cfg.max_len} tokens (upper bound)"
+             f"{cfg.seeds} seeds" + (f" x {n_runs} pre-training runs" if n_runs > 1 else "")
+             + f"; {cfg.steps} steps of {gb} x {cfg.max_len} tokens (upper bound)"
              + (f", capped at {cfg.max_epochs:g} epochs of each task's train split" if getattr(cfg, "max_epochs", 0)
                 else "")]
     if n_shared:
@@ -395,20 +403,21 @@ def _plan_06(cfg) -> ChapterPlan:
         for u in p.units:
             u.name, u.shared = f"{tag}: {u.name}", shared
             units.append(u)
+    own = profiles.resolve("03_fixed_lr_finetuning", cfg.profile).schedule  # chapters 02-04's suite
     for s in cfg.schedules:
-        add(_plan_02(mitigate.perturb_config(cfg, s)), f"sensitivity {s}", s == "cosine")
+        add(_plan_02(mitigate.perturb_config(cfg, s)), f"sensitivity {s}", s == own)
         add(_plan_finetune(mitigate.finetune_config(cfg, s), "03_fixed_lr_finetuning"), f"forgetting {s}",
-            s == "cosine")
+            s == own)
     for lam in cfg.l2_strengths:
         if lam:
             add(_plan_finetune(mitigate.finetune_config(cfg, cfg.l2_schedule, l2=lam), "03_fixed_lr_finetuning"),
                 f"L2 λ={lam:g}")
-    add(_plan_finetune(mitigate.grid_config(cfg), "04_lr_sweep"), "LR grid", True)
+    add(_plan_finetune(mitigate.grid_config(cfg), "04_lr_sweep"), "LR grid", cfg.l2_schedule == own)
     if "wsd_short" in cfg.schedules:
         c = _pretrain_cfg(cfg.profile, "wsd_short", cfg.suite_model)
-        units += [_job_unit(c, j, f"pre-training: {j.name}", j.name) for j in pretrain_plan.plan(c)
-                  if j.name.startswith("wsd_short")]
-        notes.append(f"wsd_short: its {c.n_budgets} decay branches off the wsd trunk (decay_frac_short "
+        short = [j for j in pretrain_plan.plan(c) if j.name.startswith("wsd_short")]
+        units += [_job_unit(c, j, f"pre-training: {j.name}", j.name) for j in short]
+        notes.append(f"wsd_short: its {len(short)} decay branches off the wsd trunk (decay_frac_short "
                      f"{c.decay_frac_short:g}); the trunk and the other suites are chapter 00's")
     notes.append(f"schedules {list(cfg.schedules)}, lr {cfg.lr:g}, strengths {list(cfg.l2_strengths)}; "
                  f"{sum(u.shared for u in units)} units are also units of chapters 02-04 (same stores, computed once)")
@@ -443,10 +452,12 @@ def chapter_plan(chapter: str, profile: str, overrides: dict | None = None, seed
 
 
 def plan_all(profile: str, overrides: dict | None = None) -> list[ChapterPlan]:
-    """Every chapter's plan (``overrides`` apply where a chapter has the parameter)."""
+    """Every chapter's plan (``overrides`` apply where a chapter has the parameter); at a profile
+    that runs some chapters only (``Profile.chapters``: cpu-deep), those."""
     out = []
+    only = profiles.get_profile(profile).chapters
     for ch in profiles.CHAPTERS:
-        if ch not in _PLANNED:
+        if ch not in _PLANNED or (only is not None and ch not in only):
             continue
         names = {f.name for f in dataclasses.fields(profiles.resolve(ch, profile))}
         out.append(chapter_plan(ch, profile, {k: v for k, v in (overrides or {}).items() if k in names}))

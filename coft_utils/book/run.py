@@ -45,9 +45,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
-from ..foundation import profiles, registry
+from ..foundation import profiles, registry, results
 from . import status
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +77,11 @@ def split_params(params: dict) -> dict:
     """Papermill parameters: profile and seed as they are, everything else into ``overrides``."""
     params = dict(params)
     out = {k: params.pop(k) for k in RESERVED if k in params}
-    overrides = dict(params.pop("overrides", None) or {})
+    ov = params.pop("overrides", None) or {}
+    if not isinstance(ov, dict):
+        raise profiles.ProfileError(f"parameter 'overrides' = {ov!r:.200} must be a mapping of parameter names "
+                                    "to values, e.g. -y '{overrides: {n_budgets: 3}}'")
+    overrides = dict(ov)
     overrides.update(params)
     out["overrides"] = overrides
     return out
@@ -100,11 +102,32 @@ def _code_hash() -> str:
     return h.hexdigest()
 
 
-def _stamp(src: Path, nb_params: dict) -> str:
+def inputs_fingerprint(cfg) -> str:
+    """What a page depends on beyond its notebook, parameters and code: for a user series file
+    (``series`` = a .json/.yaml path), the file's bytes and the weights of each local checkpoint
+    (``weights.identity``: content-hashed once, then cached), so a changed checkpoint or a
+    checkpoint dropped from the file makes the page stale. '' for the suite and built-in series
+    (their folders are keyed by config and code; hub revisions are pinned)."""
+    from ..foundation import series as series_mod
+    from ..foundation import weights
+    name = getattr(cfg, "series", None)
+    if not name or name == "suite" or not str(name).endswith(series_mod.FILE_SUFFIXES) or not os.path.isfile(name):
+        return ""
+    h = hashlib.sha256(Path(name).read_bytes())
+    try:  # a missing folder or one without weights: named here, before any work
+        for c in series_mod.load(name):
+            h.update(f"{c.label}={weights.identity(c) if c.path else c.hub_id + '@' + str(c.revision)}".encode())
+    except series_mod.SeriesError as e:
+        raise profiles.ProfileError(f"parameter 'series' = {name!r}: {e}") from None
+    return h.hexdigest()[:16]
+
+
+def _stamp(src: Path, nb_params: dict, inputs: str = "") -> str:
     h = hashlib.sha256()
     h.update(src.read_bytes())
     h.update(json.dumps(nb_params, sort_keys=True, default=str).encode())
     h.update(_code_hash().encode())
+    h.update(inputs.encode())
     return h.hexdigest()[:24]
 
 
@@ -203,10 +226,19 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
     import jupytext
     import nbformat
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     profiles.get_profile(profile)  # an unknown profile fails here, before anything runs
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise profiles.ProfileError(f"--timeout = {timeout!r}; allowed: a positive number of seconds per cell "
+                                    "(omit it for no limit)")
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise profiles.ProfileError(f"--out = {str(out_dir)!r} is a file; allowed: a folder (created if missing)")
     src = notebook_source(name)
     nb_params = split_params({**(params or {}), "profile": profile})
+    ser = nb_params["overrides"].get("series")
+    if isinstance(ser, str) and ser.endswith((".json", ".yaml", ".yml")) and os.path.isfile(ser):
+        nb_params["overrides"]["series"] = os.path.abspath(ser)  # the kernel runs in the repository root
     if src.stem in profiles.CHAPTERS:  # bad parameters fail here (ProfileError), before a kernel starts
         cfg = profiles.resolve(src.stem, profile, nb_params["overrides"], seed=nb_params.get("seed"))
     else:
@@ -214,7 +246,7 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
     out_dir = Path(out_dir) if out_dir else GEN_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{src.stem}.ipynb"
-    stamp = _stamp(src, nb_params)
+    stamp = _stamp(src, nb_params, inputs_fingerprint(cfg) if cfg is not None else "")
     if not force and out.is_file() and _read_stamp(out) == stamp:
         print(f"[coft] {src.stem}: up to date ({out})", flush=True)
         return out
@@ -247,6 +279,15 @@ def run_notebook(name: str, profile: str = profiles.DEFAULT_PROFILE, params: dic
         status.log(src.stem, profile, nb_params, "terminated", time.time() - t0, "SIGTERM")
         os.kill(os.getpid(), signal.SIGTERM)  # now with the previous handler: by default, exit by SIGTERM
         raise RunError(f"notebook {src.stem} terminated (SIGTERM)") from None
+    except (CellTimeoutError, DeadKernelError) as e:  # a cell over --timeout, a kernel that died
+        failed = out_dir / f"{src.stem}.failed.ipynb"
+        if tmp.exists():
+            os.replace(tmp, failed)
+        what = (f"a cell ran longer than --timeout {timeout} s" if isinstance(e, CellTimeoutError)
+                else f"the kernel died ({str(e).splitlines()[0][:200] if str(e) else 'no message'})")
+        status.log(src.stem, profile, nb_params, "failed", time.time() - t0, what)
+        raise RunError(f"notebook {src.stem} stopped after {time.time() - t0:.0f} s: {what}\n"
+                       f"(partial notebook: {failed})") from None
     except pm.PapermillExecutionError as e:
         failed = out_dir / f"{src.stem}.failed.ipynb"
         if tmp.exists():
@@ -331,21 +372,38 @@ def build(root: str | os.PathLike = REPO_ROOT, strict: bool = True) -> Path:
 
 
 def _parse_params(pairs: list[list[str]] | None, yaml_text: str | None) -> dict:
+    """``-y`` (a YAML mapping) and ``-p KEY VALUE`` pairs (each VALUE YAML), read by
+    :mod:`coft_utils.foundation.safeyaml` (no aliases, ``1e3`` is a number, dates stay text);
+    ``overrides``, if given, must be a mapping. Errors are :class:`profiles.ProfileError`."""
+    from ..foundation import safeyaml
     params: dict = {}
-    if yaml_text:
-        try:
-            loaded = yaml.safe_load(yaml_text)
-        except yaml.YAMLError as e:
-            raise profiles.ProfileError(f"-y {yaml_text!r} is not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise SystemExit(f"-y expects a YAML mapping, got {yaml_text!r}")
-        params.update(loaded)
-    for key, value in pairs or []:
-        try:
-            params[key] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise profiles.ProfileError(f"-p {key} {value!r} is not valid YAML: {e}") from None
+    try:
+        if yaml_text:
+            loaded = safeyaml.load(yaml_text, "-y")
+            if not isinstance(loaded, dict):
+                raise profiles.ProfileError(f"-y expects a YAML mapping (key: value, ...), got "
+                                            f"{safeyaml.quote(yaml_text)}")
+            params.update(loaded)
+        for key, value in pairs or []:
+            params[key] = safeyaml.load(value, f"-p {key}")
+    except safeyaml.YAMLInputError as e:
+        raise profiles.ProfileError(str(e)) from None
+    if "overrides" in params and not isinstance(params["overrides"] or {}, dict):
+        raise profiles.ProfileError(f"parameter 'overrides' = {safeyaml.quote(str(params['overrides']))} must be a "
+                                    "mapping of parameter names to values, e.g. -y '{overrides: {n_budgets: 3}}'")
     return params
+
+
+def _chapter_params_help(chapter: str, profile: str) -> str:
+    """The parameters of ``chapter`` at ``profile`` (name, value, what is allowed, meaning) for
+    ``run CHAPTER --help``: what -p KEY VALUE and -y accept."""
+    rows = profiles.describe(profiles.resolve(chapter, profile))
+    lines = [f"parameters of {chapter} at profile {profile} (-p KEY VALUE, or -y '{{KEY: VALUE, ...}}'):"]
+    for r in rows:
+        if r["parameter"] == "profile":
+            continue
+        lines.append(f"  {r['parameter']} = {r['value']!r}  [{r['allowed']}]\n      {r['meaning']}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,6 +448,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build", help="render the site (jupyter-book build -W -n --keep-going)")
     v = sub.add_parser("verify", help="re-hash every file of every data set against SHA256SUMS")
     v.add_argument("sets", nargs="*", help="data set names (default: every local registered set)")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["run"] and {"-h", "--help"} & set(args):  # the chapter's own parameters too
+        names = [x for x in args[1:] if not x.startswith("-") and Path(x).stem in profiles.CHAPTERS]
+        prof = args[args.index("--profile") + 1] if "--profile" in args[:-1] else profiles.DEFAULT_PROFILE
+        if names and prof in profiles.PROFILES:
+            r.epilog = _chapter_params_help(Path(names[0]).stem, prof)
+            r.formatter_class = argparse.RawDescriptionHelpFormatter
     a = ap.parse_args(argv)
     try:
         if a.cmd == "verify":
@@ -435,10 +500,21 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from tqdm.auto import tqdm
         t0 = time.time()
-        names = chapters()
+        prof = profiles.get_profile(a.profile)
+        names = [c for c in chapters() if prof.chapters is None or c in prof.chapters]
+        out = a.out or (str(results.runs_dir() / a.profile / "_generated") if prof.reference else None)
+        walls = {}
         for c in tqdm(names, desc=f"chapters [{a.profile}]", unit="chapter"):
-            run_notebook(c, a.profile, params, a.out, a.force, a.timeout)
-        build()
+            t1 = time.time()
+            run_notebook(c, a.profile, params, out, a.force, a.timeout)
+            walls[c] = round(time.time() - t1, 1)
+        if prof.reference:  # a reference run: its records go to results/<profile>/, the site keeps its pages
+            from . import reference
+            dest = reference.export(a.profile, walls, command=" ".join(["python -m coft_utils", *sys.argv[1:]]))
+            print(f"[coft] {a.profile}: reference records in {dest} (the claims page shows them as the "
+                  f"'reference run' column; `make book` renders it); chapters {walls}", flush=True)
+        else:
+            build()
         print(f"[coft] book done in {time.time() - t0:.0f} s", flush=True)
         return 0
     except (RunError, profiles.ProfileError) as e:

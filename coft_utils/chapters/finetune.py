@@ -63,7 +63,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..foundation import models, profiles, registry, results, tasks as tasks_mod
+from ..foundation import models, profiles, registry, results, tasks as tasks_mod, weights
 from ..foundation.profiles import param
 from .finetune_eval import id_metrics
 from .finetune_train import _check_lr, _is_distributed, _is_main, batch_plan, train
@@ -176,8 +176,10 @@ class Config(profiles.SeriesConfig):
 
 
 _FIXED = (1e-3, 1e-2, 3e-2, 1e-1)  # cpu: from well below to above the ID-optimal LR of chapter 04
-# smoke: a few steps on the 6-checkpoint smoke suite; cpu: ~65k-parameter olmo-pico suite
-# (0.25M..8M tokens); gpu: the olmo-micro suite, local data.
+# smoke: a few steps on the 6-checkpoint smoke suite; cpu: the 65,536-parameter olmo-pico wsd
+# suite (annealed checkpoints off one trunk) at 0.5M..32M tokens: up to 512 tokens/param, the
+# depth where fine-tuning stops gaining (the cosine suite stops at 8M; 0.25M left out to keep the
+# book within 45 min); gpu: the olmo-micro suite, local data.
 # paper: the paper's Section 3 design: chapter 00's controlled suite (series="suite": OLMo-30M on
 # C4, 4B..128B tokens, cosine to zero; suite_model="olmo-15m" / "olmo-90m" for the other two
 # sizes), every task and C4 from the hub (coft_utils.foundation.hubdata), bf16 + gradient
@@ -190,7 +192,7 @@ _BASE = {
     "smoke": Config(profile="smoke", tasks=("gsm8k", "sst2"), lrs=(1e-3, 1e-2), steps=6, batch_size=8, max_len=64, n_train=64,
                     n_val=16, n_test=16, ood_blocks=8, ood_seq_len=64, eval_batch_size=16, threads=1,
                     seeds=2),
-    "cpu": Config(profile="cpu", lrs=_FIXED, steps=120, batch_size=16, max_len=96, n_train=1920,
+    "cpu": Config(profile="cpu", schedule="wsd", checkpoints=("0.5M", "1M", "2M", "4M", "8M", "16M", "32M"), lrs=_FIXED, steps=120, batch_size=16, max_len=96, n_train=1920,
                   n_val=200, n_test=400, ood_blocks=64, ood_seq_len=128, eval_batch_size=64, threads=1,
                   seeds=3, workers=2),
     "gpu": Config(profile="gpu", tasks=("sst2", "gsm8k"), lrs=(1e-4, 3e-4, 1e-3), steps=1000,
@@ -210,6 +212,11 @@ _GRID = {  # chapter 04: a grid per checkpoint that contains chapter 03's LRs (s
 }
 import dataclasses as _dc  # noqa: E402
 
+# cpu-deep (the reference run): the cpu design on the wsd series to 64M tokens (1M..64M: 7
+# checkpoints), over chapter 00's 3 pre-training runs, 2 fine-tuning seeds each
+_BASE["cpu-deep"] = _dc.replace(_BASE["cpu"], profile="cpu-deep", pretrain_runs=3, seeds=2,
+                                checkpoints=("1M", "2M", "4M", "8M", "16M", "32M", "64M"))
+_GRID["cpu-deep"] = _GRID["cpu"]
 PRESETS: dict[str, dict[str, Config]] = {
     "03_fixed_lr_finetuning": dict(_BASE),
     "04_lr_sweep": {p: _dc.replace(c, lrs=_GRID[p]) for p, c in _BASE.items()},
@@ -276,9 +283,14 @@ def train_key(cfg: Config) -> str:
     return results.config_hash(d, 10)
 
 
-def units(series: models.CheckpointSeries, cfg: Config) -> list[dict]:
-    return [{"series": series.name, "checkpoint": c.label, "weights": models.identity(c), "tokens": c.tokens,
-             "task": t, "lr": _check_lr(lr), "seed": cfg.seed * cfg.seeds + i, "train_key": train_key(cfg)}
+def units(series: models.CheckpointSeries, cfg: Config, run: int = 0) -> list[dict]:
+    """The units of one pre-training run (``run``: its index among ``cfg.pretrain_runs``): every
+    (checkpoint, task, lr, seed); each run's fine-tuning seeds are its own block of ``cfg.seeds``
+    (run 0 of a one-run config: ``seed * seeds + i``, as before runs existed)."""
+    base = (cfg.seed * cfg.pretrain_runs + run) * cfg.seeds
+    tk = weights.tokenizer_key(series)  # {} unless the series names its own tokenizer
+    return [{"series": series.name, "checkpoint": c.label, "weights": models.identity(c), **tk, "tokens": c.tokens,
+             "task": t, "lr": _check_lr(lr), "seed": base + i, "train_key": train_key(cfg)}
             for t in cfg.tasks for c in series for lr in cfg.lrs for i in range(cfg.seeds)]
 
 
@@ -341,8 +353,8 @@ def _set_threads(cfg: Config):
 def base_record(series, ckpt, task: str, cfg: Config) -> dict:
     """OOD perplexity and ID metrics of the base checkpoint (cached in the ``_base`` store)."""
     store = results.Store(f"{cfg.experiment}_base", cfg.profile)
-    unit = {"series": series.name, "checkpoint": ckpt.label, "weights": models.identity(ckpt), "task": task,
-            "train_key": train_key(cfg)}
+    unit = {"series": series.name, "checkpoint": ckpt.label, "weights": models.identity(ckpt),
+            **weights.tokenizer_key(series), "task": task, "train_key": train_key(cfg)}
     rec = store.get(unit)
     if rec is not None:
         return rec["metrics"]
@@ -430,7 +442,8 @@ def _run_and_store(job) -> dict:
     return m
 
 
-def sweep(series: models.CheckpointSeries, cfg: Config, progress: bool = False, max_units: int | None = None):
+def sweep(series: models.CheckpointSeries, cfg: Config, progress: bool = False, max_units: int | None = None,
+          run: int = 0):
     """Run every unit not yet in the store (resume), return :func:`frame` of this config's units.
 
     ``max_units`` stops after that many *new* units (for budgets and tests). ``cfg.workers`` > 1
@@ -441,7 +454,7 @@ def sweep(series: models.CheckpointSeries, cfg: Config, progress: bool = False, 
     from ..foundation import parallel
     batch_plan(cfg.batch_size, cfg.per_device_batch_size)  # a batch this launch cannot reach: error before work
     store = results.Store(cfg.experiment, cfg.profile)
-    us = units(series, cfg)
+    us = units(series, cfg, run)
     todo = [u for u in us if not store.done(u)]
     if max_units is not None:
         todo = todo[:max_units]
@@ -455,38 +468,45 @@ def sweep(series: models.CheckpointSeries, cfg: Config, progress: bool = False, 
             print(f"[{i + 1}/{len(todo)}] {u['checkpoint']} {u['task']} lr={u['lr']:g} seed={u['seed']}: "
                   f"val id_ppl {m['val_id_ppl']:.3f}, OOD {m['ood_ppl_before']:.2f} -> {m['ood_ppl_after']:.2f} "
                   f"({m['unit_wall_s']:.1f} s)", flush=True)
-    return frame(series, cfg)
+    return frame(series, cfg, run)
 
 
 def run_all(cfg: Config) -> dict:
     """The chapter's whole experiment at ``cfg``, resuming: ``series``, ``df`` (:func:`frame`),
     ``wall_s``, ``n_units`` and ``reused`` (records already in the store before this run).
     Raises if a unit has no record afterwards."""
+    import pandas as pd
+    from ..foundation import series as series_mod
     t0 = time.time()
-    series = load_series(cfg)
-    us = units(series, cfg)
+    runs = series_mod.runs_for_config(cfg) if cfg.pretrain_runs > 1 else [load_series(cfg)]
+    us = [u for r, s in enumerate(runs) for u in units(s, cfg, r)]
     store = results.Store(cfg.experiment, cfg.profile)
     reused = sum(store.done(u) for u in us)
-    df = sweep(series, cfg)
+    df = pd.concat([sweep(s, cfg, run=r) for r, s in enumerate(runs)], ignore_index=True)
     if len(df) != len(us):
         raise RuntimeError(f"{len(us) - len(df)} of {len(us)} units have no record after the sweep")
-    return {"series": series, "df": df, "wall_s": time.time() - t0, "n_units": len(us), "reused": reused}
+    if len(runs) > 1:
+        df = df.sort_values(["task", "lr", "tokens", "seed"]).reset_index(drop=True)
+    return {"series": runs[0], "runs": runs, "df": df, "wall_s": time.time() - t0, "n_units": len(us),
+            "reused": reused}
 
 
 def run_info(run: dict, cfg: Config) -> str:
     """One line on what :func:`run_all` ran: series, checkpoints, grid, seeds, units, time."""
     s = run["series"]
-    return (f"series {s.name!r}: {len(s)} checkpoints ({', '.join(c.label for c in s)}); grid {list(cfg.lrs)}; "
+    n_runs = len(run.get("runs", [s]))
+    return (f"series {s.name!r}" + (f" and {n_runs - 1} more pre-training run(s)" if n_runs > 1 else "")
+            + f": {len(s)} checkpoints ({', '.join(c.label for c in s)}); grid {list(cfg.lrs)}; "
             f"{cfg.seeds} seeds; {run['n_units']} units ({run['reused']} reused from the store, "
             f"{run['n_units'] - run['reused']} trained now); {run['wall_s']:.1f} s")
 
 
-def frame(series: models.CheckpointSeries, cfg: Config):
+def frame(series: models.CheckpointSeries, cfg: Config, run: int = 0):
     """One row per finished unit of this config: unit fields + metrics (missing units left out)."""
     import pandas as pd
     store = results.Store(cfg.experiment, cfg.profile)
     rows = []
-    for u in units(series, cfg):
+    for u in units(series, cfg, run):
         r = store.get(u)
         if r is not None:
             rows.append({**r["unit"], **r["metrics"], "record_id": results.unit_id(r["unit"])})
@@ -513,11 +533,13 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     cfg = resolve(a.chapter, a.profile, json.loads(a.overrides), seed=a.seed)
     _set_threads(cfg)
-    series = load_series(cfg)
-    df = sweep(series, cfg, progress=_is_main(), max_units=a.max_units)
-    if _is_main():
-        print(f"{len(df)} of {len(units(series, cfg))} units done "
-              f"({results.Store(cfg.experiment, cfg.profile).dir})")
+    from ..foundation import series as series_mod
+    runs = series_mod.runs_for_config(cfg) if cfg.pretrain_runs > 1 else [load_series(cfg)]
+    for r, series in enumerate(runs):
+        df = sweep(series, cfg, progress=_is_main(), max_units=a.max_units, run=r)
+        if _is_main():
+            print(f"{series.name}: {len(df)} of {len(units(series, cfg, r))} units done "
+                  f"({results.Store(cfg.experiment, cfg.profile).dir})")
     return 0
 
 

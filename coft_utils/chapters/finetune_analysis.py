@@ -22,7 +22,8 @@ import numpy as np
 
 from ..foundation import verdict_design
 
-__all__ = ["mean_frame", "diverged_note", "replicates", "inflection_table", "best_lr", "tuned_replicates",
+__all__ = ["mean_frame", "diverged_note", "replicates", "run_labels", "replicate_runs", "inflection_table", "best_lr",
+           "tuned_replicates",
            "crossfit_replicates",
            "lr_regime", "pareto_front", "front_comparison"]
 
@@ -77,6 +78,22 @@ def diverged_note(df, task: str, lr: float | None = None) -> str:
     lrs = "" if lr is not None else f" at lr {some(f'{x:g}' for x in d.lr)}"
     return (f"{len(d)} of {len(t)} runs diverged{lrs} (checkpoints {some(d.checkpoint)}; "
             f"{some(d.diverged_reason, 2)})")
+
+
+def run_labels(df, seeds) -> list | None:
+    """The pre-training run (its series) of each replicate seed, in the order of ``seeds``; None
+    when the frame holds one run (its checkpoint scatter is then the noise: ``verdicts``' one-run
+    design). Seeds are unique across runs (each run has its own block: ``finetune.units``)."""
+    if "series" not in df or df["series"].nunique() <= 1:
+        return None
+    of = df.drop_duplicates("seed").set_index("seed")["series"]
+    return [of[s] for s in seeds]
+
+
+def replicate_runs(df, task: str, lr: float | None = None) -> list | None:
+    """:func:`run_labels` for the rows of :func:`replicates` (``lr`` None: of :func:`crossfit_replicates`)."""
+    d = df[(df.task == task) & ((df.lr == lr) if lr is not None else True)]
+    return run_labels(d, sorted(d.seed.unique()))
 
 
 def replicates(df, task: str, lr: float, value: str):
@@ -188,8 +205,10 @@ def crossfit_replicates(df, task: str, metric: str = "id_ppl", value: str = "ood
                                                     dropna=False).reindex(index=seeds, columns=labels).to_numpy(float)
                          for lr in lrs])  # [lr, seed, ckpt]
     out = cube(value)
-    # a NaN of another seed (a diverged run) removes that LR from the candidates
-    idx, ok = verdict_design.crossfit_choice(cube(col), lower_is_better=metric != "accuracy")
+    # a NaN of another seed (a diverged run) removes that LR from the candidates; with several
+    # pre-training runs, the whole run of the scored seed is left out of the choice
+    idx, ok = verdict_design.crossfit_choice(cube(col), lower_is_better=metric != "accuracy",
+                                             groups=run_labels(d, seeds))
     rows, ks = np.indices(idx.shape)
     Y = np.where(ok, out[idx, rows, ks], np.nan)
     chosen = np.where(ok, lrs[idx], np.nan)

@@ -95,8 +95,9 @@ def class_metrics(model, tok, examples: list[dict], max_len: int = 128, batch_si
         nll.append(-(scores[e["label"]] - logz))
         correct += int(np.argmax(scores) == e["label"])
     mean_nll = float(np.mean(nll))
-    return {"accuracy": correct / len(examples), "class_nll": mean_nll, "class_ppl": math.exp(mean_nll),
-            "n": len(examples)}
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged model: inf / NaN, recorded as diverged
+        ppl = float(np.exp(mean_nll))
+    return {"accuracy": correct / len(examples), "class_nll": mean_nll, "class_ppl": ppl, "n": len(examples)}
 
 
 def answer_perplexity(model, tok, examples: list[dict], max_len: int = 128, batch_size: int = 32) -> dict:

@@ -30,7 +30,8 @@ import numpy as np
 
 from ..foundation import verdicts
 from .finetune_analysis import (best_lr, diverged_note, front_comparison, inflection_table, lr_regime,
-                                crossfit_replicates, mean_frame, pareto_front, replicates, tuned_replicates)
+                                crossfit_replicates, mean_frame, pareto_front, replicate_runs, replicates,
+                                tuned_replicates)
 from .finetune_plots import plot_best, plot_id, plot_ood, plot_pareto
 
 __all__ = ["THEIRS", "steps_text", "fixed_lr_verdict", "fixed_lr_summary", "sweep_verdict", "sweep_summary", "unit_table",
@@ -76,27 +77,30 @@ def fixed_lr_verdict(df, alpha: float = verdicts.ALPHA) -> dict:
     for task, t in df.groupby("task"):
         lrs = sorted(t.lr.unique())
         a = verdicts.alpha_for(len(lrs), alpha)
-        grow, ush, curves = {}, {}, {}
+        grow, ush, curves, runs = {}, {}, {}, {}
         for lr in lrs:
             tok, labels, D = replicates(df, task, lr, "ood_dloss")
             _, _, P = replicates(df, task, lr, "ood_ppl_after")
+            runs[lr] = rr = replicate_runs(df, task, lr)  # None: one pre-training run
             note = diverged_note(df, task, lr)
-            grow[lr] = verdicts.diverged(verdicts.rises(tok, D, alpha=a, unit="nats per doubling of tokens"), note)
-            ush[lr] = verdicts.diverged(verdicts.u_shape(tok, P, alpha=a), note)
+            grow[lr] = verdicts.diverged(verdicts.rises(tok, D, alpha=a, unit="nats per doubling of tokens",
+                                                        runs=rr), note)
+            ush[lr] = verdicts.diverged(verdicts.u_shape(tok, P, alpha=a, runs=rr), note)
             curves[lr] = P
         out[task] = {"labels": labels, "grow": grow, "u": ush,
                      "diverged": diverged_note(df, task),
                      "rows": {"forgetting_grows": verdicts.combine(grow, over="learning rates"),
                               "ushape_fixed_lr": verdicts.combine(ush, over="learning rates"),
-                              "earlier_larger_lr": _shift_without_diverged(df, task, tok, curves)}}
+                              "earlier_larger_lr": _shift_without_diverged(df, task, tok, curves, runs)}}
     return out
 
 
-def _shift_without_diverged(df, task, tok, curves) -> verdicts.Verdict:
+def _shift_without_diverged(df, task, tok, curves, runs=None) -> verdicts.Verdict:
     """Kendall's τ of the minimum's position against LR over every LR: a diverged LR is never
     dropped (dropping the curves that diverge selects on the outcome), it makes the row inconclusive."""
-    return verdicts.diverged(verdicts.minimum_shift(tok, curves, "earlier", what="learning rate"),
-                             diverged_note(df, task))
+    one = runs is None or all(r is None for r in runs.values())
+    return verdicts.diverged(verdicts.minimum_shift(tok, curves, "earlier", what="learning rate",
+                                                    runs=None if one else runs), diverged_note(df, task))
 
 
 def _minimum_text(u, labels) -> str:
@@ -168,11 +172,15 @@ def sweep_verdict(df, best, grid, early_frac: float = 0.34, alpha: float = verdi
             continue
         r = reg[task]
         tok, labels, P, _chosen = crossfit_replicates(df, task, metric)
-        remains = verdicts.u_shape(tok, P, alpha=alpha)
+        rr = replicate_runs(df, task)  # None: one pre-training run
+        remains = verdicts.u_shape(tok, P, alpha=alpha, runs=rr)
         lr0 = float(d.lr.iloc[0])
         _, _, P0 = replicates(df, task, lr0, "ood_ppl_after")
+        r0 = replicate_runs(df, task, lr0)
         later = verdicts.diverged(verdicts.minimum_shift(tok, {0: P0, 1: P}, direction="later",
-                                                         what="tuning (fixed → tuned)"), diverged_note(df, task, lr0))
+                                                         what="tuning (fixed → tuned)",
+                                                         runs=None if rr is None else {0: r0, 1: rr}),
+                                  diverged_note(df, task, lr0))
         txt = ((f"Diverged runs (not scored, × in the figures; an LR with a diverged seed is no candidate for "
                 f"the tuned LR): {note}. ") if note else "") + (f"On {task}, the learning rate chosen on the seed-mean validation metric moves {r['path']} — "
                f"'{r['regime']}' by our rule ({r['grid_steps_down']} grid steps down over "
@@ -209,7 +217,7 @@ def sweep_summary(df, best, cfg, series) -> dict:
     v = sweep_verdict(df, best, cfg.lrs, cfg.early_frac, metric=cfg.select_metric)
     rows = {}
     for task, x in v.items():
-        where = f"{task} on {series.name}, grid {_lrs_text(cfg.lrs)}, {x['remains'].n_replicates} seeds"
+        where = f"{task} on {series.name}, grid {_lrs_text(cfg.lrs)}, {x['remains'].n_replicates} replicates"
         rows.setdefault("lr_tuning_later", (x["later"], f"{where}: minimum of OOD-after at the tuned LR vs the fixed "
                                             f"LR {x['fixed_lr']:g}; optimal LR {x['regime']}"))
         rows.setdefault("lr_tuning_remains", (x["remains"], f"{where}: interior minimum of OOD-after at the tuned LR "

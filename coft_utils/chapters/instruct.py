@@ -74,7 +74,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..foundation import data, divergence, models, profiles, results
+from ..foundation import data, divergence, models, profiles, results, weights
 from ..foundation.lmeval_tasks import BENCHMARKS, HUB_ONLY, LOCAL_BENCHMARKS, PAPER_BENCHMARKS
 from ..foundation.profiles import param
 from .instruct_data import SFT_SOURCES, data_source, prepare_tokenizer, sft_sources, tokenize_dialogues, train_mix
@@ -415,7 +415,7 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
                    desc=f"{CHAPTER} [{cfg.profile}]", leave=False)
     for ck in series:
         base_u = {"stage": "base", "series": series.name, "checkpoint": ck.label, "weights": models.identity(ck),
-                  "key": f"{eval_key}-{id_key}"}
+                  **weights.tokenizer_key(series), "key": f"{eval_key}-{id_key}"}
         base_p = _panel_units(cfg, series.name, ck.label, base_u["weights"])
         if not store.done(base_u) or (cfg.panel and not store.done(base_p)):
             model, tok = _load(ck, cfg)  # one load for both units
@@ -431,7 +431,8 @@ def run(cfg: Config, series: models.CheckpointSeries | None = None, progress: bo
             del model
         bar and bar.update(1)
         sft_units = {(lr, s): {"stage": "sft", "series": series.name, "checkpoint": ck.label,
-                               "weights": base_u["weights"], "lr": lr, "seed": s, "key": sft_key}
+                               "weights": base_u["weights"], **weights.tokenizer_key(series), "lr": lr, "seed": s,
+                               "key": sft_key}
                      for lr in cfg.lrs for s in seeds}
         for u in sft_units.values():
             if not store.done(u):

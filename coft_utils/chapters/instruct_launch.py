@@ -64,7 +64,8 @@ def main(argv=None) -> int:
                     help="print the accelerate FSDP config file for the chosen series and exit")
     a = ap.parse_args(argv)
     import yaml
-    overrides = {k: yaml.safe_load(v) for k, v in a.param}
+    from ..foundation import safeyaml
+    overrides = {k: safeyaml.load(v, f"-p {k}") for k, v in a.param}
     cfg = profiles.resolve(CHAPTER, a.profile, overrides, seed=a.seed)
     if a.fsdp_config:
         from .instruct_sft import batch_plan

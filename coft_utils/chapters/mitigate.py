@@ -81,7 +81,9 @@ class Config(profiles.ChapterConfig):
                                         f"{', '.join(tasks_mod.names())}")
 
 
-# smoke: seconds; cpu: the chapter-00 cpu suites (0.25M..8M tokens), chapter 02's empirical noise
+# smoke: seconds; cpu: the shared-trunk suites (constant, wsd_short, wsd: the anneal is the only
+# difference) at 0.5M..8M tokens, the remedies on chapters 02-04's wsd suite (cosine, at its own
+# peak LR, is in no claim row; it runs by parameter `schedules`); chapter 02's empirical noise
 # scale at three γ where chapter 02 finds progressive sensitivity (and a U from γ ≈ 0.4), chapter
 # 03's GSM8K fine-tuning at its third fixed LR (3e-2: the one whose OOD-after curve has an interior
 # minimum there), two strengths of the penalty a decade apart. gpu/paper: the same design on those
@@ -89,7 +91,8 @@ class Config(profiles.ChapterConfig):
 # scale, chapter 03's LRs); the γ, LR and λ grids are ours (the paper tests no remedy).
 PRESETS: dict[str, Config] = {
     "smoke": Config(profile="smoke", gammas=(0.8,), lr=1e-2, l2_strengths=(0.0, 1.0)),
-    "cpu": Config(profile="cpu"),
+    "cpu": Config(profile="cpu", schedules=("constant", "wsd_short", "wsd"), checkpoints=("0.5M", "1M", "2M", "4M", "8M"),
+                  l2_schedule="wsd"),
     "gpu": Config(profile="gpu", gammas=(0.2, 0.4, 0.8), lr=1e-3, l2_strengths=(0.0, 1e-3, 1e-2)),
     "paper": Config(profile="paper", gammas=(1.0, 2.0, 4.0), lr=4e-4, l2_strengths=(0.0, 1e-4, 1e-3)),
 }

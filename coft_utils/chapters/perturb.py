@@ -44,10 +44,10 @@ import math
 import time
 from dataclasses import dataclass
 
-from ..foundation import evaluate, models, profiles, results
+from ..foundation import evaluate, models, profiles, results, weights
 from ..foundation.profiles import param
 
-__all__ = ["Config", "PRESETS", "Perturber", "perturb_", "noise_seed", "select_tensors",
+__all__ = ["Config", "PRESETS", "Perturber", "perturb_", "noise_seed", "select_tensors", "sweep_runs",
            "load_series", "heldout", "data_origin", "sweep", "weight_stats", "EXPERIMENT"]
 
 EXPERIMENT = "02_gaussian_sensitivity"
@@ -59,12 +59,13 @@ SOURCES = ("gutenberg", "wikitext", "c4")
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class Config(profiles.SeriesConfig):
-    gammas: tuple[float, ...] = param((0.01, 0.02, 0.04), "perturbation sizes γ", min=0.0)
+    gammas: tuple[float, ...] = param((0.01, 0.02, 0.04), "perturbation sizes γ (> 0: the unperturbed model is "
+                                      "always measured)", min=0.0, min_exclusive=True)
     n_seeds: int = param(3, "noise seeds per (checkpoint, γ)", min=1, max=100)
     scale: str = param("init", "noise scale s: init std or the tensor's empirical std", choices=SCALES)
     targets: str = param("all", "perturbed tensors", choices=TARGETS)
     compare_gammas: tuple[float, ...] = param((), "γ of a second sweep with the other scale "
-                                              "(empty: none)", min=0.0)
+                                              "(empty: none)", min=0.0, min_exclusive=True)
     init_std: float = param(0.0, "init std for scale=init (0: the series' meta or config.initializer_range)",
                             min=0.0)
     sources: tuple[str, ...] = param(("gutenberg", "wikitext"), "held-out token sources", choices=SOURCES)
@@ -107,6 +108,9 @@ class Config(profiles.SeriesConfig):
                                    sources=self.sources[:1])
 
 
+# cpu: the wsd suite from 0.5M to 32M tokens (7 checkpoints, the ones chapters 03-04 fine-tune)
+_CPU_CKPTS = ("0.5M", "1M", "2M", "4M", "8M", "16M", "32M")
+
 PRESETS: dict[str, Config] = {
     # tests / CI: a few tiny evaluations
     "smoke": Config(profile="smoke", scale="empirical", gammas=(0.2, 0.8), compare_gammas=(3.2,),
@@ -115,7 +119,7 @@ PRESETS: dict[str, Config] = {
     # empirical scale Δppl is monotone for every γ and the U-shape appears from γ ≈ 0.4; with the
     # init scale (0.02) the damage saturates and a U needs γ ≈ 3, with a large seed spread.
     # One torch thread: on 2 shared cores a 2-thread evaluation of this tiny model is 3-8x slower.
-    "cpu": Config(profile="cpu", scale="empirical", gammas=(0.05, 0.1, 0.2, 0.4, 0.8),
+    "cpu": Config(profile="cpu", schedule="wsd", checkpoints=_CPU_CKPTS, scale="empirical", gammas=(0.05, 0.1, 0.2, 0.4, 0.8),
                   compare_gammas=(0.8, 1.6, 3.2, 6.4), n_seeds=5, n_blocks=128, seq_len=128,
                   batch_size=16, threads=1, workers=2),
     "gpu": Config(profile="gpu", scale="empirical", gammas=(0.025, 0.05, 0.1, 0.2, 0.4, 0.8),
@@ -134,6 +138,10 @@ PRESETS: dict[str, Config] = {
                     compare_gammas=(0.01, 0.02, 0.04), n_seeds=3, sources=("c4", "wikitext"),
                     n_blocks=256, seq_len=1024, batch_size=32),
 }
+# cpu-deep (the reference run): the cpu design on the wsd series to 64M tokens, over chapter 00's
+# 3 pre-training runs (3 noise seeds each)
+PRESETS["cpu-deep"] = dataclasses.replace(PRESETS["cpu"], profile="cpu-deep", pretrain_runs=3, n_seeds=3,
+                                          checkpoints=())
 
 
 # --------------------------------------------------------------------------- perturbation
@@ -309,9 +317,12 @@ def heldout(tokenizer, source: str, n_blocks: int, seq_len: int, origin: str = "
 
 
 # --------------------------------------------------------------------------- the sweep
-def _units(series, cfg: Config, ckpt) -> list[dict]:
+def _units(series, cfg: Config, ckpt, run: int = 0) -> list[dict]:
+    """One checkpoint's units; pre-training run ``run`` (of ``cfg.pretrain_runs``) has its own block
+    of noise seeds (run 0 of a one-run config: ``seed * n_seeds + i``, as before runs existed)."""
+    first = (cfg.seed * cfg.pretrain_runs + run) * cfg.n_seeds
     base = {"series": series.name, "checkpoint": ckpt.label, "weights": models.identity(ckpt),
-            "tokens": float(ckpt.tokens),
+            **weights.tokenizer_key(series), "tokens": float(ckpt.tokens),
             "scale": cfg.scale, "targets": cfg.targets, "init_std": cfg.init_std,
             "n_blocks": cfg.n_blocks, "seq_len": cfg.seq_len, "dtype": cfg.dtype}
     out = []
@@ -321,7 +332,7 @@ def _units(series, cfg: Config, ckpt) -> list[dict]:
             if g == 0.0:
                 continue
             for i in range(cfg.n_seeds):
-                out.append({**base, "gamma": float(g), "noise_seed": cfg.seed * cfg.n_seeds + i, "source": src})
+                out.append({**base, "gamma": float(g), "noise_seed": first + i, "source": src})
     return out
 
 
@@ -355,7 +366,7 @@ def _sweep_checkpoint(job) -> int:
 
 
 def sweep(series, cfg: Config, store: results.Store | None = None, progress: bool = True,
-          device: str | None = None):
+          device: str | None = None, run: int = 0):
     """Perturb + evaluate every (checkpoint, γ, noise seed) on every source; one record per
     (checkpoint, γ, seed, source) in ``store`` (default ``results.Store(EXPERIMENT, profile)``).
 
@@ -376,7 +387,7 @@ def sweep(series, cfg: Config, store: results.Store | None = None, progress: boo
     data_names = evaluate.data_names(cfg.sources, data_origin(cfg.profile))
     all_units, jobs = [], []
     for ckpt in series:
-        units = _units(series, cfg, ckpt)
+        units = _units(series, cfg, ckpt, run)
         all_units += units
         todo = [u for u in units if not store.done(u)]
         if todo:
@@ -389,6 +400,13 @@ def sweep(series, cfg: Config, store: results.Store | None = None, progress: boo
     recs = [store.get(u) for u in all_units]
     return pd.DataFrame([{**r["unit"], **r["metrics"], "record_id": results.unit_id(r["unit"])}
                          for r in recs if r is not None])
+
+
+def sweep_runs(runs, cfg: Config, progress: bool = True):
+    """:func:`sweep` of every pre-training run (``series.runs_for_config(cfg)``), one frame (its
+    ``series`` column names the run)."""
+    import pandas as pd
+    return pd.concat([sweep(s, cfg, progress=progress, run=r) for r, s in enumerate(runs)], ignore_index=True)
 
 
 # --------------------------------------------------------------------------- the weights

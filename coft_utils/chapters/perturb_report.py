@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
+
 from ..foundation import plots, verdicts
 
-__all__ = ["summarize", "replicates", "verdict", "scale_verdicts", "verdict_table", "numbers_table",
+__all__ = ["summarize", "replicates", "replicate_runs", "verdict", "scale_verdicts", "verdict_table", "numbers_table",
            "theirs_table", "plot_delta", "plot_absolute", "plot_other_scale", "SCALE_TEXT", "fmt_gammas",
            "describe", "base_text", "weights_text", "init_scale_used", "chapter_verdict", "THEIRS"]
 
@@ -51,8 +53,9 @@ def summarize(df):
     import pandas as pd
     df = df.copy()
     df["ppl"] = df["ppl"].astype(float)
-    base = (df[df.gamma == 0.0].groupby(["source", "checkpoint"])["ppl"].first().rename("base_ppl"))
-    d = df[df.gamma > 0.0].join(base, on=["source", "checkpoint"])
+    key = _base_key(df)  # each pre-training run's own base model
+    base = (df[df.gamma == 0.0].groupby(key)["ppl"].first().rename("base_ppl"))
+    d = df[df.gamma > 0.0].join(base, on=key)
     d["delta"] = d["ppl"] - d["base_ppl"]
     fin = d.assign(ppl=d.ppl.where(np.isfinite(d.ppl)), delta=d.delta.where(np.isfinite(d.delta)))
     g = fin.groupby(["source", "gamma", "checkpoint", "tokens"], sort=False)
@@ -72,18 +75,39 @@ def summarize(df):
     return out.sort_values(["source", "gamma", "tokens"]).reset_index(drop=True)
 
 
+def _base_key(df) -> list[str]:
+    """The columns that name one base model's evaluation: (series,) source, checkpoint."""
+    return (["series"] if "series" in df and df["series"].nunique() > 1 else []) + ["source", "checkpoint"]
+
+
+def replicate_runs(df, source: str, gamma: float) -> list | None:
+    """The pre-training run (series) of each row of :func:`replicates` (noise seeds are unique
+    across runs), or None for a frame of one run."""
+    g = df[(df.source == source) & (df.gamma == float(gamma))]
+    if "series" not in g or g["series"].nunique() <= 1:
+        return None
+    of = g.drop_duplicates("noise_seed").set_index("noise_seed")["series"]
+    return [of[s] for s in sorted(g.noise_seed.unique())]
+
+
 def replicates(df, source: str, gamma: float):
     """(tokens, checkpoints, Δppl, perturbed ppl): the per-seed values of one (source, γ), each
-    ``(noise seeds × checkpoints)`` in token order. A diverged seed stays in as inf/NaN."""
+    ``(noise seeds × checkpoints)`` in token order; Δ against each row's own pre-training run's
+    base model. A diverged seed stays in as inf/NaN."""
     d = df[(df.source == source)]
-    base = d[d.gamma == 0.0].groupby("checkpoint")["ppl"].first()
+    multi = "series" in d and d["series"].nunique() > 1
+    base = d[d.gamma == 0.0].groupby(["series", "checkpoint"] if multi else "checkpoint")["ppl"].first()
     g = d[d.gamma == float(gamma)]
     ck = g.drop_duplicates("checkpoint").sort_values("tokens")
     piv = g.pivot_table(index="noise_seed", columns="checkpoint", values="ppl", aggfunc="first", dropna=False)
     piv = piv[ck.checkpoint.tolist()]
     P = piv.to_numpy(float)
-    D = P - base[ck.checkpoint].to_numpy(float)[None, :]
-    return ck.tokens.to_numpy(float), ck.checkpoint.tolist(), D, P
+    if multi:
+        runs = replicate_runs(df, source, gamma)
+        B = np.stack([base.loc[r].reindex(ck.checkpoint).to_numpy(float) for r in runs])
+    else:
+        B = base[ck.checkpoint].to_numpy(float)[None, :]
+    return ck.tokens.to_numpy(float), ck.checkpoint.tolist(), P - B, P
 
 
 def verdict(df, source: str, alpha: float = verdicts.ALPHA) -> dict:
@@ -92,15 +116,17 @@ def verdict(df, source: str, alpha: float = verdicts.ALPHA) -> dict:
     import numpy as np
     gammas = sorted(g for g in df[df.source == source].gamma.unique() if g > 0)
     a = verdicts.alpha_for(len(gammas), alpha)
-    out = {}
+    out, runs = {}, {}
     for g in gammas:
         tok, labels, D, P = replicates(df, source, g)
+        rr = runs[float(g)] = replicate_runs(df, source, g)  # None: one pre-training run
         bad = ~np.isfinite(P)
         note = (f"{int(bad.sum())} of {P.size} perturbed evaluations at γ={g:g} diverged (inf/NaN perplexity; "
                 f"checkpoints {', '.join(l for l, b in zip(labels, bad.any(axis=0)) if b)})" if bad.any() else "")
-        out[float(g)] = {"rises": verdicts.diverged(verdicts.rises(tok, D, alpha=a, unit="ppl per doubling of tokens"), note),
-                         "u": verdicts.diverged(verdicts.u_shape(tok, P, alpha=a), note), "labels": labels,
-                         "tokens": tok, "ppl": P, "n_diverged": int(bad.sum())}
+        out[float(g)] = {"rises": verdicts.diverged(verdicts.rises(tok, D, alpha=a, unit="ppl per doubling of tokens",
+                                                                   runs=rr), note),
+                         "u": verdicts.diverged(verdicts.u_shape(tok, P, alpha=a, runs=rr), note), "labels": labels,
+                         "tokens": tok, "ppl": P, "n_diverged": int(bad.sum()), "runs": rr}
     return out
 
 
@@ -111,7 +137,9 @@ def scale_verdicts(df, source: str, alpha: float = verdicts.ALPHA) -> dict:
     u = verdicts.combine({g: x["u"] for g, x in v.items()}, over="γ")
     curves = {g: x["ppl"] for g, x in v.items()}
     tok = next(iter(v.values()))["tokens"] if v else []
-    earlier = verdicts.minimum_shift(tok, curves, direction="earlier", what="γ") if v else None
+    rr = {g: x["runs"] for g, x in v.items()}
+    one = all(r is None for r in rr.values())
+    earlier = verdicts.minimum_shift(tok, curves, direction="earlier", what="γ", runs=None if one else rr) if v else None
     return {"per_gamma": v, "rises": rises, "u": u, "earlier": earlier}
 
 

@@ -146,6 +146,13 @@ class Config(profiles.ChapterConfig):
                                 "parametrization; models.mup_init)", min=0, max=65536)
     min_budget: float = param(250_000.0, "smallest token budget", min=1.0, max=1e13)
     n_budgets: int = param(6, "number of budgets (each double the last)", min=1, max=30)
+    cosine_budgets: int = param(0, "cosine: its runs stop at the smallest this many budgets (0: all n_budgets). "
+                                "Every cosine budget is its own run, so a deep cosine series costs the sum of its "
+                                "budgets; the shared-trunk schedules (constant, wsd) go on to n_budgets",
+                                min=0, max=30)
+    short_budgets: int = param(0, "wsd_short (chapter 06): short-anneal branches at the smallest this many budgets "
+                               "only (0: all n_budgets); a deep branch starts from the wsd branch point and costs "
+                               "a fifth of its budget", min=0, max=30)
     schedule: str = param("cosine", "learning-rate schedule", choices=VARIANTS)
     lr: float = param(3e-3, "peak learning rate (AdamW) of every schedule without its own lr_<schedule>",
                       min=0.0, min_exclusive=True)
@@ -182,9 +189,14 @@ class Config(profiles.ChapterConfig):
                                "(lr_scan; empty: no scan)", min=0.0, min_exclusive=True, allow_empty=True)
     lr_scan_budgets: int = param(3, "the LR scan trains the smallest this many budgets (at most n_budgets)",
                                  min=1, max=30)
-    pretrain_seeds: int = param(1, "pre-training runs of the constant schedule (seeds seed .. seed + n - 1; its "
-                                "trunk is the cheapest series): the spread between runs per checkpoint, and the "
-                                "replicates of chapter 00's verdict for that schedule", min=1, max=16)
+    pretrain_seeds: int = param(1, "pre-training runs of the `replicated` schedule (seeds seed .. seed + n - 1): "
+                                "the spread between runs per checkpoint, the replicates of chapter 00's verdict for "
+                                "that schedule, and the runs later chapters measure (their pretrain_runs)",
+                                min=1, max=16)
+    replicate_budgets: int = param(0, "the extra pre-training runs (pretrain_seeds > 1) stop at the smallest this "
+                                   "many budgets (0: all n_budgets)", min=0, max=30)
+    replicated: str = param("constant", "the schedule trained pretrain_seeds times (the series the later "
+                            "chapters measure across pre-training runs: their pretrain_runs)", choices=SCHEDULES)
 
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
@@ -219,6 +231,11 @@ class Config(profiles.ChapterConfig):
                     f"parameter 'decay_frac_short' = {self.decay_frac_short} is not shorter than decay_frac = "
                     f"{self.decay_frac}; allowed: 0 < decay_frac_short < decay_frac (the short anneal starts "
                     "from the trunk state the long one starts from)")
+        for name in ("cosine_budgets", "replicate_budgets", "short_budgets"):
+            if getattr(self, name) > self.n_budgets:
+                raise profiles.ProfileError(
+                    f"parameter {name!r} = {getattr(self, name)} is more than n_budgets = {self.n_budgets}; "
+                    f"allowed: 0 (all) .. {self.n_budgets}")
         if len(set(self.lr_scan_lrs)) != len(self.lr_scan_lrs):
             raise profiles.ProfileError(f"parameter 'lr_scan_lrs' = {self.lr_scan_lrs!r} repeats a value; "
                                         f"allowed: distinct learning rates > 0")
@@ -234,21 +251,29 @@ class Config(profiles.ChapterConfig):
             evaluate.check_blocks("gutenberg", self.val_blocks, self.seq_len, ("val_blocks", "seq_len"))
 
 
+# the peak LRs each preset's scan tried (lr_scan_lrs) when it chose that preset's lr_<schedule>,
+# for the profiles whose book does not rerun the scan
+SCANNED_LRS = {"cpu": (3e-3, 6e-3, 1.2e-2, 2.4e-2)}
+
 PRESETS: dict[str, Config] = {
     # olmo-pico (2 x 32) with a 512 BPE; 4k..128k tokens: whole suite in seconds.
     "smoke": Config(profile="smoke", model="olmo-pico", vocab_size=512, seq_len=64, batch_size=8,
                     min_budget=2048.0, n_budgets=6, lr=3e-3, warmup_steps=2, tokenizer_chars=400_000,
                     val_blocks=16, save_every=20, threads=1, workers=1, lr_scan_lrs=(3e-3, 1.2e-2),
                     lr_scan_budgets=2, pretrain_seeds=2),
-    # olmo-pico with a 1024 BPE: ~65k parameters (embeddings included); 0.25M..8M tokens
-    # -> ~123 tokens/param at the largest budget. Peak LRs: chosen by lr_scan at this profile
-    # (its lr_scan_lrs on the 0.25M, 0.5M, 1M budgets; see chapter 00). Scan + all three
-    # schedules on 2 workers in ~12 min on 2 cores.
+    # olmo-pico with a 1024 BPE: 65,536 parameters (embeddings included; 32,768 without).
+    # The shared-trunk schedules (constant, wsd, wsd_short) go to 32M tokens -> 512 tokens/param
+    # (1,024 without embeddings): the depth where the fine-tuned model stops gaining (issue 25's
+    # measurement); cosine, a run per budget, stops at 8M (123 tokens/param): to 32M it would
+    # cost 4x more. Peak LRs: chosen by lr_scan at this profile (SCANNED_LRS on the 0.25M, 0.5M,
+    # 1M budgets; chapter 00); the scan is not rerun in every book (-y '{lr_scan_lrs: [...]}').
+    # The constant trunk's two further pre-training runs stop at 4M (replicate_budgets: the
+    # between-run spread on 0.25M..4M; cpu-deep replicates the wsd series to 64M).
     "cpu": Config(profile="cpu", model="olmo-pico", vocab_size=1024, seq_len=128, batch_size=32,
-                  min_budget=262_144.0, n_budgets=6, lr=6e-3, lr_cosine=2.4e-2, lr_wsd=6e-3,
+                  min_budget=262_144.0, n_budgets=8, cosine_budgets=6, lr=6e-3, lr_cosine=2.4e-2, lr_wsd=6e-3,
                   lr_constant=6e-3, warmup_steps=20,
                   tokenizer_chars=3_000_000, val_blocks=64, save_every=200, threads=1, workers=2,
-                  lr_scan_lrs=(3e-3, 6e-3, 1.2e-2, 2.4e-2), lr_scan_budgets=3, pretrain_seeds=3),
+                  lr_scan_lrs=(), lr_scan_budgets=3, pretrain_seeds=3, replicate_budgets=5, short_budgets=6),
     # olmo-micro (4 x 128) with a 2048 BPE: ~1.31M params; 42M..1.34B tokens (~1,020 tokens/param),
     # bf16 on one H100/A100 (Gutenberg repeated for several epochs at the largest budgets).
     "gpu": Config(profile="gpu", model="olmo-micro", vocab_size=2048, seq_len=256, batch_size=512,
@@ -264,19 +289,28 @@ PRESETS: dict[str, Config] = {
                     tokenizer_chars=200_000_000, val_blocks=512, save_every=1000, mixed_precision="bf16",
                     lr_scan_lrs=()),
 }
+# cpu-deep (the reference run, issue 25; records in results/cpu-deep/): the cpu suite with the
+# shared-trunk schedules to 64M tokens (1,024 tokens/param with embeddings, 2,048 without) and the
+# wsd series that chapters 02-04 measure trained 3 times (seeds 0-2, every budget, annealed
+# branches included): ~1 h of its <= 2 h on 2 cores.
+PRESETS["cpu-deep"] = dataclasses.replace(PRESETS["cpu"], profile="cpu-deep", n_budgets=9, replicated="wsd",
+                                          pretrain_seeds=3, replicate_budgets=0)
 
 
 # --------------------------------------------------------------------------- the suite
 # fields that do not change what is trained (or, for the lr_* fields, enter through the
 # schedule's effective peak LR): not part of the cache key, so e.g. `workers` reuses a suite
 _KEY_SKIP = ("threads", "save_every", "schedule", "workers", "lr_cosine", "lr_wsd", "lr_constant",
-             "lr_scan_lrs", "lr_scan_budgets", "prepare_timeout", "pretrain_seeds",
+             "lr_scan_lrs", "lr_scan_budgets", "prepare_timeout", "pretrain_seeds", "replicate_budgets", "replicated",
+             # which wsd_short branches exist, not what any of them trains (a cached series.json
+             # with other labels is assembled again: train_suites)
+             "short_budgets",
              # the global batch fixes the run; how a process splits it (like the number of processes)
              # changes only float rounding
              "micro_batch_size")
 # fields added after suites were cached: left out of the key at their default, so a config that
 # does not use them (every smoke/cpu/gpu preset) keeps the key, and the suite, it had before
-_KEY_IF_SET = {"mup_base_width": 0, "c4_train_files": 1024, "decay_frac_short": 0.05}
+_KEY_IF_SET = {"mup_base_width": 0, "c4_train_files": 1024, "decay_frac_short": 0.05, "cosine_budgets": 0}
 
 
 def suite_key(cfg: Config, tokenizer) -> str:
@@ -303,7 +337,8 @@ def resolve(profile: str = "cpu", schedule: str = "cosine", seed: int = 0, overr
 
 
 def _series_name(cfg: Config) -> str:
-    return f"coft-{cfg.model}-{cfg.schedule}-{cfg.profile}"
+    """``coft-<model>-<schedule>-<profile>``, with ``-seed<N>`` for a pre-training run at seed N > 0."""
+    return f"coft-{cfg.model}-{cfg.schedule}-{cfg.profile}" + (f"-seed{cfg.seed}" if cfg.seed else "")
 
 
 def _train_cfg(cfg: Config) -> Config:
@@ -331,9 +366,10 @@ def train_suites(cfgs, budgets: int | None = None, progress: bool = True, worker
         tok = get_tokenizer(cfg)
         root = suite_dir(cfg, tok)
         sf = root / cfg.schedule / "series.json"
-        if budgets is None and sf.is_file():
-            out[(cfg.schedule, cfg.peak_lr())] = models.CheckpointSeries.from_dict(json.loads(sf.read_text()))
-        else:
+        cached = models.get_series(str(sf)) if budgets is None and sf.is_file() else None  # relative paths: its own
+        if cached is not None and [c.label for c in cached] == budget_labels(cfg):
+            out[(cfg.schedule, cfg.peak_lr())] = cached
+        else:  # not trained, or cached with other budgets (cosine_budgets, short_budgets): train what is missing
             todo.append((cfg, root))
             roots.setdefault(str(root), (cfg, tok))
     if not todo:
@@ -370,12 +406,14 @@ def train_suites(cfgs, budgets: int | None = None, progress: bool = True, worker
                 raise RuntimeError("pre-training jobs wait for parent states that no job makes: "
                                    + ", ".join(f"{u.job.name} <- {u.job.parent}" for u in pending))
             ready.sort(key=lambda u: -u.steps_left())  # longest first: the pool ends with short jobs
+            later = [] if distributed or stop_after is not None or nw < 2 else _made_this_round(ready, pending)
             if distributed or stop_after is not None:
                 for u in ready:
                     if run_unit(dataclasses.replace(u, progress=progress), acc0, stop_after).get("stopped"):
                         return None
             else:  # nw == 1: in this process, one job after the other, each with its own bar
-                parallel.map_units(run_unit, [dataclasses.replace(u, progress=progress and nw == 1) for u in ready],
+                parallel.map_units(run_unit, [dataclasses.replace(u, progress=progress and nw == 1) for u in ready]
+                                   + later,
                                    nw, threads=ready[0].cfg.threads or (1 if nw > 1 else None), label=Unit.label,
                                    progress=progress and nw > 1,
                                    desc=f"pre-training [{ready[0].cfg.profile}]: jobs on {nw} workers")
@@ -386,7 +424,7 @@ def train_suites(cfgs, budgets: int | None = None, progress: bool = True, worker
                 continue
             series = _assemble(cfg, root, roots[str(root)][1])
             if main:
-                series.save(root / cfg.schedule / "series.json")
+                series.save(root / cfg.schedule / "series.json", relative=True)  # the folder may move
             out[(cfg.schedule, cfg.peak_lr())] = series
     if acc0 is not None:
         acc0.wait_for_everyone()
@@ -408,6 +446,22 @@ def _assemble(cfg: Config, root: Path, tok) -> models.CheckpointSeries:
               "total_train_steps": planned_steps(cfg),
               "tokens_per_step": cfg.tokens_per_step(), "code": CODE_VERSION,
               **({"mup_base_width": cfg.mup_base_width} if cfg.mup_base_width else {})})
+
+
+def _made_this_round(ready: list, pending: list) -> list:
+    """The pending jobs whose parent state a job of this round makes (a wsd branch point of a
+    trunk that starts now), marked to wait for it: they join the round *after* every job that can
+    start at once, in the order their states appear, so a free worker trains a branch while the
+    trunk goes on. The pool dispatches in input order, so every maker has started (on another
+    worker) before a job that waits for it; each waiting job names its maker
+    (``pretrain_train.wait_for_parent``)."""
+    makers = {}
+    for u in ready:
+        for k in (u.job.keep if u.job.lineage else ()):
+            makers[(u.root, f"{u.job.lineage}@{k}")] = u.job.name
+    later = [dataclasses.replace(u, after=makers[(u.root, u.job.parent)]) for u in pending
+             if u not in ready and (u.root, u.job.parent) in makers]
+    return sorted(later, key=lambda u: int(u.job.parent.rsplit("@", 1)[1]))
 
 
 def run_suite(cfg: Config, progress: bool = True, accelerator=None, stop_after: int | None = None):
@@ -435,7 +489,7 @@ def cached_suite(profile: str = "cpu", schedule: str = "cosine", seed: int = 0,
     """The finished suite if it is cached, else None (never trains; may train the tokenizer)."""
     cfg = resolve(profile, schedule, seed, overrides)
     f = suite_dir(cfg, get_tokenizer(cfg)) / cfg.schedule / "series.json"
-    return models.CheckpointSeries.from_dict(json.loads(f.read_text())) if f.is_file() else None
+    return models.get_series(str(f)) if f.is_file() else None
 
 
 def get_suite(profile: str = "cpu", schedule: str = "cosine", seed: int = 0, overrides: dict | None = None,
@@ -461,25 +515,28 @@ def all_suites(profile: str = "cpu", seed: int = 0, overrides: dict | None = Non
     return all_suites_and_runs(profile, seed, overrides, schedules, progress, n_seeds=1)[0]
 
 
-REPLICATED = "constant"  # the schedule with several pre-training runs (its one trunk is the cheapest)
+REPLICATED = "constant"  # default of Config.replicated: the schedule with several pre-training runs
 
 
 def all_suites_and_runs(profile: str = "cpu", seed: int = 0, overrides: dict | None = None,
                         schedules=SCHEDULES, progress: bool = True, n_seeds: int | None = None):
     """(``{schedule: series}``, ``{seed: series}``): every schedule at ``seed``, and the
-    :data:`REPLICATED` schedule's pre-training runs at seeds ``seed .. seed + n_seeds - 1``
+    ``replicated`` schedule's pre-training runs at seeds ``seed .. seed + n_seeds - 1``
     (``n_seeds``: the config's ``pretrain_seeds``), all trained in one pool of workers. Each run
     is an ordinary suite (its own cache folder: the seed is in the key), so a chapter can load any
-    of them with ``get_suite(profile, "constant", seed=s)``."""
+    of them with ``get_suite(profile, cfg.replicated, seed=s)``."""
     over = {k: v for k, v in (overrides or {}).items() if k != "schedule"}
     cfgs = [resolve(profile, s, seed, over) for s in schedules]
     n = cfgs[0].pretrain_seeds if n_seeds is None else n_seeds
-    extra = [resolve(profile, REPLICATED, seed + i, over) for i in range(1, n)] if REPLICATED in schedules else []
+    rep, rb = cfgs[0].replicated, cfgs[0].replicate_budgets
+    extra = [resolve(profile, rep, seed + i,
+                     {**over, **({"n_budgets": rb, "cosine_budgets": 0, "short_budgets": 0} if rb else {})})
+             for i in range(1, n)] if rep in schedules else []
     res = train_suites(cfgs + extra, progress=progress)
     if not extra:
         return {c.schedule: res[(c.schedule, c.peak_lr())] for c in cfgs}, {}
     # train_suites keys its result by (schedule, peak lr), which the seeds share: each series is
     # read back from its own folder (series.json, written above; nothing is trained again)
     suites = {c.schedule: run_suite(c, progress=False) for c in cfgs}
-    runs = {c.seed: run_suite(c, progress=False) for c in [cfgs[list(schedules).index(REPLICATED)]] + extra}
+    runs = {c.seed: run_suite(c, progress=False) for c in [cfgs[list(schedules).index(rep)]] + extra}
     return suites, runs

@@ -35,6 +35,7 @@ The training loop reads the blocks through :class:`coft_utils.chapters.pretrain_
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -181,7 +182,8 @@ def get_tokenizer(cfg: Config, writer: bool | None = None):
 
 
 def _tokens_needed(cfg: Config) -> int:
-    return budget_steps(cfg)[-1] * cfg.tokens_per_step()
+    """Tokens of the largest budget of any schedule (a capped cosine series shares the token file)."""
+    return budget_steps(dataclasses.replace(cfg, schedule="constant"))[-1] * cfg.tokens_per_step()
 
 
 def _paths(cfg: Config, tokenizer) -> tuple[Path, Path]:

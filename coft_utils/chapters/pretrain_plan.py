@@ -27,14 +27,21 @@ from ..foundation.plots import fmt_tokens  # the suite's checkpoint labels (0.25
 if TYPE_CHECKING:
     from .pretrain import Config
 
-__all__ = ["fmt_tokens", "budget_steps", "decay_steps", "lr_multiplier", "n_params", "Job", "budget_labels",
+__all__ = ["fmt_tokens", "n_budgets", "budget_steps", "decay_steps", "lr_multiplier", "n_params", "Job", "budget_labels",
            "plan", "planned_steps", "cost_ratio"]
 
 
+def n_budgets(cfg: Config) -> int:
+    """Budgets of ``cfg.schedule``: ``n_budgets``, or ``cosine_budgets`` / ``short_budgets`` (when
+    set) for cosine / wsd_short."""
+    cap = getattr(cfg, {"cosine": "cosine_budgets", "wsd_short": "short_budgets"}.get(cfg.schedule, ""), 0)
+    return min(cfg.n_budgets, cap) if cap else cfg.n_budgets
+
+
 def budget_steps(cfg: Config) -> list[int]:
-    """Optimizer steps of every budget: exact doublings of the first (rounded) budget."""
+    """Optimizer steps of every budget of ``cfg.schedule``: exact doublings of the first (rounded) budget."""
     s0 = int(round(cfg.min_budget / cfg.tokens_per_step()))
-    return [s0 * 2 ** i for i in range(cfg.n_budgets)]
+    return [s0 * 2 ** i for i in range(n_budgets(cfg))]
 
 
 def decay_steps(cfg: Config, steps: int, frac: float | None = None) -> int:
@@ -104,14 +111,19 @@ def plan(cfg: Config, budgets: int | None = None) -> list[Job]:
     same run stopped at its last budget (job ``trunk-<label>``), which keeps its final state so
     that the full trunk later continues from it instead of starting again.
     """
-    steps, labels = budget_steps(cfg), budget_labels(cfg)
-    n = len(steps) if budgets is None else max(1, min(int(budgets), len(steps)))
-    steps, labels, truncated = steps[:n], labels[:n], n < cfg.n_budgets
     if cfg.schedule == "cosine":
+        steps, labels = budget_steps(cfg), budget_labels(cfg)
+        n = len(steps) if budgets is None else max(1, min(int(budgets), len(steps)))
         return [Job(f"cosine-{lab}", "cosine", 0, s, "cosine", s, saves=((s, lab),))
-                for s, lab in zip(steps, labels)]
+                for s, lab in zip(steps[:n], labels[:n])]
+    # the trunk is the same for every shared-trunk schedule (wsd_short's short_budgets caps only
+    # its own branches, never the trunk that wsd and constant share)
+    full = dataclasses.replace(cfg, schedule="constant")
+    steps, labels = budget_steps(full), budget_labels(full)
+    n = len(steps) if budgets is None else max(1, min(int(budgets), len(steps)))
+    steps, labels, truncated = steps[:n], labels[:n], n < len(budget_steps(full))
     starts = [s - decay_steps(cfg, s) for s in steps]
-    top = budget_steps(cfg)[-1]  # the constant schedule's horizon is the full trunk's (no decay)
+    top = budget_steps(full)[-1]  # the constant schedule's horizon is the full trunk's (no decay)
     trunk = Job(f"trunk-{labels[-1]}" if truncated else "trunk", "constant", 0, steps[-1], "constant", top,
                 saves=tuple(zip(steps, labels)),
                 keep=tuple(sorted(set(starts) | ({steps[-1]} if truncated else set()))), lineage="trunk")
@@ -121,7 +133,7 @@ def plan(cfg: Config, budgets: int | None = None) -> list[Job]:
         # the short anneal of each budget: from the trunk state the long anneal starts from (the
         # same step or earlier), constant LR up to its own decay start, then linear to zero
         branches = []
-        for s, lab in zip(steps, labels):
+        for s, lab in list(zip(steps, labels))[:n_budgets(cfg)]:  # short_budgets: the smallest ones only
             d = s - decay_steps(cfg, s, cfg.decay_frac_short)
             q = max([k for k in trunk.keep if k <= d], default=None)
             branches.append(Job(f"wsd_short{cfg.decay_frac_short:g}-decay-{lab}", "wsd_short", q or 0, s,
@@ -143,5 +155,7 @@ def planned_steps(cfg: Config, schedule: str | None = None) -> int:
 
 
 def cost_ratio(cfg: Config, other: str = "wsd") -> float:
-    """Planned training steps of ``cosine`` divided by those of ``other`` for the same budgets."""
-    return planned_steps(cfg, "cosine") / planned_steps(cfg, other)
+    """Planned training steps of ``cosine`` divided by those of ``other`` for the same budgets
+    (all ``n_budgets``, whatever ``cosine_budgets`` caps)."""
+    c = dataclasses.replace(cfg, cosine_budgets=0) if hasattr(cfg, "cosine_budgets") else cfg
+    return planned_steps(c, "cosine") / planned_steps(c, other)

@@ -15,6 +15,8 @@ Reads what the experiment (:mod:`coft_utils.chapters.pretrain`) trained and the 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..foundation import models, plots
@@ -37,11 +39,12 @@ def profiles_frame():
     rows = {}
     for name, c in PRESETS.items():
         layers, d, heads, mlp = models.OLMO_PRESETS[c.model]
-        labels = budget_labels(c)
+        labels = budget_labels(dataclasses.replace(c, schedule="constant"))  # every budget (cosine may stop earlier)
         rows[name] = {"model": c.model, "layers x d_model x heads x MLP": f"{layers} x {d} x {heads} x {mlp}",
                       "parameters (embeddings incl.)": f"{n_params(c):,}", "corpus": c.corpus,
                       "tokenizer": f"BPE {c.vocab_size:,} on {c.corpus}",
-                      "budgets": f"{labels[0]} .. {labels[-1]} ({c.n_budgets})",
+                      "budgets": f"{labels[0]} .. {labels[-1]} ({c.n_budgets})"
+                      + (f"; cosine to {labels[c.cosine_budgets - 1]}" if c.cosine_budgets else ""),
                       "seq len x global batch": f"{c.seq_len} x {c.batch_size}",
                       "micro-batch": c.micro_batch_size or "whole share",
                       "peak LR (cosine)": f"{c.peak_lr('cosine'):g}", "warmup steps": c.warmup_steps,
@@ -73,8 +76,15 @@ def lr_scan_text(summary: dict | None, cfg: Config) -> str:
     """The book's sentence on the LR scan: :func:`lr_scan_summary`'s, or (no scan) the preset's LRs."""
     if summary is not None:
         return summary["text"]
-    return ("The LR scan is skipped in this run (lr_scan_lrs is empty); the suite uses the preset's "
+    from .pretrain import SCANNED_LRS
+    text = ("The LR scan is skipped in this run (lr_scan_lrs is empty); the suite uses the preset's "
             "peak LRs: " + ", ".join(f"{s} {cfg.peak_lr(s):g}" for s in SCHEDULES) + ".")
+    tried = SCANNED_LRS.get(cfg.profile)
+    if tried:
+        text += (f" They were chosen by this scan at profile {cfg.profile} (lr_scan_lrs "
+                 f"{', '.join(f'{x:g}' for x in tried)} on the smallest {cfg.lr_scan_budgets} budgets); rerun it "
+                 f"with -y '{{lr_scan_lrs: [{', '.join(f'{x:g}' for x in tried)}]}}'.")
+    return text
 
 
 def lr_scan_table(scan):
@@ -118,10 +128,13 @@ def diverged_note(table) -> str:
 
 
 def run_matrix(runs: dict, value: str = "val_ppl"):
-    """(tokens, labels, ``value`` as (pre-training runs × checkpoints), seeds) of ``{seed: series}``."""
+    """(tokens, labels, ``value`` as (pre-training runs × checkpoints), seeds) of ``{seed: series}``,
+    on the checkpoints every run has (the extra runs may stop earlier: ``replicate_budgets``)."""
     seeds = sorted(runs)
     frames = {s: suite_records(runs[s]).sort_values("tokens") for s in seeds}
+    common = set.intersection(*(set(f["label"]) for f in frames.values()))
     f0 = frames[seeds[0]]
+    f0 = f0[f0["label"].isin(common)]
     Y = np.stack([frames[s].set_index("label")[value].reindex(f0["label"]).to_numpy(float) for s in seeds])
     return f0["tokens"].to_numpy(float), f0["label"].tolist(), Y, seeds
 
@@ -136,7 +149,7 @@ def between_runs(runs: dict):
     sd = Y.std(axis=0, ddof=1) if n > 1 else np.full(Y.shape[1], np.nan)
     q = float(stats.t.ppf(0.975, n - 1)) if n > 1 else np.nan
     mean = Y.mean(axis=0)
-    params = suite_records(runs[seeds[0]]).sort_values("tokens")["params"].to_numpy(float)
+    params = suite_records(runs[seeds[0]]).set_index("label")["params"].reindex(labels).to_numpy(float)
     df = pd.DataFrame({"label": labels, "tokens": tokens, "tokens_per_param": tokens / params, "runs": n,
                        "val_ppl_mean": mean, "val_ppl_sd": sd, "ci_lo": mean - q * sd / np.sqrt(n),
                        "ci_hi": mean + q * sd / np.sqrt(n), "rel_sd_pct": 100 * sd / mean})
@@ -145,17 +158,16 @@ def between_runs(runs: dict):
     return df
 
 
-def spread_text(runs: dict) -> str:
+def spread_text(runs: dict, replicated: str = "constant") -> str:
     """The page's sentence on the spread between pre-training runs (or why there is none)."""
     if len(runs) < 2:
         return "One pre-training run per schedule in this run (pretrain_seeds = 1): no spread between runs."
     d = between_runs(runs)
+    where = f"{len(runs)} pre-training runs of the {replicated} schedule ({d.label.iloc[0]} .. {d.label.iloc[-1]})"
     if d.rel_sd_pct.notna().all():
-        return (f"Over {len(runs)} pre-training runs of the constant schedule, the relative s.d. of the validation "
-                f"perplexity per checkpoint is {d.rel_sd_pct.min():.2f}–{d.rel_sd_pct.max():.2f} % (median "
-                f"{d.rel_sd_pct.median():.2f} %).")
-    return (f"Over {len(runs)} pre-training runs of the constant schedule, some checkpoints diverged "
-            "(non-finite validation perplexity): their spread is not scored.")
+        return (f"Over {where}, the relative s.d. of the validation perplexity per checkpoint is "
+                f"{d.rel_sd_pct.min():.2f}–{d.rel_sd_pct.max():.2f} % (median {d.rel_sd_pct.median():.2f} %).")
+    return f"Over {where}, some checkpoints diverged (non-finite validation perplexity): their spread is not scored."
 
 
 def between_runs_table(df):
@@ -190,21 +202,23 @@ def plot_between_runs(runs: dict, ax=None):
     return ax.figure
 
 
-def monotone_verdict(table, runs: dict | None = None) -> dict:
+def monotone_verdict(table, runs: dict | None = None, replicated: str | None = None) -> dict:
     """Does validation perplexity improve with tokens, per schedule? A calibrated test
     (``coft_utils.foundation.verdicts.improves`` on log perplexity: the slope per doubling of tokens with
     its 95 % CI). With one pre-training run per budget the s.e. comes from the fit's residuals
     (the checkpoint scatter is the noise); the schedule with several pre-training runs (``runs``:
-    ``{seed: series}``) is tested across its runs (a slope per run). The claim row requires every
+    ``{seed: series}``; ``replicated``: its name, default ``pretrain.REPLICATED``) is tested across
+    its runs (a slope per run). The claim row requires every
     schedule (an intersection-union test, each at α). Whether every doubling helps (strict
     monotonicity) is reported beside it."""
     from ..foundation import verdicts
     from .pretrain import REPLICATED
+    replicated = replicated or REPLICATED
     per, tests = {}, {}
     for sched, g in table.groupby("schedule", sort=False):
         g = g.sort_values("tokens")
         p = list(g["val_ppl"])
-        if sched == REPLICATED and runs and len(runs) > 1:
+        if sched == replicated and runs and len(runs) > 1:
             tok, _, Y, seeds = run_matrix(runs)
             test = verdicts.improves(tok, Y, log=True, runs=seeds)
         else:
@@ -227,7 +241,16 @@ def cost_summary(suites: dict[str, models.CheckpointSeries]) -> dict:
     """Measured training wall time per schedule and the wsd/cosine cost ratio."""
     wall = {s: float(x.meta.get("total_train_wall_s", float("nan"))) for s, x in suites.items()}
     out = {"wall_s": wall}
-    if "cosine" in wall and "wsd" in wall:
+    same = "cosine" in wall and "wsd" in wall and [c.label for c in suites["cosine"]] == [c.label for c in suites["wsd"]]
+    if "cosine" in wall and "wsd" in wall and not same:  # cosine stops earlier (cosine_budgets)
+        cfg = Config(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in suites["wsd"].meta["config"].items()})
+        out.update(planned=1 / cost_ratio(cfg))
+        lab = {s: f"{suites[s].checkpoints[0].label} .. {suites[s].checkpoints[-1].label}" for s in ("cosine", "wsd")}
+        out["text"] = (f"training the cosine suite ({lab['cosine']}, a run per budget) took {wall['cosine']:.0f} s, the "
+                       f"wsd suite ({lab['wsd']}: its trunk up to the last branch point plus every decay branch) "
+                       f"{wall['wsd']:.0f} s; at equal budgets wsd plans {out['planned']:.2f} of cosine's steps, which "
+                       f"is why cosine stops earlier here; constant took {wall.get('constant', float('nan')):.0f} s.")
+    elif "cosine" in wall and "wsd" in wall:
         r = wall["wsd"] / wall["cosine"]
         cfg = Config(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in suites["wsd"].meta["config"].items()})
         out.update(ratio=r, planned=1 / cost_ratio(cfg))

@@ -337,6 +337,7 @@ class Unit:
     root: str
     job: Job
     progress: bool = False
+    after: str | None = None  # the job (of this round, on another worker) that makes this job's parent state
 
     def steps_left(self) -> int:
         return self.job.end - self.job.start
@@ -397,8 +398,22 @@ def _exporter(cfg: Config, tok, root: Path, val, accelerator):
     return export
 
 
+def wait_for_parent(unit: Unit, poll_s: float = 0.5) -> None:
+    """Block until ``unit``'s parent state exists (it is being made by ``unit.after``, running on
+    another worker); raise if that job ends without making it."""
+    root = Path(unit.root)
+    while not _ready(root, unit.job):
+        maker = root / "state" / f"{unit.after}.done.json"
+        if maker.is_file() and not _ready(root, unit.job):
+            raise RuntimeError(f"{unit.job.name}: job {unit.after} ended without the state {unit.job.parent} "
+                               f"(see {maker})")
+        time.sleep(poll_s)
+
+
 def run_unit(unit: Unit, accelerator=None, stop_after: int | None = None) -> dict:
     """Train (or resume, or skip if done) one job; the worker function of :func:`train_suites`."""
+    if unit.after is not None:
+        wait_for_parent(unit)
     tok, stream, val, acc = _context(unit.cfg, accelerator)
     root = Path(unit.root)
     return train_job(unit.cfg, unit.job, root, stream, tok, acc, _exporter(unit.cfg, tok, root, val, acc),

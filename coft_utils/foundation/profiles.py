@@ -36,7 +36,7 @@ from typing import Any, Mapping
 from . import registry as _registry
 
 __all__ = [
-    "PROFILES", "CHAPTERS", "ProfileError", "Profile", "ChapterConfig", "SeriesConfig", "param", "get_profile",
+    "PROFILES", "CHAPTERS", "ProfileError", "Profile", "ChapterConfig", "SeriesConfig", "param", "get_profile", "preset",
     "resolve", "describe", "validate", "apply_offline_env", "series_info", "SeriesInfo", "OfflineWarning",
     "offline_vars_set", "OFFLINE_VARS",
 ]
@@ -55,6 +55,9 @@ class Profile:
     budget: str
     offline: bool  # True (smoke, cpu): nothing may be downloaded (HF_HUB_OFFLINE=1, HF_DATASETS_OFFLINE=1)
     device: str  # "cpu" or "auto" (cuda when available)
+    base: str | None = None  # a chapter without a preset for this profile uses its preset for ``base``
+    chapters: tuple[str, ...] | None = None  # the chapters `book` runs at this profile (None: all)
+    reference: bool = False  # a reference run: `book` copies its records to results/<profile>/
 
 
 PROFILES: dict[str, Profile] = {
@@ -66,6 +69,13 @@ PROFILES: dict[str, Profile] = {
                 "where a chapter's preset says so", "<= 30 min per notebook", False, "auto"),
         Profile("paper", "A100 machines: the paper's settings, hub checkpoints and hub data "
                 "(coft_utils.foundation.hubdata)", "the paper's compute", False, "auto"),
+        # the laptop's reference run (issue 25): the fine-tuning chapters' series deeper, with
+        # pre-training replicates; records committed under results/cpu-deep/ (claims: "reference run")
+        Profile("cpu-deep", "2 cores, the reference run: the cpu book's series to 64M tokens (1,024 tokens "
+                "per parameter) with 3 pre-training runs, through chapters 00, 02, 03, 04, 06",
+                "<= 2 h on 2 cores (resumable)", True, "cpu", base="cpu",
+                chapters=("00_pretraining_suite", "02_gaussian_sensitivity", "03_fixed_lr_finetuning",
+                          "04_lr_sweep", "06_mitigations", "98_verdicts", "99_claims"), reference=True),
     )
 }
 DEFAULT_PROFILE = "cpu"
@@ -143,6 +153,9 @@ class SeriesConfig(ChapterConfig):
     checkpoints: tuple[str, ...] = param((), "checkpoint labels to use (empty: all of the series)", item=str)
     suite_model: str = param("", "the suite's model preset (series='suite' only; '' = chapter 00's at this "
                              "profile; at paper: olmo-15m, olmo-30m (the default) or olmo-90m, the paper's three)")
+    pretrain_runs: int = param(1, "pre-training runs of the suite measured (series='suite' only): chapter 00's runs "
+                               "of `schedule` at seeds 0 .. n-1, each with its own fine-tuning/noise seeds; the "
+                               "verdicts then take the pre-training run as the unit of replication", min=1, max=16)
 
 
 def _plain(v):
@@ -189,6 +202,18 @@ def apply_offline_env(profile: str) -> None:
                       f"{', '.join(f'{k}={os.environ[k]}' for k in on)} is set in this environment: nothing "
                       f"will be downloaded, and only files already in the hub cache ({cache}) can be used. "
                       f"To download, run: unset {' '.join(on)}", OfflineWarning, stacklevel=2)
+
+
+def preset(chapter: str, profile: str) -> ChapterConfig:
+    """The chapter's preset for ``profile``: its own, else (a profile with a ``base``) the base
+    profile's preset, marked with this profile. Raises :class:`ProfileError` when there is none."""
+    presets = _chapter_presets(chapter)
+    base = get_profile(profile).base
+    if profile in presets:
+        return presets[profile]
+    if base in presets:
+        return dataclasses.replace(presets[base], profile=profile)
+    raise ProfileError(f"chapter {chapter!r} has no preset for profile {profile!r}; allowed: {', '.join(presets)}")
 
 
 def _chapter_presets(chapter: str) -> dict[str, ChapterConfig]:
@@ -310,11 +335,11 @@ def series_info(series: str, profile: str, schedule: str = "cosine") -> SeriesIn
     :class:`ProfileError` for a series that is none of 'suite', a built-in name, a series .json.
 
     The project's suite is not trained here: its labels follow from the pre-training preset of
-    ``profile`` (one per token budget, the same for every schedule)."""
+    ``profile`` (one per token budget of ``schedule``: cosine may stop earlier)."""
     from . import models, series as series_mod
     if series == "suite":
         pretrain = _registry.experiment(series_mod.SUITE_CHAPTER)
-        pre = dataclasses.replace(pretrain.PRESETS[profile], schedule=schedule)
+        pre = dataclasses.replace(preset(series_mod.SUITE_CHAPTER, profile), schedule=schedule)
         return SeriesInfo("suite", tuple(pretrain.budget_labels(pre)), (), ())
     allowed = ("allowed: 'suite' (this project's pre-training suite), a built-in series ("
                + ", ".join(models.SERIES) + ") or the path of a series .json/.yaml file")
@@ -347,11 +372,8 @@ def _check_series(cfg: "SeriesConfig") -> SeriesInfo:
             raise ProfileError(f"parameter 'suite_model' = {cfg.suite_model!r} is not a model preset; allowed: "
                                f"'' or one of {', '.join(models.OLMO_PRESETS)}")
     bad = [c for c in cfg.checkpoints if c not in info.labels]
-    if bad:
-        where = f"the suite at profile {cfg.profile!r}" if info.kind == "suite" else f"series {cfg.series!r}"
-        raise ProfileError(f"parameter 'checkpoints' names {bad} that {where} does not have; allowed: "
-                           f"labels of {list(info.labels)} (empty: all)")
-    chosen = set(cfg.checkpoints or info.labels)
+    # the hub rule first (a preset's checkpoint labels may belong to the suite, not to this series)
+    chosen = set(c for c in cfg.checkpoints if c in info.labels) or set(info.labels)
     hub = [lab for lab in info.hub if lab in chosen]
     if hub and get_profile(cfg.profile).offline:
         online = [p.name for p in PROFILES.values() if not p.offline]
@@ -361,7 +383,68 @@ def _check_series(cfg: "SeriesConfig") -> SeriesInfo:
             f"allowed at profile {cfg.profile!r}: 'suite' (this project's pre-training suite) or a series "
             f".json whose checkpoints are local folders ('path'); a hub series needs "
             f"--profile {'|'.join(online)} on a machine with hub access")
+    if bad:
+        where = f"the suite at profile {cfg.profile!r}" if info.kind == "suite" else f"series {cfg.series!r}"
+        raise ProfileError(f"parameter 'checkpoints' names {bad} that {where} does not have; allowed: "
+                           f"labels of {list(info.labels)} (empty: all)")
+    if info.kind == "file":
+        _check_local_checkpoints(cfg.series, chosen)
+    if cfg.pretrain_runs > 1 and cfg.series != "suite":
+        raise ProfileError(f"parameter 'pretrain_runs' = {cfg.pretrain_runs} applies to series 'suite' only (series "
+                           f"is {cfg.series!r}: one pre-training run); allowed: 1 for any other series")
     return info
+
+
+_SHAPE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+# config.json spellings of the same field in other families (GPT-2: n_embd, n_layer, n_head)
+_SHAPE_ALIASES = {"hidden_size": ("n_embd", "d_model"), "num_hidden_layers": ("n_layer", "num_layers"),
+                  "num_attention_heads": ("n_head", "num_heads")}
+
+
+def _shape_value(conf: dict, key: str):
+    for k in (key, *_SHAPE_ALIASES.get(key, ())):
+        if k in conf:
+            return conf[k]
+    return None
+
+
+def _check_local_checkpoints(path: str, chosen: set) -> None:
+    """A series file's chosen local checkpoints exist, hold weights, and are one model family:
+    the same architecture and vocabulary (config.json's model_type, vocab_size, hidden_size,
+    num_hidden_layers, num_attention_heads), as every chapter compares them at equal tokens with
+    one tokenizer. Named errors before any work."""
+    import json as _json
+
+    from . import series as series_mod
+    from .weights import _weight_files, weight_format
+    shapes = {}
+    for c in series_mod.load(path):
+        if c.label not in chosen or not c.path:
+            continue
+        d = c.path  # relative paths are resolved against the file's folder by series.load
+        if not os.path.isdir(d):
+            raise ProfileError(f"parameter 'series' = {path!r}: checkpoint {c.label!r} has no folder {d}; allowed: "
+                               "an existing local folder with the model's weights and config.json")
+        from pathlib import Path as _P
+        if weight_format(f.name for f in _weight_files(_P(d))) is None:
+            raise ProfileError(f"parameter 'series' = {path!r}: checkpoint {c.label!r}: folder {d} has no weights "
+                               "(*.safetensors or pytorch_model*.bin)")
+        cf = _P(d) / "config.json"
+        if cf.is_file():
+            try:
+                conf = _json.loads(cf.read_text())
+            except ValueError as e:
+                raise ProfileError(f"parameter 'series' = {path!r}: checkpoint {c.label!r}: {cf} is not valid JSON "
+                                   f"(line {getattr(e, 'lineno', '?')}, column {getattr(e, 'colno', '?')})") from None
+            shapes[c.label] = tuple(_shape_value(conf, k) for k in _SHAPE_KEYS)
+    if len(set(shapes.values())) > 1:
+        first = next(iter(shapes))
+        odd = [lab for lab, sh in shapes.items() if sh != shapes[first]]
+        diff = [f"{k}: {shapes[first][i]!r} vs {shapes[odd[0]][i]!r}" for i, k in enumerate(_SHAPE_KEYS)
+                if shapes[first][i] != shapes[odd[0]][i]]
+        raise ProfileError(f"parameter 'series' = {path!r} mixes model families: checkpoint {odd[0]!r} differs from "
+                           f"{first!r} ({'; '.join(diff)}); allowed: checkpoints of one architecture and vocabulary "
+                           "(one training run)")
 
 
 def validate(cfg: ChapterConfig) -> ChapterConfig:
@@ -394,12 +477,13 @@ def resolve(chapter: str, profile: str = DEFAULT_PROFILE, overrides: Mapping[str
             seed: int | None = None) -> ChapterConfig:
     """The chapter's preset for ``profile`` with ``overrides`` applied, validated."""
     get_profile(profile)
-    presets = _chapter_presets(chapter)
-    if profile not in presets:
-        raise ProfileError(f"chapter {chapter!r} has no preset for profile {profile!r}; "
-                           f"allowed: {', '.join(presets)}")
-    base = presets[profile]
+    base = preset(chapter, profile)
     overrides = dict(overrides or {})
+    if isinstance(base, SeriesConfig) and "checkpoints" not in overrides and base.checkpoints and any(
+            k in overrides and overrides[k] != getattr(base, k) for k in ("series", "schedule", "suite_model")):
+        # the preset's checkpoint labels are the preset series'; another series (or schedule) is
+        # taken whole unless the caller names its checkpoints too
+        overrides["checkpoints"] = ()
     if seed is not None:
         overrides["seed"] = seed
     names = {f.name: f for f in dataclasses.fields(base)}

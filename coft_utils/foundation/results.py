@@ -151,6 +151,31 @@ def atomic_write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _read_record(p: Path) -> dict | None:
+    """The record in ``p``; None when there is none. A file that does not parse as a record
+    (truncated, empty, edited by hand) is named on stderr and moved aside to
+    ``<name>.damaged-<UTC time>`` (kept for inspection), so its unit is computed again."""
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        rec = _unjson(json.loads(text))
+        if not (isinstance(rec, dict) and isinstance(rec.get("unit"), dict) and isinstance(rec.get("metrics"), dict)):
+            raise ValueError("not a record (no 'unit' and 'metrics' mappings)")
+        return rec
+    except ValueError as e:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+        aside = p.with_name(f"{p.name}.damaged-{stamp}")
+        try:
+            os.replace(p, aside)
+        except FileNotFoundError:  # another process moved it first
+            return None
+        print(f"[coft] warning: record {p} does not parse ({str(e)[:120]}); moved to {aside.name}, its unit "
+              "will be computed again", file=sys.stderr, flush=True)
+        return None
+
+
 class Store:
     """Records of one experiment at one profile (a folder of JSON files, one per unit)."""
 
@@ -164,11 +189,11 @@ class Store:
         return self.dir / f"{unit_id(unit)}.json"
 
     def done(self, unit: Mapping) -> bool:
-        return self.path(unit).is_file()
+        """A record that parses exists (a damaged one is moved aside: the unit is computed again)."""
+        return self.get(unit) is not None
 
     def get(self, unit: Mapping) -> dict | None:
-        p = self.path(unit)
-        return _unjson(json.loads(p.read_text())) if p.is_file() else None
+        return _read_record(self.path(unit))
 
     def write(self, unit: Mapping, metrics: Mapping, config=None, data_names: Iterable[str] = (),
               extra: Mapping | None = None, prov: Mapping | None = None) -> dict:
@@ -185,7 +210,7 @@ class Store:
     def records(self) -> list[dict]:
         if not self.dir.is_dir():
             return []
-        recs = [_unjson(json.loads(p.read_text())) for p in sorted(self.dir.glob("*.json"))]
+        recs = [r for r in map(_read_record, sorted(self.dir.glob("*.json"))) if r is not None]
         return sorted(recs, key=lambda r: json.dumps(r["unit"], sort_keys=True))
 
     def frame(self):

@@ -46,7 +46,7 @@ from typing import Iterable, Mapping
 from . import registry
 
 __all__ = ["Checkpoint", "CheckpointSeries", "SeriesError", "SERIES", "get_series", "check_revisions",
-           "for_config", "load", "suite", "FILE_SUFFIXES", "SUITE_CHAPTER"]
+           "for_config", "runs_for_config", "load", "suite", "FILE_SUFFIXES", "SUITE_CHAPTER"]
 
 
 class SeriesError(ValueError):
@@ -113,11 +113,21 @@ class CheckpointSeries:
         return {"name": self.name, "description": self.description, "tokenizer": self.tokenizer,
                 "meta": self.meta, "checkpoints": [c.to_dict() for c in self.checkpoints]}
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, relative: bool = False) -> Path:
+        """Write the series as JSON; ``relative``: checkpoint folders inside the file's folder are
+        written relative to it (a copied or moved folder then reads its own weights: :func:`load`
+        resolves relative paths against the file's folder)."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
+        d = self.to_dict()
+        if relative:
+            base = p.resolve().parent
+            for c in d["checkpoints"]:
+                q = Path(c["path"]).resolve() if c.get("path") else None
+                if q is not None and q.is_relative_to(base):
+                    c["path"] = q.relative_to(base).as_posix()
         tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        tmp.write_text(json.dumps(d, indent=1))
         os.replace(tmp, p)
         return p
 
@@ -287,6 +297,24 @@ for _size in ("70m", "160m", "410m", "1b"):
                           2_097_152, f"Pythia-{_size} (2M tokens per step)"))
 
 
+def _relative_to(file: Path, d):
+    """A series file's relative checkpoint ``path`` s (and a relative ``tokenizer`` folder that
+    exists there) resolved against the file's own folder, not the working directory."""
+    if not isinstance(d, dict):
+        return d
+    base = Path(file).resolve().parent
+    d = dict(d)
+    cks = d.get("checkpoints")
+    if isinstance(cks, list):
+        d["checkpoints"] = [{**c, "path": str((base / c["path"]).resolve())}
+                            if isinstance(c, dict) and isinstance(c.get("path"), str) and c["path"]
+                            and not os.path.isabs(os.path.expanduser(c["path"])) else c for c in cks]
+    tok = d.get("tokenizer")
+    if isinstance(tok, str) and tok and not os.path.isabs(tok) and (base / tok).is_dir():
+        d["tokenizer"] = str((base / tok).resolve())
+    return d
+
+
 def get_series(spec) -> CheckpointSeries:
     """A series from a built-in name, a JSON file path, a dict, or a series itself."""
     if isinstance(spec, CheckpointSeries):
@@ -298,7 +326,12 @@ def get_series(spec) -> CheckpointSeries:
             return SERIES[str(spec)]
         p = Path(spec)
         if p.suffix == ".json" and p.is_file():
-            return CheckpointSeries.from_dict(json.loads(p.read_text()))
+            try:
+                d = json.loads(p.read_text())
+            except ValueError as e:
+                raise SeriesError(f"series file {p} is not valid JSON (line {getattr(e, 'lineno', '?')}, column "
+                                  f"{getattr(e, 'colno', '?')}): {getattr(e, 'msg', e)}") from None
+            return CheckpointSeries.from_dict(_relative_to(p, d))
         if p.suffix == ".json":
             raise SeriesError(f"series file {p} does not exist")
     raise SeriesError(f"unknown series {spec!r}; allowed: a built-in name ({', '.join(SERIES)}), "
@@ -340,14 +373,14 @@ def load(spec) -> CheckpointSeries:
         p = Path(spec)
         if not p.is_file():
             raise SeriesError(f"series file {p} does not exist")
-        import yaml
+        from . import safeyaml
         try:
-            d = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise SeriesError(f"series file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+            d = safeyaml.load(p.read_text(), f"series file {p}")  # no aliases, 100e9 a number, dates as text
+        except safeyaml.YAMLInputError as e:
+            raise SeriesError(str(e)) from None
         if not isinstance(d, dict):
             raise SeriesError(f"series file {p} must hold a mapping with 'name' and 'checkpoints'")
-        return CheckpointSeries.from_dict(json.loads(json.dumps(d)))
+        return CheckpointSeries.from_dict(_relative_to(p, json.loads(json.dumps(d))))
     return get_series(spec)
 
 
@@ -357,6 +390,18 @@ def suite(profile: str, schedule: str = "cosine", seed: int = 0, progress: bool 
     ``overrides`` are chapter 00 parameters (e.g. ``{"model": "olmo-90m"}``)."""
     return registry.experiment(SUITE_CHAPTER).get_suite(profile, schedule=schedule, seed=seed, overrides=overrides,
                                                         progress=progress)
+
+
+def runs_for_config(cfg, progress: bool = False) -> list[CheckpointSeries]:
+    """Every pre-training run a chapter config measures: :func:`for_config`'s series, then, for
+    the suite with ``pretrain_runs`` > 1, chapter 00's runs of ``cfg.schedule`` at seeds 1 .. n-1
+    (each its own series name), restricted to ``cfg.checkpoints`` alike."""
+    out = [for_config(cfg, progress)]
+    model = getattr(cfg, "suite_model", "")
+    for r in range(1, getattr(cfg, "pretrain_runs", 1)):
+        s = suite(cfg.profile, cfg.schedule, r, progress, overrides={"model": model} if model else None)
+        out.append(s.select(cfg.checkpoints) if cfg.checkpoints else s)
+    return out
 
 
 def for_config(cfg, progress: bool = False) -> CheckpointSeries:

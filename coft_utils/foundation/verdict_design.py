@@ -110,19 +110,24 @@ def shock_var(m, x, degree: int, v=None):
     return scatter(m, fit_resid(tuple(np.asarray(x, float).tolist()), degree), v)
 
 
-def crossfit_choice(val, lower_is_better: bool = True, skipna: bool = False):
+def crossfit_choice(val, lower_is_better: bool = True, skipna: bool = False, groups=None):
     """Never choose and test on the same runs: ``val`` [option, replicate, checkpoint] (a
     validation metric per learning rate, seed, checkpoint) -> for every (replicate, checkpoint)
     the option chosen on the mean over the *other* replicates, and whether any option had a
     finite mean there (``skipna``: a missing value of another replicate is left out of its mean;
-    else it removes that option). Returns (index [replicate, checkpoint], ok [replicate, checkpoint])."""
+    else it removes that option). ``groups`` (one label per replicate, e.g. its pre-training run):
+    the replicates of the scored one's group are left out too (its run chooses nothing for it).
+    Returns (index [replicate, checkpoint], ok [replicate, checkpoint])."""
     import warnings
     val = np.asarray(val, float) * (1.0 if lower_is_better else -1.0)
     R = val.shape[1]
     idx = np.zeros(val.shape[1:], int)
     ok = np.zeros(val.shape[1:], bool)
+    g = None if groups is None else list(groups)
+    if g is not None and len(g) != R:
+        raise ValueError(f"groups: {len(g)} labels for {R} replicates")
     for i in range(R):
-        rest = [j for j in range(R) if j != i] or [i]
+        rest = [j for j in range(R) if j != i and (g is None or g[j] != g[i])] or [i]
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = (np.nanmean if skipna else np.mean)(val[:, rest], axis=1)  # [option, checkpoint]

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from .series import Checkpoint, SeriesError
 
-__all__ = ["identity", "fingerprint", "hub_commit", "weight_format", "cached_snapshot", "repo_files", "hub_cache_dir"]
+__all__ = ["identity", "fingerprint", "hub_commit", "weight_format", "cached_snapshot", "repo_files", "hub_cache_dir",
+           "tokenizer_key"]
 
 # What a results record is keyed by: the weights themselves, not the checkpoint's label. A local
 # folder is fingerprinted by the full content of its weight files (cached by stat stamp); a hub
@@ -241,3 +242,26 @@ def identity(ckpt: Checkpoint | str) -> str:
             return fingerprint(ckpt.path, ckpt.label)[:16]
         return f"{ckpt.hub_id}@{hub_commit(ckpt.hub_id, ckpt.revision, ckpt.label)}"
     return fingerprint(str(ckpt))[:16]
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                    "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model")
+
+
+def tokenizer_key(series) -> dict:
+    """``{"tokenizer": id}`` for a series with its own tokenizer (``series.tokenizer``: a folder ->
+    the hash of its tokenizer files; a hub id -> the id), else ``{}`` (each checkpoint's own
+    tokenizer, in its folder or hub revision). A unit built with it is keyed by the tokenizer too:
+    naming another tokenizer recomputes, never reuses, its records."""
+    spec = getattr(series, "tokenizer", None)
+    if not spec:
+        return {}
+    d = Path(spec).expanduser()
+    if not d.is_dir():
+        return {"tokenizer": str(spec)}
+    h = hashlib.sha256()
+    for name in _TOKENIZER_FILES:
+        f = d / name
+        if f.is_file():
+            h.update(name.encode() + b"\0" + f.read_bytes())
+    return {"tokenizer": h.hexdigest()[:16]}
