@@ -103,7 +103,9 @@ def resolve(profile: str = "cpu", overrides: dict | None = None, seed: int | Non
 
 
 def _suite_fields(cfg: Config, schedule: str) -> dict:
-    over = {"series": "suite", "schedule": schedule, "checkpoints": list(cfg.checkpoints)}
+    # one pre-training run per schedule: the comparisons here are within a run (a profile whose
+    # chapters 02-04 measure several runs, cpu-deep, does not multiply this chapter's units)
+    over = {"series": "suite", "schedule": schedule, "checkpoints": list(cfg.checkpoints), "pretrain_runs": 1}
     if cfg.suite_model:
         over["suite_model"] = cfg.suite_model
     return over
